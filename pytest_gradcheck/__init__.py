@@ -1,0 +1,28 @@
+"""pytest-gradcheck: prove hand-written numpy backward passes right, or show where they are wrong."""
+
+from __future__ import annotations
+
+from .access import LayerAccess, ObjectAccess, Param
+from .api import check
+from .errors import GradcheckError, GradcheckUsageError, NondeterministicLayerError
+from .manager import register, unregister
+from .options import Options
+from .result import CheckResult, Entry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckResult",
+    "Entry",
+    "GradcheckError",
+    "GradcheckUsageError",
+    "LayerAccess",
+    "NondeterministicLayerError",
+    "ObjectAccess",
+    "Options",
+    "Param",
+    "__version__",
+    "check",
+    "register",
+    "unregister",
+]

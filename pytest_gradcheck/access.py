@@ -1,0 +1,312 @@
+"""Layer access: the protocol the checker talks to, and the two built-in shapes of it.
+
+The checker never looks inside a layer itself. A `LayerAccess` (returned by the
+`pytest_gradcheck_adapt` hook) runs forward and backward and lists `Param`s; finding parameters,
+sub-layers, train-mode switches and random sources of plain objects is delegated to further hooks,
+so projects can teach the checker their conventions piece by piece.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import GradcheckUsageError
+
+# Forward keywords that select training / batch-statistics behaviour, with the value that does.
+TRAIN_KEYWORDS: dict[str, Any] = {
+    "training": True,
+    "train": True,
+    "is_training": True,
+    "train_mode": True,
+    "mode": "train",
+}
+# Where layers that return None from backward leave the input gradient.
+INPUT_GRAD_ATTRS = ("dinputs", "dinput", "dx", "grad_input")
+
+
+@dataclass
+class Param:
+    """One parameter array of a layer, and where its gradient is found after backward.
+
+    `get`/`set` read and replace the array (set is None when it cannot be replaced, e.g. a
+    read-only property); `grad` returns the gradient after backward, or None if there is none.
+    `differentiable=False` marks entries such as running statistics: listed, never perturbed.
+    """
+
+    name: str
+    get: Callable[[], Any]
+    set: Callable[[Any], None] | None
+    grad: Callable[[], Any] | None
+    layer: str = ""
+    differentiable: bool = True
+
+
+def dict_param(name: str, layer: Any, pattr: str, gattr: str | None, key: str, label: str) -> Param:
+    """A parameter stored as `layer.<pattr>[key]` with its gradient at `layer.<gattr>[key]`.
+
+    The dicts are looked up on every call because layers often rebind them in backward.
+    """
+
+    def get() -> Any:
+        return getattr(layer, pattr)[key]
+
+    def set_(value: Any) -> None:
+        getattr(layer, pattr)[key] = value
+
+    grad = None
+    if gattr is not None:
+
+        def grad() -> Any:
+            return (getattr(layer, gattr, None) or {}).get(key)
+
+    return Param(name, get, set_, grad, label, differentiable=gattr is not None)
+
+
+def attr_param(name: str, layer: Any, pattr: str, gattr: str, label: str) -> Param:
+    """A parameter stored as attribute `pattr` with its gradient in attribute `gattr`."""
+    return Param(
+        name,
+        lambda: getattr(layer, pattr),
+        lambda value: setattr(layer, pattr, value),
+        lambda: getattr(layer, gattr, None),
+        label,
+    )
+
+
+def layer_label(obj: Any) -> str:
+    if isinstance(obj, tuple) and len(obj) == 2 and all(callable(f) for f in obj):
+        return f"{_fn_name(obj[0])}/{_fn_name(obj[1])}"
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _positional_names(fn: Callable[..., Any]) -> list[str]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+class LayerAccess(ABC):
+    """What the checker needs from a layer. Subclass it in a `pytest_gradcheck_adapt` hook.
+
+    The checker calls, in order: `force_train_mode()` once, `forward()` repeatedly,
+    `parameters()` after the first forward (so lazily created parameters exist), and
+    `backward()` once after a forward on unperturbed values.
+    """
+
+    label: str = "layer"
+
+    def input_names(self, n: int) -> list[str]:
+        """Names for the report rows of the n positional inputs."""
+        return [f"input{i}" for i in range(n)] if n > 1 else ["input"]
+
+    def state_roots(self) -> list[Any]:
+        """Objects whose state must be the same before every evaluation and after the check."""
+        return []
+
+    def force_train_mode(self) -> list[str]:
+        """Switch to training / batch-statistics behaviour; return what was switched."""
+        return []
+
+    @abstractmethod
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        """Run the layer on `inputs`; return its output array."""
+
+    @abstractmethod
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        """Input gradients, one entry per input (None where there is none)."""
+
+    def parameters(self) -> list[Param]:
+        return []
+
+    def random_sources(self) -> list[Any]:
+        """Random streams besides those reachable from `state_roots()`."""
+        return []
+
+    def loss_terms(self) -> list[Callable[[], float]]:
+        """Extra terms of the objective whose gradient the layer adds itself."""
+        return []
+
+
+class ObjectAccess(LayerAccess):
+    """A layer object with `forward`/`backward`, possibly holding sub-layers.
+
+    Conventions for parameters, sub-layers, train mode and random sources come from the hooks,
+    whose built-in implementations live in `conventions.py`.
+    """
+
+    def __init__(self, layer: Any, hook: Any, label: str | None = None) -> None:
+        self.layer = layer
+        self.hook = hook
+        self.label = label or layer_label(layer)
+        self.tree = self._walk(layer, "")
+        self._forward_kwargs = self._train_keywords(layer.forward)
+
+    def _walk(self, obj: Any, path: str) -> list[tuple[str, Any]]:
+        found = [(path, obj)]
+        seen = {id(obj)}
+        stack = [(path, obj)]
+        while stack:
+            p, o = stack.pop()
+            children = self.hook.pytest_gradcheck_sublayers(layer=o) or []
+            for name, child in children:
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                cp = f"{p}.{name}" if p else str(name)
+                found.append((cp, child))
+                stack.append((cp, child))
+        return found
+
+    @staticmethod
+    def _train_keywords(fn: Callable[..., Any]) -> dict[str, Any]:
+        try:
+            names = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            return {}
+        return {k: v for k, v in TRAIN_KEYWORDS.items() if k in names}
+
+    def input_names(self, n: int) -> list[str]:
+        names = [
+            p for p in _positional_names(self.layer.forward) if p not in self._forward_kwargs
+        ]
+        if len(names) >= n:
+            return names[:n]
+        return super().input_names(n)
+
+    def state_roots(self) -> list[Any]:
+        return [self.layer]
+
+    def force_train_mode(self) -> list[str]:
+        forced = [f"forward({k}={v!r})" for k, v in self._forward_kwargs.items()]
+        for path, obj in self.tree:
+            for what in self.hook.pytest_gradcheck_train_mode(layer=obj):
+                forced.extend(f"{path}.{w}" if path else w for w in what)
+        return forced
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        out = self.layer.forward(*inputs, **self._forward_kwargs)
+        if out is None:
+            out = getattr(self.layer, "output", None)
+            if out is None:
+                raise GradcheckUsageError(
+                    f"{self.label}: forward returned None and set no `output` attribute; "
+                    "return the output array, or set self.output"
+                )
+        elif isinstance(out, tuple):
+            raise GradcheckUsageError(
+                f"{self.label}: forward returned a tuple of {len(out)}; for cs231n-style "
+                "functions pass the pair: check((layer_forward, layer_backward), *args)"
+            )
+        return out
+
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        res = self.layer.backward(dout)
+        if res is None:
+            for attr in INPUT_GRAD_ATTRS:
+                res = getattr(self.layer, attr, None)
+                if res is not None:
+                    break
+        if isinstance(res, (tuple, list)):
+            return list(res)
+        return [res]
+
+    def parameters(self) -> list[Param]:
+        out: list[Param] = []
+        for path, obj in self.tree:
+            found = self.hook.pytest_gradcheck_layer_parameters(layer=obj, path=path) or []
+            out.extend(found)
+        return out
+
+    def random_sources(self) -> list[Any]:
+        sources: list[Any] = []
+        for _, obj in self.tree:
+            for found in self.hook.pytest_gradcheck_random_sources(layer=obj):
+                sources.extend(found)
+        return sources
+
+    def loss_terms(self) -> list[Callable[[], float]]:
+        layer = self.layer
+        terms: list[Callable[[], float]] = []
+        for fns in self.hook.pytest_gradcheck_loss_terms(layer=layer):
+            terms.extend((lambda f=f: float(f(layer))) for f in fns)
+        return terms
+
+
+class FunctionPairAccess(LayerAccess):
+    """The cs231n convention: `out, cache = f_forward(*args)`, `grads = f_backward(dout, cache)`.
+
+    Array arguments are the checked arrays, in order; the tuple from backward holds one
+    gradient per array argument, in the same order. Dict arguments pass through untouched
+    (their `mode` forced to 'train'); they are state roots, so running statistics written into
+    them are restored.
+    """
+
+    def __init__(self, forward_fn: Callable[..., Any], backward_fn: Callable[..., Any]) -> None:
+        self.forward_fn = forward_fn
+        self.backward_fn = backward_fn
+        self.label = layer_label((forward_fn, backward_fn))
+        self._cache: Any = None
+        self._args: Sequence[Any] = ()
+
+    def input_names(self, n: int) -> list[str]:
+        names = _positional_names(self.forward_fn)
+        return names[:n] if len(names) >= n else super().input_names(n)
+
+    def force_train_mode(self) -> list[str]:
+        forced = []
+        for i, arg in enumerate(self._args):
+            if isinstance(arg, dict) and arg.get("mode", "train") != "train":
+                arg["mode"] = "train"
+                forced.append(f"arg{i}['mode']='train'")
+        return forced
+
+    def bind(self, args: Sequence[Any]) -> None:
+        """Remember the (working copies of the) arguments, to find dicts whose mode to force."""
+        self._args = args
+
+    def state_roots(self) -> list[Any]:
+        return [a for a in self._args if isinstance(a, dict)]
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        res = self.forward_fn(*inputs)
+        if not (isinstance(res, tuple) and len(res) == 2):
+            raise GradcheckUsageError(
+                f"{self.label}: the forward function must return (out, cache), got "
+                f"{type(res).__name__}"
+            )
+        out, self._cache = res
+        return out
+
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        res = self.backward_fn(dout, self._cache)
+        grads = list(res) if isinstance(res, (tuple, list)) else [res]
+        arrays = [i for i, a in enumerate(self._args) if isinstance(a, np.ndarray)]
+        if len(grads) != len(arrays):
+            # Integer arguments (indices, labels) commonly get no gradient at all.
+            arrays = [i for i in arrays if np.issubdtype(self._args[i].dtype, np.inexact)]
+        if len(grads) != len(arrays):
+            raise GradcheckUsageError(
+                f"{self.label}: backward returned {len(grads)} gradient(s) for "
+                f"{len(arrays)} array argument(s); return one gradient per array argument, "
+                "in the order of the forward function's arguments"
+            )
+        per_arg: list[Any] = [None] * len(self._args)
+        for i, g in zip(arrays, grads):
+            per_arg[i] = g
+        return per_arg

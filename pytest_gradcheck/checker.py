@@ -1,0 +1,473 @@
+"""One gradient check from start to finish: setup, analytic pass, numeric passes, verdict.
+
+The order of events, and why:
+1. Record everything reachable from the layer and the inputs (`Snapshot`) and the random
+   streams, so all of it is put back in `finally`, whatever happens.
+2. Seed the global streams from the check seed, force training mode, run a first forward (it
+   may create parameters lazily), then list the parameters and move low-precision ones to
+   float64 copies.
+3. Take a baseline, run one forward to learn what a forward pass changes (the `Patch`) and
+   which random streams it draws from, run a second forward from the same state and demand the
+   same output (otherwise an unreset random source is in use).
+4. The analytic pass, then central differences for every checked element, each evaluation
+   preceded by the patch and the random-stream resets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import modes, numeric
+from .access import FunctionPairAccess, LayerAccess, Param, layer_label
+from .errors import GradcheckUsageError, NondeterministicLayerError
+from .options import Options
+from .result import (
+    FAIL,
+    INTEGER_INPUT,
+    NOT_DIFFERENTIATED,
+    NOT_SELECTED,
+    OK,
+    CheckResult,
+    Entry,
+)
+from .state import (
+    Patch,
+    RandomSource,
+    SeededGlobalNumpy,
+    SeededGlobalPython,
+    Snapshot,
+)
+
+
+def _is_float_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
+
+
+@dataclass
+class Target:
+    """One array to check: a working float64 array perturbed in place, and its gradient."""
+
+    name: str
+    kind: str
+    array: np.ndarray  # the live array the layer reads
+    orig_dtype: str
+    analytic: np.ndarray | None = None
+
+
+class Checker:
+    """Runs one check; see the module docstring for the order of events."""
+
+    def __init__(self, target: Any, inputs: Sequence[Any], opts: Options, hook: Any) -> None:
+        self.target = target
+        self.user_inputs = list(inputs)
+        self.opts = opts
+        self.hook = hook
+        self.label = opts.label or layer_label(target)
+        self.forward_calls = 0
+        self.backward_calls = 0
+        self.notes: list[str] = []
+
+    # -- running the layer ------------------------------------------------------------------
+
+    def _forward(self, inputs: Sequence[Any]) -> Any:
+        self.forward_calls += 1
+        try:
+            return self.access.forward(inputs)
+        except GradcheckUsageError:
+            raise
+        except Exception as exc:
+            raise GradcheckUsageError(
+                f"{self.label}: forward raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _backward(self, dout: np.ndarray) -> Sequence[Any]:
+        self.backward_calls += 1
+        try:
+            return self.access.backward(dout)
+        except GradcheckUsageError:
+            raise
+        except Exception as exc:
+            raise GradcheckUsageError(
+                f"{self.label}: backward raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _adapt(self) -> LayerAccess:
+        access = self.hook.pytest_gradcheck_adapt(obj=self.target, label=self.opts.label,
+                                                  hook=self.hook)
+        if access is None:
+            raise GradcheckUsageError(
+                f"{self.label}: cannot check a {type(self.target).__name__}: a layer needs "
+                "forward() and backward() methods, a cs231n-style pair is passed as "
+                "(forward_fn, backward_fn); for other shapes implement the "
+                "pytest_gradcheck_adapt hook"
+            )
+        if self.opts.label:
+            access.label = self.opts.label
+        self.label = access.label
+        return access
+
+    def _working_inputs(self) -> list[Any]:
+        work = []
+        for x in self.user_inputs:
+            if _is_float_array(x):
+                work.append(np.array(x, dtype=np.float64, order="C", copy=True))
+            elif isinstance(x, np.ndarray):
+                work.append(x.copy())
+            else:
+                work.append(x)
+        if any(_is_float_array(x) and x.dtype != np.float64 for x in self.user_inputs):
+            self.notes.append("low-precision inputs were checked on float64 copies")
+        return work
+
+    def _select_params(self, params: list[Param]) -> tuple[list[Param], list[Entry]]:
+        """Differentiable, selected parameters; rows for the others."""
+        from fnmatch import fnmatchcase
+
+        checked, rows = [], []
+        for p in params:
+            value = p.get()
+            if not isinstance(value, np.ndarray):
+                continue
+            shape, dtype = tuple(value.shape), str(value.dtype)
+            if not p.differentiable or not np.issubdtype(value.dtype, np.floating):
+                rows.append(Entry(p.name, "param", shape, dtype, NOT_DIFFERENTIATED,
+                                  size=value.size))
+            elif self.opts.params is not None and not any(
+                fnmatchcase(p.name, pat) for pat in self.opts.params
+            ):
+                rows.append(Entry(p.name, "param", shape, dtype, NOT_SELECTED, size=value.size))
+            else:
+                checked.append(p)
+        if self.opts.params is not None:
+            names = [p.name for p in params]
+            for pat in self.opts.params:
+                if not any(fnmatchcase(n, pat) for n in names):
+                    raise GradcheckUsageError(
+                        f"{self.label}: params={list(self.opts.params)!r}: {pat!r} matches no "
+                        f"parameter; parameters are: {', '.join(names) or 'none'}"
+                    )
+        return checked, rows
+
+    def _promote(self, params: list[Param]) -> tuple[list[np.ndarray], list[str]]:
+        """Give each checked parameter a writeable, contiguous float64 array where possible."""
+        arrays, low = [], []
+        for p in params:
+            value = p.get()
+            want = value.dtype != np.float64 or not value.flags.c_contiguous
+            if want and p.set is not None:
+                p.set(np.array(value, dtype=np.float64, order="C", copy=True))
+                value = p.get()
+                if value.dtype != np.float64:
+                    low.append(str(value.dtype))
+            elif want and value.dtype != np.float64:
+                low.append(str(value.dtype))
+            if not value.flags.writeable or not value.flags.c_contiguous:
+                raise GradcheckUsageError(
+                    f"{self.label}: parameter {p.name!r} is not a writeable contiguous array, so "
+                    "it cannot be perturbed in place; store it as a plain numpy array"
+                )
+            arrays.append(value)
+        return arrays, low
+
+    # -- the check --------------------------------------------------------------------------
+
+    def run(self) -> CheckResult:
+        start = time.perf_counter()
+        self.access = self._adapt()
+        original = Snapshot([*self.access.state_roots(), *self.user_inputs])
+        np_global = SeededGlobalNumpy(self.opts.seed)
+        try:
+            py_global = SeededGlobalPython(self.opts.seed)
+            try:
+                private = self._private_sources(original)
+                try:
+                    result = self._run(np_global, py_global, private)
+                finally:
+                    for src in private:
+                        src.restore()
+            finally:
+                py_global.give_back()
+        finally:
+            np_global.give_back()
+            original.restore()
+        result.elapsed = time.perf_counter() - start
+        return result
+
+    def _private_sources(self, snap: Snapshot) -> list[RandomSource]:
+        seen: set[int] = set()
+        sources = []
+        extra = [(o, "registered") for o in self.opts.random_sources]
+        for obj, label in [*snap.random_objects, *extra]:
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                sources.append(RandomSource(obj, label))
+        return sources
+
+    def _run(
+        self,
+        np_global: SeededGlobalNumpy,
+        py_global: SeededGlobalPython,
+        private: list[RandomSource],
+    ) -> CheckResult:
+        opts = self.opts
+        access = self.access
+        work = self._working_inputs()
+        if isinstance(access, FunctionPairAccess):
+            access.bind(work)
+        forced = access.force_train_mode()
+        if forced:
+            self.notes.append("forced training mode: " + ", ".join(forced))
+
+        for obj in access.random_sources():
+            if all(obj is not s.obj for s in private):
+                private.append(RandomSource(obj, "hook"))
+        sources: list[RandomSource] = [np_global, py_global, *private]
+
+        def reset_all() -> None:
+            for s in sources:
+                s.restore()
+
+        # First forward: lazily created parameters come to exist.
+        reset_all()
+        self._forward(work)
+        params, rows = self._select_params(access.parameters())
+        param_arrays, low = self._promote(params)
+        input_names = access.input_names(len(work))
+
+        targets: list[Target] = []
+        input_rows: list[Entry] = []
+        for name, x, user_x in zip(input_names, work, self.user_inputs):
+            if _is_float_array(x):
+                if opts.inputs:
+                    targets.append(Target(name, "input", x, str(user_x.dtype)))
+            elif isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer | np.bool_):
+                input_rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype),
+                                        INTEGER_INPUT, size=x.size))
+        targets += [
+            Target(p.name, "param", a, str(p.get().dtype)) for p, a in zip(params, param_arrays)
+        ]
+
+        # What one forward pass changes, and which random streams it draws from.
+        loss_terms = self._loss_terms()
+        live = [a for a in work if isinstance(a, np.ndarray)]
+        baseline = Snapshot([*access.state_roots(), *work], exclude=[*param_arrays, *live])
+        saved_inputs = [a.copy() for a in live]
+        reset_all()
+        out1 = np.array(self._output(self._forward(work)), copy=True)
+        patch = baseline.patch()
+        used = [s for s in sources if s.changed()]
+        mutated = [i for i, (a, b) in enumerate(zip(live, saved_inputs)) if not
+                   np.array_equal(a, b, equal_nan=True)]
+        if mutated:
+            self.notes.append(
+                "forward modifies its input in place: every evaluation got its own copy"
+            )
+            for a, b in zip(live, saved_inputs):
+                np.copyto(a, b)
+        prepare = self._preparer(patch, used)
+        call_inputs = self._input_feeder(work, {id(live[i]) for i in mutated})
+        if used:
+            self.notes.append(
+                "random streams reset before every evaluation: "
+                + ", ".join(s.label for s in used)
+            )
+
+        precision = numeric.precision_of(out1.dtype, *low)
+        eps_default, rtol_default = numeric.PRECISION_DEFAULTS[precision]
+        eps = opts.eps if opts.eps is not None else eps_default
+        rtol = opts.rtol if opts.rtol is not None else rtol_default
+        if precision != "float64":
+            self.notes.append(
+                f"the layer computes in {precision} even on float64 arrays: step {eps:g} and "
+                f"rtol {rtol:g} follow that precision; errors below about {rtol:g} go unseen"
+            )
+
+        g = np.random.default_rng(opts.seed).standard_normal(out1.shape)
+
+        def objective(out: Any) -> float:
+            total = float(np.vdot(g, out))
+            for term in loss_terms:
+                total += term()
+            return total
+
+        # Analytic pass; its forward, from the same state as the last one, must agree with it.
+        prepare()
+        out_a = np.asarray(self._output(self._forward(call_inputs())))
+        if not np.array_equal(out1, out_a, equal_nan=True):
+            self._nondeterministic(out1, out_a)
+        f_zero = objective(out_a)
+        self._zero_grads(params)
+        dins = self._backward(g.copy())
+        self._collect_input_grads(targets, dins, input_names)
+        self._collect_param_grads(targets, params)
+        noise = numeric.objective_noise(
+            float(np.sum(np.abs(out_a * g))) + sum(abs(t()) for t in loss_terms), precision
+        )
+        tol = numeric.make_tolerance(rtol, opts.atol, noise, eps)
+
+        forward = self._forward
+
+        def evaluate() -> float:
+            prepare()
+            return objective(forward(call_inputs()))
+
+        verdicts = modes.run_mode(opts, targets, evaluate, f_zero, eps, tol, self.notes)
+        # A stream no forward drew from while setting up was left alone; if some evaluation did
+        # draw from it after all, the numbers are unreliable: redo with every stream reset.
+        if any(s.changed() for s in sources if s not in used):
+            self.notes.append("a random stream was used only by some evaluations: rechecked "
+                              "with every stream reset before every evaluation")
+            prepare = self._preparer(patch, sources)
+            verdicts = modes.run_mode(opts, targets, evaluate, f_zero, eps, tol, [])
+
+        entries = [self._entry(t, v) for t, v in zip(targets, verdicts)]
+        order = {t.name: i for i, t in enumerate(targets)}
+        entries.sort(key=lambda e: order[e.name])
+        result = CheckResult(
+            label=self.label,
+            seed=opts.seed,
+            mode=opts.mode,
+            precision=precision,
+            eps=eps,
+            rtol=rtol,
+            atol=tol.atol,
+            entries=[*input_rows, *entries, *rows],
+            notes=self.notes,
+            forward_calls=self.forward_calls,
+            backward_calls=self.backward_calls,
+        )
+        return result
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _output(self, out: Any) -> np.ndarray:
+        arr = np.asarray(out)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise GradcheckUsageError(
+                f"{self.label}: forward returned {arr.dtype} values; the output must be a "
+                "floating-point array"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise GradcheckUsageError(
+                f"{self.label}: forward produced non-finite values (nan or inf) on the given "
+                "inputs; check the inputs' scale or the layer's numerics"
+            )
+        return arr
+
+    def _loss_terms(self) -> list[Callable[[], float]]:
+        terms = list(self.access.loss_terms())
+        if self.opts.extra_loss is not None:
+            fn = self.opts.extra_loss
+            subject = getattr(self.access, "layer", self.target)
+            terms.append(lambda: float(fn(subject)))
+        return terms
+
+    @staticmethod
+    def _preparer(patch: Patch, used: Sequence[RandomSource]) -> Callable[[], None]:
+        steps = [patch.compile()] if patch else []
+        steps += [s.resetter() for s in used]
+        if not steps:
+            return lambda: None
+        if len(steps) == 1:
+            return steps[0]
+        tup = tuple(steps)
+
+        def prepare() -> None:
+            for f in tup:
+                f()
+
+        return prepare
+
+    @staticmethod
+    def _input_feeder(work: list[Any], mutated: set[int]) -> Callable[[], list[Any]]:
+        if not mutated:
+            return lambda: work
+        return lambda: [x.copy() if id(x) in mutated else x for x in work]
+
+    def _nondeterministic(self, a: np.ndarray, b: np.ndarray) -> None:
+        diff = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("nan")
+        raise NondeterministicLayerError(
+            f"{self.label}: two forward passes from the same state gave different outputs "
+            f"(max difference {diff:.3g}). The layer draws from a random source the checker "
+            "cannot reset (for example a module-level generator or one created inside "
+            "forward). Keep the generator on the layer (self.rng = np.random.default_rng()), "
+            "pass it as random_sources=[gen], or return it from a "
+            "pytest_gradcheck_random_sources hook implementation in conftest.py."
+        )
+
+    def _zero_grads(self, params: list[Param]) -> None:
+        # Layers that accumulate (+=) need zeros; layers that assign are unaffected.
+        for p in params:
+            grad = p.grad() if p.grad is not None else None
+            if isinstance(grad, np.ndarray) and grad.flags.writeable:
+                grad[...] = 0
+
+    def _collect_input_grads(
+        self, targets: list[Target], dins: Sequence[Any], names: list[str]
+    ) -> None:
+        by_name = {n: i for i, n in enumerate(names)}
+        for t in targets:
+            if t.kind != "input":
+                continue
+            i = by_name[t.name]
+            grad = dins[i] if i < len(dins) else None
+            if grad is None:
+                raise GradcheckUsageError(
+                    f"{self.label}: backward returned no gradient for input {t.name!r}; return "
+                    "it from backward (a tuple for several inputs), set self.dinputs, or pass "
+                    "inputs=False to check parameters only"
+                )
+            t.analytic = self._grad_array(grad, t, "input")
+
+    def _collect_param_grads(self, targets: list[Target], params: list[Param]) -> None:
+        by_name = {p.name: p for p in params}
+        for t in targets:
+            if t.kind != "param":
+                continue
+            p = by_name[t.name]
+            grad = p.grad() if p.grad is not None else None
+            if grad is None:
+                raise GradcheckUsageError(
+                    f"{self.label}: parameter {t.name!r} has no gradient after backward; "
+                    "backward must store it (grads[name] or d<name>), or exclude the parameter "
+                    "with params=[...]"
+                )
+            t.analytic = self._grad_array(grad, t, "parameter")
+
+    def _grad_array(self, grad: Any, t: Target, what: str) -> np.ndarray:
+        arr = np.array(grad, dtype=np.float64, copy=True)
+        if arr.shape != t.array.shape:
+            raise GradcheckUsageError(
+                f"{self.label}: gradient of {what} {t.name!r} has shape {arr.shape}, expected "
+                f"{t.array.shape}; backward must return one gradient element per element"
+            )
+        return arr
+
+    def _entry(self, t: Target, v: modes.ArrayVerdict) -> Entry:
+        shape = tuple(t.array.shape)
+        worst_index = None
+        if v.worst is not None:
+            worst_index = tuple(int(i) for i in np.unravel_index(v.worst, shape))
+        return Entry(
+            name=t.name,
+            kind=t.kind,
+            shape=shape,
+            dtype=t.orig_dtype,
+            status=OK if v.ok else FAIL,
+            max_rel_error=float(v.worst_error),
+            worst_index=worst_index,
+            analytic=float(v.worst_analytic),
+            numeric=float(v.worst_numeric),
+            kinks=v.kinks,
+            failed=v.failed,
+            checked=v.checked,
+            size=t.array.size,
+            failed_mask=v.failed_mask,
+        )

@@ -1,0 +1,154 @@
+"""Built-in layer conventions, as ordinary (trylast) implementations of our hookspecs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from .access import (
+    INPUT_GRAD_ATTRS,
+    FunctionPairAccess,
+    ObjectAccess,
+    Param,
+    attr_param,
+    dict_param,
+)
+
+hookimpl = pluggy.HookimplMarker("pytest")
+
+# (parameter dict, gradient dict) attribute pairs.
+DICT_CONVENTIONS = (("params", "grads"), ("parameters", "gradients"))
+# Attribute names that are parameters even before backward has created their gradient.
+KNOWN_PARAM_ATTRS = ("W", "b", "gamma", "beta", "weights", "biases", "weight", "bias")
+# Spellings of the gradient attribute of parameter attribute `p`.
+GRAD_SPELLINGS = ("d{}", "grad_{}", "{}_grad", "d_{}")
+# Arrays a forward pass caches for backward, never parameters even when a `d<name>` exists.
+CACHE_ATTRS = ("inputs", "input", "x", "X", "output", "out", "outputs", "cache", "mask")
+# Boolean attributes meaning "training mode", and string `mode` values meaning "not training".
+TRAIN_FLAGS = ("training", "train", "is_training", "train_mode")
+NON_TRAIN_MODES = ("test", "eval", "inference", "predict")
+
+
+def is_layer(obj: Any) -> bool:
+    return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))
+
+
+@hookimpl(trylast=True)
+def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
+    if (
+        isinstance(obj, tuple)
+        and len(obj) == 2
+        and all(callable(f) for f in obj)
+        and not is_layer(obj[0])
+    ):
+        access = FunctionPairAccess(obj[0], obj[1])
+        if label:
+            access.label = label
+        return access
+    if is_layer(obj) and not isinstance(obj, type):
+        return ObjectAccess(obj, hook, label)
+    return None
+
+
+@hookimpl(trylast=True)
+def pytest_gradcheck_sublayers(layer: Any) -> list[tuple[str, Any]]:
+    children: list[tuple[str, Any]] = []
+    attrs = getattr(layer, "__dict__", {})
+    for name, value in attrs.items():
+        if isinstance(value, (list, tuple)) and name in ("layers", "modules", "children", "blocks"):
+            children.extend((f"{name}.{i}", v) for i, v in enumerate(value) if is_layer(v))
+        elif isinstance(value, dict) and name in ("layers", "modules", "children", "blocks"):
+            children.extend((f"{name}.{k}", v) for k, v in value.items() if is_layer(v))
+        elif is_layer(value) and not isinstance(value, type):
+            children.append((name, value))
+    return children
+
+
+def _is_float_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
+
+
+def _grad_attr(layer: Any, pname: str) -> str | None:
+    for spelling in GRAD_SPELLINGS:
+        g = spelling.format(pname)
+        if g in getattr(layer, "__dict__", {}):
+            return g
+    return None
+
+
+@hookimpl(trylast=True)
+def pytest_gradcheck_layer_parameters(layer: Any, path: str) -> list[Param]:
+    prefix = f"{path}." if path else ""
+    label = type(layer).__name__
+    attrs = getattr(layer, "__dict__", {})
+    for pattr, gattr in DICT_CONVENTIONS:
+        pdict = attrs.get(pattr)
+        if isinstance(pdict, dict) and pdict:
+            grads = attrs.get(gattr)
+            found = []
+            for key, value in pdict.items():
+                if not isinstance(value, np.ndarray):
+                    continue
+                # An entry with no gradient slot (running statistics) is listed, not perturbed.
+                has_grad = (isinstance(grads, dict) and key in grads) or not isinstance(grads, dict)
+                found.append(
+                    dict_param(f"{prefix}{key}", layer, pattr, gattr if has_grad else None,
+                               key, label)
+                )
+            return found
+    found = []
+    for name, value in attrs.items():
+        if not _is_float_array(value) or name in CACHE_ATTRS:
+            continue
+        gattr = _grad_attr(layer, name)
+        if gattr is None and name in KNOWN_PARAM_ATTRS:
+            gattr = GRAD_SPELLINGS[0].format(name)  # expected to appear after backward
+        if gattr is not None and not _is_gradient_name(name, attrs):
+            found.append(attr_param(f"{prefix}{name}", layer, name, gattr, label))
+    return found
+
+
+def _is_gradient_name(name: str, attrs: dict[str, Any]) -> bool:
+    """True if `name` is itself the gradient of another attribute (dW next to W)."""
+    if name in INPUT_GRAD_ATTRS:
+        return True
+    for spelling in GRAD_SPELLINGS:
+        head, _, tail = spelling.partition("{}")
+        if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
+            base = name[len(head) : len(name) - len(tail)]
+            if base in attrs:
+                return True
+    return False
+
+
+@hookimpl(trylast=True)
+def pytest_gradcheck_train_mode(layer: Any) -> list[str]:
+    switched = []
+    attrs = getattr(layer, "__dict__", {})
+    for flag in TRAIN_FLAGS:
+        if isinstance(attrs.get(flag), (bool, np.bool_)) and not attrs[flag]:
+            setattr(layer, flag, True)
+            switched.append(f"{flag}=True")
+    mode = attrs.get("mode")
+    if isinstance(mode, str) and mode.lower() in NON_TRAIN_MODES:
+        layer.mode = "train"
+        switched.append("mode='train'")
+    for holder in ("bn_param", "dropout_param"):
+        d = attrs.get(holder)
+        if isinstance(d, dict) and d.get("mode", "train") != "train":
+            d["mode"] = "train"
+            switched.append(f"{holder}['mode']='train'")
+    return switched
+
+
+@hookimpl(trylast=True)
+def pytest_gradcheck_random_sources(layer: Any) -> list[Any]:
+    return []
+
+
+@hookimpl(trylast=True)
+def pytest_gradcheck_loss_terms(layer: Any) -> list[Any]:
+    return []
+

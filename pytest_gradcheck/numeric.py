@@ -1,0 +1,167 @@
+"""The numerical core: finite differences, tolerances and the element-wise verdict.
+
+Knows only arrays and callables, never layers or pytest, so it can be reused and tested alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+# Defaults per precision the objective is computed in: (step, rtol). Central differences have
+# error ~ step**2 (truncation) + eps/step (rounding); the steps sit near that optimum, the
+# tolerances well above what a correct layer reaches and below a 0.1% error in float64.
+PRECISION_DEFAULTS: dict[str, tuple[float, float]] = {
+    "float64": (1e-6, 1e-5),
+    "float32": (1e-3, 1e-2),
+    "float16": (1e-1, 1e-1),
+}
+
+# How many multiples of the estimated rounding noise of the objective we tolerate. The estimate is
+# a bound on the sum of |terms| already, so a small factor suffices.
+NOISE_FACTOR = 8.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What counts as agreement between an analytic and a numeric derivative."""
+
+    rtol: float
+    atol: float  # absolute slack, already including the finite-difference noise floor
+
+    @property
+    def floor(self) -> float:
+        """Denominator floor that turns the absolute slack into the relative-error scale."""
+        return self.atol / self.rtol if self.rtol > 0 else np.inf
+
+    def relative_error(self, analytic: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        """|a - n| / max(|a|, |n|, floor): <= rtol exactly when the element passes."""
+        scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), self.floor)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.abs(analytic - numeric) / scale
+        # A zero scale means both values are exactly zero and the floor is zero: agreement.
+        err = np.where(scale == 0, 0.0, err)
+        # NaN/inf anywhere is a failure, never a silent pass.
+        return np.where(np.isfinite(analytic) & np.isfinite(numeric), err, np.inf)
+
+
+def precision_of(*dtypes: np.dtype) -> str:
+    """The lowest floating precision among dtypes (float64 if none is a float)."""
+    bits = [np.dtype(d).itemsize for d in dtypes if np.issubdtype(d, np.floating)]
+    low = min(bits, default=8)
+    return {2: "float16", 4: "float32"}.get(low, "float64")
+
+
+def objective_noise(terms_abs_sum: float, precision: str) -> float:
+    """Rounding noise bound of an objective sum(out * g) whose |terms| add up to terms_abs_sum."""
+    return float(np.finfo(precision).eps) * max(terms_abs_sum, np.finfo(precision).tiny)
+
+
+def make_tolerance(rtol: float, atol: float, noise: float, step: float) -> Tolerance:
+    """Tolerance for central differences with step `step` on an objective of noise `noise`."""
+    return Tolerance(rtol=rtol, atol=atol + NOISE_FACTOR * noise / step)
+
+
+def perturbed_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """x + h and x - h as stored in the array's own dtype (rounding included)."""
+    h = np.asarray(step, dtype=values.dtype)
+    return values + h, values - h
+
+
+def actual_steps(
+    values: np.ndarray, plus: np.ndarray, minus: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The steps really taken: they differ from h for large |x| or in low precision."""
+    v = values.astype(np.float64)
+    return plus.astype(np.float64) - v, v - minus.astype(np.float64)
+
+
+def central_values(
+    flat: np.ndarray,
+    evaluate: Callable[[], float],
+    step: float,
+    indices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate f at x + h*e_i and x - h*e_i for each index i of the 1-D view `flat`.
+
+    `flat` is perturbed in place and every element is put back bit for bit, also when
+    `evaluate` raises. Returns (f_plus, f_minus, h_plus, h_minus) aligned with `indices`
+    (default: every element), where h_plus/h_minus are the steps actually taken.
+    """
+    idx = np.arange(flat.size) if indices is None else np.asarray(indices, dtype=np.intp)
+    base = flat[idx]
+    plus, minus = perturbed_values(base, step)
+    h_plus, h_minus = actual_steps(base, plus, minus)
+    f_plus = np.empty(idx.size)
+    f_minus = np.empty(idx.size)
+    # Python scalars make the element writes in the loop below several times cheaper.
+    rows = zip(range(idx.size), idx.tolist(), base.tolist(), plus.tolist(), minus.tolist())
+    for k, i, orig, up, down in rows:
+        try:
+            flat[i] = up
+            f_plus[k] = evaluate()
+            flat[i] = down
+            f_minus[k] = evaluate()
+        finally:
+            flat[i] = orig
+    return f_plus, f_minus, h_plus, h_minus
+
+
+@dataclass
+class Verdict:
+    """Element-wise comparison of one array's analytic and numeric derivatives."""
+
+    analytic: np.ndarray  # flat
+    numeric: np.ndarray  # flat
+    rel_error: np.ndarray  # flat; kink elements that pass are set to 0
+    passed: np.ndarray  # flat bool
+    kink: np.ndarray  # flat bool: passed only as a valid subgradient at a kink
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.passed.all())
+
+    @property
+    def worst(self) -> int:
+        """Flat index of the element with the largest relative error (first on ties)."""
+        if self.rel_error.size == 0:
+            return -1
+        err = np.where(np.isnan(self.rel_error), np.inf, self.rel_error)
+        return int(np.argmax(err))
+
+
+def compare(
+    analytic: np.ndarray,
+    f_plus: np.ndarray,
+    f_minus: np.ndarray,
+    f_zero: float,
+    h_plus: np.ndarray,
+    h_minus: np.ndarray,
+    tol: Tolerance,
+) -> Verdict:
+    """Judge every element: central difference first, then the kink rule for those that fail.
+
+    At a kink (ReLU at 0, a max-pool tie, |x| at 0) the one-sided slopes disagree; any value
+    between them is a valid subgradient, so the element passes if the analytic value lies there.
+    """
+    a = np.asarray(analytic, dtype=np.float64).ravel()
+    numeric = (f_plus - f_minus) / (h_plus + h_minus)
+    err = tol.relative_error(a, numeric)
+    passed = err <= tol.rtol
+    kink = np.zeros_like(passed)
+    failing = ~passed
+    if failing.any():
+        s_plus = (f_plus - f_zero) / h_plus
+        s_minus = (f_zero - f_minus) / h_minus
+        lo, hi = np.minimum(s_plus, s_minus), np.maximum(s_plus, s_minus)
+        mag = np.maximum(np.abs(lo), np.abs(hi))
+        # One-sided differences carry twice the noise of a central one.
+        slack = tol.rtol * mag + 2.0 * tol.atol
+        is_kink = (hi - lo) > 2.0 * slack
+        valid = is_kink & (a >= lo - slack) & (a <= hi + slack) & np.isfinite(a)
+        kink = failing & valid
+        passed = passed | kink
+        err = np.where(kink, 0.0, err)
+    return Verdict(analytic=a, numeric=numeric, rel_error=err, passed=passed, kink=kink)
