@@ -1,4 +1,4 @@
-"""pytest-gradcheck: prove hand-written numpy backward passes right, or show where they are wrong."""
+"""pytest-gradcheck: prove hand-written numpy backward passes right, or show where they fail."""
 
 from __future__ import annotations
 

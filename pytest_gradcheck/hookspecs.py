@@ -31,9 +31,10 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> LayerAcces
 
     Called once at the start of every check with the object as given (`check(obj, ...)`), the
     label the caller chose, if any, and the hook relay in use (for an adapter that calls the
-    finer-grained hooks below, as `ObjectAccess(obj, hook)` does). Return a `LayerAccess` (subclass `ObjectAccess` to change one
-    aspect of an ordinary layer) or None to let the next implementation try. The built-ins accept
-    a `(forward_fn, backward_fn)` pair and any object with `forward` and `backward` methods.
+    finer-grained hooks below, as `ObjectAccess(obj, hook)` does). Return a `LayerAccess`
+    (subclass `ObjectAccess` to change one aspect of an ordinary layer) or None to let the next
+    implementation try. The built-ins accept a `(forward_fn, backward_fn)` pair and any object
+    with `forward` and `backward` methods.
     """
 
 

@@ -1,4 +1,4 @@
-"""Check options: names, defaults, validation and the precedence ini < command line < marker < call."""
+"""Check options: names, defaults, validation; precedence ini < command line < marker < call."""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ class Snapshot:
             self._visit(root, f"root{i}")
 
     def _visit(self, obj: Any, path: str) -> None:
-        if isinstance(obj, _ATOMIC) or isinstance(obj, _OPAQUE):
+        if isinstance(obj, (*_ATOMIC, *_OPAQUE)):
             return
         if id(obj) in self._seen:
             return
