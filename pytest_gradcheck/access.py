@@ -37,6 +37,8 @@ class Param:
     `get`/`set` read and replace the array (set is None when it cannot be replaced, e.g. a
     read-only property); `grad` returns the gradient after backward, or None if there is none.
     `differentiable=False` marks entries such as running statistics: listed, never perturbed.
+    `required=False` marks an entry whose gradient may legitimately be absent after backward
+    (then it is listed as not differentiated instead of raising).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Param:
     grad: Callable[[], Any] | None
     layer: str = ""
     differentiable: bool = True
+    required: bool = True
 
 
 def dict_param(name: str, layer: Any, pattr: str, gattr: str | None, key: str, label: str) -> Param:

@@ -181,7 +181,8 @@ class Checker:
     def run(self) -> CheckResult:
         start = time.perf_counter()
         self.access = self._adapt()
-        original = Snapshot([*self.access.state_roots(), *self.user_inputs])
+        roots = self.access.state_roots()
+        original = Snapshot([*roots, *self.user_inputs], names=[self.label] * len(roots))
         np_global = SeededGlobalNumpy(self.opts.seed)
         try:
             py_global = SeededGlobalPython(self.opts.seed)
@@ -247,7 +248,9 @@ class Checker:
             if _is_float_array(x):
                 if opts.inputs:
                     targets.append(Target(name, "input", x, str(user_x.dtype)))
-            elif isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer | np.bool_):
+            elif isinstance(x, np.ndarray) and (
+                np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.bool_)
+            ):
                 input_rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype),
                                         INTEGER_INPUT, size=x.size))
         targets += [
@@ -306,7 +309,13 @@ class Checker:
         self._zero_grads(params)
         dins = self._backward(g.copy())
         self._collect_input_grads(targets, dins, input_names)
-        self._collect_param_grads(targets, params)
+        targets = self._collect_param_grads(targets, params, rows)
+        if not targets:
+            raise GradcheckUsageError(
+                f"{self.label}: nothing to check: no floating-point input (or inputs=False) and "
+                "no parameter with a gradient was found; see the supported conventions in the "
+                "README, or teach yours with a pytest_gradcheck_layer_parameters hook"
+            )
         noise = numeric.objective_noise(
             float(np.sum(np.abs(out_a * g))) + sum(abs(t()) for t in loss_terms), precision
         )
@@ -426,13 +435,23 @@ class Checker:
                 )
             t.analytic = self._grad_array(grad, t, "input")
 
-    def _collect_param_grads(self, targets: list[Target], params: list[Param]) -> None:
+    def _collect_param_grads(
+        self, targets: list[Target], params: list[Param], rows: list[Entry]
+    ) -> list[Target]:
+        """Attach gradients; returns the targets left once optional gradient-less entries
+        (running statistics in a parameter dict) have moved to `rows` as not differentiated."""
         by_name = {p.name: p for p in params}
+        kept = []
         for t in targets:
             if t.kind != "param":
+                kept.append(t)
                 continue
             p = by_name[t.name]
             grad = p.grad() if p.grad is not None else None
+            if grad is None and not p.required:
+                rows.append(Entry(t.name, "param", tuple(t.array.shape), t.orig_dtype,
+                                  NOT_DIFFERENTIATED, size=t.array.size))
+                continue
             if grad is None:
                 raise GradcheckUsageError(
                     f"{self.label}: parameter {t.name!r} has no gradient after backward; "
@@ -440,6 +459,8 @@ class Checker:
                     "with params=[...]"
                 )
             t.analytic = self._grad_array(grad, t, "parameter")
+            kept.append(t)
+        return kept
 
     def _grad_array(self, grad: Any, t: Target, what: str) -> np.ndarray:
         arr = np.array(grad, dtype=np.float64, copy=True)

@@ -26,6 +26,8 @@ KNOWN_PARAM_ATTRS = ("W", "b", "gamma", "beta", "weights", "biases", "weight", "
 GRAD_SPELLINGS = ("d{}", "grad_{}", "{}_grad", "d_{}")
 # Arrays a forward pass caches for backward, never parameters even when a `d<name>` exists.
 CACHE_ATTRS = ("inputs", "input", "x", "X", "output", "out", "outputs", "cache", "mask")
+# Dict entries named like these are statistics, not parameters, when no gradient appears.
+STATISTIC_MARKERS = ("running", "moving", "num_batches")
 # Boolean attributes meaning "training mode", and string `mode` values meaning "not training".
 TRAIN_FLAGS = ("training", "train", "is_training", "train_mode")
 NON_TRAIN_MODES = ("test", "eval", "inference", "predict")
@@ -87,16 +89,17 @@ def pytest_gradcheck_layer_parameters(layer: Any, path: str) -> list[Param]:
         pdict = attrs.get(pattr)
         if isinstance(pdict, dict) and pdict:
             grads = attrs.get(gattr)
+            # Gradient dicts are often filled only by backward; when one already has entries,
+            # a key missing from it (running statistics) has no gradient by design.
+            filled = isinstance(grads, dict) and bool(grads)
             found = []
             for key, value in pdict.items():
                 if not isinstance(value, np.ndarray):
                     continue
-                # An entry with no gradient slot (running statistics) is listed, not perturbed.
-                has_grad = (isinstance(grads, dict) and key in grads) or not isinstance(grads, dict)
-                found.append(
-                    dict_param(f"{prefix}{key}", layer, pattr, gattr if has_grad else None,
-                               key, label)
-                )
+                p = dict_param(f"{prefix}{key}", layer, pattr, gattr, key, label)
+                statistic = any(s in str(key).lower() for s in STATISTIC_MARKERS)
+                p.required = not statistic and (not filled or key in grads)
+                found.append(p)
             return found
     found = []
     for name, value in attrs.items():

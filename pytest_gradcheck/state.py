@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -175,7 +175,12 @@ class Snapshot:
     patches, because the checker itself perturbs and puts them back.
     """
 
-    def __init__(self, roots: Iterable[Any], exclude: Iterable[np.ndarray] = ()) -> None:
+    def __init__(
+        self,
+        roots: Iterable[Any],
+        exclude: Iterable[np.ndarray] = (),
+        names: Sequence[str] = (),
+    ) -> None:
         self.exclude = {id(a) for a in exclude}
         self.arrays: list[tuple[np.ndarray, np.ndarray]] = []
         self.objects: list[tuple[Any, dict[str, Any]]] = []
@@ -187,7 +192,7 @@ class Snapshot:
         self._seen: set[int] = set()
         self._keep: list[Any] = []  # keeps visited objects alive so ids stay unique
         for i, root in enumerate(roots):
-            self._visit(root, f"root{i}")
+            self._visit(root, names[i] if i < len(names) else f"root{i}")
 
     def _visit(self, obj: Any, path: str) -> None:
         if isinstance(obj, (*_ATOMIC, *_OPAQUE)):
