@@ -1,9 +1,16 @@
 """Shared test setup.
 
-numpy is imported here so it is loaded once, before pytester snapshots sys.modules: in-process
-pytester runs whose test files import numpy would otherwise fail on a second load.
+Modules that in-process pytester runs would otherwise import afresh are imported once here,
+before pytester snapshots sys.modules: numpy cannot be loaded twice in one process, and
+hypothesis' pytest plugin (when installed) costs most of a second per re-import.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 import numpy  # noqa: F401
+
+with contextlib.suppress(ImportError):
+    importlib.import_module("hypothesis")
