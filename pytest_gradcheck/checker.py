@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,8 @@ class Target:
     array: np.ndarray  # the live array the layer reads
     orig_dtype: str
     analytic: np.ndarray | None = None
+    # Other names of the same array (tied weights): its gradient is the sum over all of them.
+    aliases: list[str] = field(default_factory=list)
 
 
 class Checker:
@@ -159,12 +161,15 @@ class Checker:
     def _promote(self, params: list[Param]) -> tuple[list[np.ndarray], list[str]]:
         """Give each checked parameter a writeable, contiguous float64 array where possible."""
         arrays, low, promoted = [], [], []
+        copies: dict[int, np.ndarray] = {}  # one copy per original array keeps tied weights tied
         self.param_dtypes = {p.name: str(p.get().dtype) for p in params}
         for p in params:
             value = p.get()
             want = value.dtype != np.float64 or not value.flags.c_contiguous
             if want and p.set is not None:
-                p.set(np.array(value, dtype=np.float64, order="C", copy=True))
+                if id(value) not in copies:
+                    copies[id(value)] = np.array(value, dtype=np.float64, order="C", copy=True)
+                p.set(copies[id(value)])
                 value = p.get()
                 if value.dtype != np.float64:
                     low.append(str(value.dtype))
@@ -260,10 +265,19 @@ class Checker:
             ):
                 input_rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype),
                                         INTEGER_INPUT, size=x.size))
-        targets += [
-            Target(p.name, "param", a, self.param_dtypes[p.name])
-            for p, a in zip(params, param_arrays)
-        ]
+        by_array: dict[int, Target] = {}
+        for p, a in zip(params, param_arrays):
+            if id(a) in by_array:
+                by_array[id(a)].aliases.append(p.name)
+                continue
+            by_array[id(a)] = Target(p.name, "param", a, self.param_dtypes[p.name])
+            targets.append(by_array[id(a)])
+        for t in by_array.values():
+            if t.aliases:
+                self.notes.append(
+                    f"{', '.join(t.aliases)} share the array of {t.name} (tied weights): "
+                    "checked once, against the sum of their gradients"
+                )
 
         # What one forward pass changes, and which random streams it draws from.
         loss_terms = self._loss_terms()
@@ -460,6 +474,11 @@ class Checker:
                 continue
             p = by_name[t.name]
             grad = p.grad() if p.grad is not None else None
+            for alias in t.aliases:
+                q = by_name[alias]
+                extra = q.grad() if q.grad is not None else None
+                if grad is not None and extra is not None:
+                    grad = np.asarray(grad, dtype=np.float64) + self._grad_array(extra, t, alias)
             if grad is None and not p.required:
                 rows.append(Entry(t.name, "param", tuple(t.array.shape), t.orig_dtype,
                                   NOT_DIFFERENTIATED, size=t.array.size))

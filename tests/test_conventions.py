@@ -471,23 +471,30 @@ def test_nested_containers() -> None:
     assert {"layers.0.fc.W", "layers.0.norm.gamma", "layers.1.layers.1.W"} <= set(rows(result))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tied weights: one array listed under two names is perturbed as two parameters, "
-    "each row compares the total derivative with one layer's share, so a correct network "
-    "fails; expected: sum the shares (or a usage error naming both rows)",
-)
-def test_tied_weights_are_not_reported_as_wrong() -> None:
+def test_tied_weights_are_checked_once_against_the_summed_gradient() -> None:
     first = Linear(4, 4, rng=np.random.default_rng(1))
     second = Linear(4, 4, rng=np.random.default_rng(2))
     second.params["W"] = first.params["W"]  # weight tying
     net = Sequential(first, Tanh(), second)
-    try:
-        result = check(net, x_batch(3, 4))
-    except GradcheckUsageError as exc:
-        assert "layers.0.W" in str(exc) and "layers.2.W" in str(exc)
-        return
+    result = check(net, x_batch(3, 4))
     assert result.ok, str(result)
+    assert "layers.2.W" not in rows(result)
+    assert any("layers.2.W share the array of layers.0.W" in n for n in result.notes)
+    assert second.params["W"] is first.params["W"]
+
+
+def test_tied_weights_with_one_share_wrong_fail() -> None:
+    class HalfShare(Linear):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.grads["W"] = self.grads["W"] * 0.5
+            return dx
+
+    first = Linear(4, 4, rng=np.random.default_rng(1))
+    second = HalfShare(4, 4, rng=np.random.default_rng(2))
+    second.params["W"] = first.params["W"]
+    result = check(Sequential(first, Tanh(), second), x_batch(3, 4))
+    assert result.entry("layers.0.W").status == "FAIL"
 
 
 # ---------------------------------------------------------------------------------------------
