@@ -12,6 +12,10 @@ Every layer follows one small protocol (the gradient-check plugin relies on it):
 * ``training`` is a bool toggled by ``train()`` / ``eval()``.
 * Stochastic layers draw from their own ``rng`` (a ``np.random.Generator``),
   never from numpy's global RNG, so a caller can replay a forward pass.
+* ``gradcheck_case(rng)`` (a classmethod) returns an example instance and its
+  inputs, so ``python -m pytest_gradcheck example_nn`` can check every layer.
+  The abstract bases ``Module`` and ``Layer`` have none: their ``forward`` is a
+  stub, so discovery leaves them out.
 
 Parameters are always read from ``self.params`` at call time (never cached in
 another attribute), so code that perturbs ``params[k]`` in place, as a
@@ -21,9 +25,13 @@ finite-difference checker does, sees the perturbation on the next forward.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+# What a ``gradcheck_case`` classmethod returns: an example instance and forward's inputs.
+GradcheckCase = tuple["Module", tuple[np.ndarray, ...]]
 
 __all__ = [
     "BatchNorm1d",
@@ -167,6 +175,15 @@ class Linear(Layer):
         extra = "".join(f", {k}={v}" for k, v in (("l2", self.l2), ("l1", self.l1)) if v)
         return f"Linear({self.in_features}, {self.out_features}{extra})"
 
+    @classmethod
+    def gradcheck_case(
+        cls, rng: np.random.Generator
+    ) -> tuple[Linear, tuple[np.ndarray], dict[str, Any]]:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        layer = cls(4, 3, l2=0.1, l1=0.05, rng=rng)
+        # backward adds the penalties' gradient, so the checked objective includes them.
+        return layer, (rng.normal(size=(5, 4)),), {"extra_loss": cls.regularization_loss}
+
 
 # --------------------------------------------------------------------------
 # Element-wise activations
@@ -182,6 +199,11 @@ class ReLU(Layer):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return np.where(self._mask, dout, 0.0)
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(), (rng.normal(size=(4, 5)),)
 
 
 class LeakyReLU(Layer):
@@ -201,6 +223,11 @@ class LeakyReLU(Layer):
     def __repr__(self) -> str:
         return f"LeakyReLU(slope={self.slope})"
 
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(slope=0.1), (rng.normal(size=(4, 5)),)
+
 
 class Sigmoid(Layer):
     """Logistic function ``1 / (1 + exp(-x))``."""
@@ -215,6 +242,11 @@ class Sigmoid(Layer):
         out = self._out
         return dout * out * (1.0 - out)
 
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(), (rng.normal(size=(4, 5)),)
+
 
 class Tanh(Layer):
     """Hyperbolic tangent."""
@@ -225,6 +257,11 @@ class Tanh(Layer):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout * (1.0 - self._out**2)
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(), (rng.normal(size=(4, 5)),)
 
 
 class Softmax(Layer):
@@ -247,6 +284,11 @@ class Softmax(Layer):
         # ever materialising the (C, C) Jacobian.
         s = self._out
         return s * (dout - np.sum(dout * s, axis=-1, keepdims=True))
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(), (rng.normal(size=(4, 5)),)
 
 
 # --------------------------------------------------------------------------
@@ -308,6 +350,11 @@ class BatchNorm1d(Layer):
     def __repr__(self) -> str:
         return f"BatchNorm1d({self.num_features}, momentum={self.momentum}, eps={self.eps})"
 
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(5), (rng.normal(size=(6, 5)),)
+
 
 class LayerNorm(Layer):
     """Normalisation over the last axis of each sample (same in train and eval)."""
@@ -342,6 +389,11 @@ class LayerNorm(Layer):
 
     def __repr__(self) -> str:
         return f"LayerNorm({self.num_features}, eps={self.eps})"
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(5), (rng.normal(size=(3, 5)),)
 
 
 class Dropout(Layer):
@@ -380,6 +432,11 @@ class Dropout(Layer):
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(0.3, rng=np.random.default_rng(rng.integers(2**63))), (rng.normal(size=(4, 5)),)
 
 
 # --------------------------------------------------------------------------
@@ -495,6 +552,11 @@ class Conv2d(Layer):
             f"stride={self.stride}, padding={self.padding})"
         )
 
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(2, 3, 3, stride=2, padding=1, rng=rng), (rng.normal(size=(2, 2, 5, 5)),)
+
 
 class MaxPool2d(Layer):
     """Max pooling over NCHW input; trailing rows/columns that do not fill a
@@ -534,6 +596,11 @@ class MaxPool2d(Layer):
     def __repr__(self) -> str:
         return f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride})"
 
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(kernel_size=3, stride=2), (rng.normal(size=(2, 2, 5, 5)),)
+
 
 class Flatten(Layer):
     """Reshape ``(N, ...)`` to ``(N, prod(...))``."""
@@ -545,6 +612,11 @@ class Flatten(Layer):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         # Copy so the returned gradient never aliases the caller's dout.
         return dout.reshape(self._x_shape).copy()
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        return cls(), (rng.normal(size=(2, 3, 2, 2)),)
 
 
 # --------------------------------------------------------------------------
@@ -611,6 +683,18 @@ class Sequential(Module):
             for i, layer in enumerate(self.layers)
         )
         return f"Sequential({inner}\n)" if inner else "Sequential()"
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> GradcheckCase:
+        """An example instance and input for ``python -m pytest_gradcheck example_nn``."""
+        model = cls(
+            Linear(4, 6, rng=rng),
+            BatchNorm1d(6),
+            Tanh(),
+            Dropout(0.2, rng=np.random.default_rng(rng.integers(2**63))),
+            Linear(6, 3, rng=rng),
+        )
+        return model, (rng.normal(size=(8, 4)),)
 
 
 def iter_layers(model: Module | list[Module] | tuple[Module, ...]) -> Iterator[Module]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .access import LayerAccess, ObjectAccess, Param
 from .api import check
+from .discovery import Case, SkipCase
 from .errors import GradcheckError, GradcheckUsageError, NondeterministicLayerError
 from .manager import register, unregister
 from .options import Options
@@ -12,6 +13,7 @@ from .result import CheckResult, Entry
 __version__ = "0.1.0"
 
 __all__ = [
+    "Case",
     "CheckResult",
     "Entry",
     "GradcheckError",
@@ -21,6 +23,7 @@ __all__ = [
     "ObjectAccess",
     "Options",
     "Param",
+    "SkipCase",
     "__version__",
     "check",
     "register",

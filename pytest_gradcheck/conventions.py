@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,8 @@ from .access import (
     attr_param,
     dict_param,
 )
+from .discovery import CLASS, DECLARATION, PAIR, Case, SkipCase, Target, how_to_declare, to_case
+from .errors import GradcheckUsageError
 
 hookimpl = pluggy.HookimplMarker("pytest")
 
@@ -155,3 +158,28 @@ def pytest_gradcheck_random_sources(layer: Any) -> list[Any]:
 def pytest_gradcheck_loss_terms(layer: Any) -> list[Any]:
     return []
 
+
+@hookimpl(trylast=True)
+def pytest_gradcheck_make_case(target: Any, name: str, rng: np.random.Generator) -> Case:
+    """Read the target's `gradcheck_case` declaration; skip (with the fix) if it has none.
+
+    Layer classes declare a classmethod `gradcheck_case(cls, rng)`; function pairs an attribute
+    `X_forward.gradcheck_case = lambda rng: (args...)` on the forward function.
+    """
+    kind = PAIR if isinstance(target, tuple) else CLASS
+    t = Target(name, kind, target)
+    holder = target[0] if kind == PAIR else target
+    declare = getattr(holder, DECLARATION, None)
+    if declare is None:
+        raise SkipCase(f"no {DECLARATION} declaration: {how_to_declare(t)}")
+    if not callable(declare):
+        raise GradcheckUsageError(
+            f"{name}: {DECLARATION} must be callable as {DECLARATION}(rng), got "
+            f"{type(declare).__name__}"
+        )
+    if kind == CLASS and inspect.isfunction(inspect.getattr_static(holder, DECLARATION)):
+        raise GradcheckUsageError(
+            f"{name}: {DECLARATION} is a plain method; decorate it with @classmethod so it "
+            f"is called as {DECLARATION}(cls, rng) without an instance"
+        )
+    return to_case(declare(rng), t)

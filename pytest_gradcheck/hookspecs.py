@@ -95,10 +95,14 @@ def pytest_gradcheck_loss_terms(layer: Any) -> list[Callable[[Any], float]]:
 def pytest_gradcheck_make_case(target: Any, name: str, rng: np.random.Generator) -> Case | None:
     """Build a checkable instance and inputs for a discovered layer class or function pair.
 
-    Called once per discovered target during collection (`gradcheck_discover`) and by
-    `python -m pytest_gradcheck`. `rng` is seeded from the run's seed. Return a `Case`, or None to
-    defer; raise `pytest_gradcheck.SkipCase("why, and how to fix it")` to report the target as
-    skipped. The built-in reads a `gradcheck_case` classmethod or attribute on the target.
+    `target` is the class, or the `(X_forward, X_backward)` tuple; `name` its qualified name
+    (`pkg.module.Linear`, `pkg.module.affine`). Called once per target when its discovered test
+    item runs (`gradcheck_discover`), and by `python -m pytest_gradcheck`. `rng` depends only on
+    the run's seed and `name`, so every run and xdist worker builds the same case. Return a
+    `Case` (or what a `gradcheck_case` declaration may return), or None to defer; raise
+    `pytest_gradcheck.SkipCase("why, and how to fix it")` to report the target as skipped. The
+    built-in calls the class's `gradcheck_case(rng)` classmethod, or for a pair the forward
+    function's `gradcheck_case` attribute, and skips targets without one.
     """
 
 

@@ -7,6 +7,7 @@ conftest files and plugins can implement our hooks.
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from . import conventions, hookspecs
 from .api import run_check
+from .discovery import split_specs
 from .errors import GradcheckUsageError
 from .options import MODES, Options
 from .report import summary_rows
@@ -21,16 +23,20 @@ from .result import CheckResult
 
 # Options settable from ini files and the command line (`gradcheck_<name>`, `--gradcheck-<name>`).
 SETTABLE = {
-    "seed": "seed of the random cotangent, directions, samples and the global random streams",
+    "seed": "seed of the random cotangent, directions, samples and the global random streams "
+    "('random': a fresh seed per run, shown in the header and shared with xdist workers)",
     "eps": "finite-difference step (default: 1e-6 in float64, larger in low precision)",
     "rtol": "relative tolerance (default: 1e-5 in float64, larger in low precision)",
     "atol": "absolute tolerance added to the finite-difference noise floor (default 0)",
-    "mode": f"how many evaluations to spend: {', '.join(MODES)} (default full)",
+    "mode": f"how many evaluations to spend: {', '.join(MODES)} (default {Options().mode})",
     "samples": "elements checked per array in mode=sample (default 16)",
     "directions": "random directions per array in mode=fast (default 2)",
     "auto_limit": "mode=auto checks arrays up to this size element by element (default 2048)",
 }
 RESULTS_PROPERTY = "gradcheck"
+SKIPPED_PROPERTY = "gradcheck_skipped"
+RANDOM_SEED = "random"
+WORKER_SEED_KEY = "gradcheck_seed"
 
 options_key = pytest.StashKey[Options]()
 item_results_key = pytest.StashKey[list[dict[str, Any]]]()
@@ -54,6 +60,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write every gradcheck result of the run to PATH as JSON",
     )
     parser.addini("gradcheck_json", "write every gradcheck result to this JSON file", default=None)
+    discover_help = (
+        "modules or packages whose layer classes and X_forward/X_backward function pairs "
+        "become gradcheck::<module>.<name> test items"
+    )
+    group.addoption(
+        "--gradcheck-discover",
+        dest="gradcheck_discover",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=discover_help + " (repeatable, or comma-separated)",
+    )
+    parser.addini(
+        "gradcheck_discover",
+        discover_help + "; from the ini file only when whole directories are collected",
+        type="args",
+        default=[],
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,22 +102,66 @@ def base_options(config: pytest.Config) -> Options:
         if value not in (None, "", []):
             ini[name] = value
     try:
-        opts = opts.updated(ini, "ini file")
+        opts = opts.updated(_resolve_seed(config, ini), "ini file")
         cli = {}
         for name in SETTABLE:
             value = config.getoption(f"gradcheck_{name}")
             if value is not None:
                 cli[name] = value
-        return opts.updated(cli, "command line")
+        return opts.updated(_resolve_seed(config, cli), "command line")
     except GradcheckUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _resolve_seed(config: pytest.Config, values: dict[str, Any]) -> dict[str, Any]:
+    """Replace seed='random' by a fresh seed, or by the controller's on an xdist worker."""
+    if str(values.get("seed", "")).strip().lower() != RANDOM_SEED:
+        return values
+    workerinput = getattr(config, "workerinput", None) or {}
+    seed = workerinput.get(WORKER_SEED_KEY)
+    return {**values, "seed": seed if seed is not None else secrets.randbelow(2**31)}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand the run's seed to each worker, so `random` means one seed."""
+    node.workerinput[WORKER_SEED_KEY] = node.config.stash[options_key].seed
+
+
+def discover_specs(config: pytest.Config) -> list[str]:
+    """Modules to discover: the flag always; the ini value unless the run names only files or
+    test ids (so `pytest tests/test_x.py::test_y` does not also run every discovered check)."""
+    cli = config.getoption("gradcheck_discover") or []
+    if cli:
+        return split_specs(cli)
+    ini = config.getini("gradcheck_discover") or []
+    if not ini:
+        return []
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        base = config.invocation_params.dir
+        if not any((base / arg.split("::")[0]).is_dir() for arg in config.args):
+            return []
+    return split_specs(ini)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    # tryfirst: the discovered items are in place before -k / -m deselection runs.
+    specs = discover_specs(config)
+    if specs:
+        from .collect import discovered_items
+
+        items.extend(discovered_items(session, specs))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     o = config.stash[options_key]
+    specs = discover_specs(config)
     return (
         f"gradcheck: seed={o.seed} mode={o.mode} eps={o.eps or 'auto'} rtol={o.rtol or 'auto'} "
-        f"atol={o.atol:g}"
+        f"atol={o.atol:g}" + (f" discover={','.join(specs)}" if specs else "")
     )
 
 
@@ -182,6 +250,20 @@ class ResultCollector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.results: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.order: dict[str, int] = {}  # nodeid -> collection index, for a stable report order
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.order = {item.nodeid: i for i, item in enumerate(session.items)}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if not self.order:
+            self.order = {nodeid: i for i, nodeid in enumerate(ids)}
+
+    def _ordered(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows in collection order, so serial and xdist runs report alike (stable sort)."""
+        return sorted(rows, key=lambda r: self.order.get(r["nodeid"], len(self.order)))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -189,6 +271,8 @@ class ResultCollector:
         for key, value in report.user_properties:
             if key == RESULTS_PROPERTY:
                 self.results.extend({**r, "nodeid": report.nodeid} for r in value)
+            elif key == SKIPPED_PROPERTY:
+                self.skipped.append({"nodeid": report.nodeid, "reason": str(value)})
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config = self.config
@@ -196,12 +280,22 @@ class ResultCollector:
             return  # xdist worker: the controller writes the file
         path = config.getoption("gradcheck_json") or config.getini("gradcheck_json")
         if path:
-            payload = {"seed": config.stash[options_key].seed, "results": self.results}
+            payload = {
+                "seed": config.stash[options_key].seed,
+                "results": self._ordered(self.results),
+                "skipped": self._ordered(self.skipped),
+            }
             Path(path).write_text(json.dumps(payload, indent=2))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if hasattr(self.config, "workerinput") or not self.results:
+        if hasattr(self.config, "workerinput") or not (self.results or self.skipped):
             return
-        terminalreporter.write_sep("-", f"gradcheck: {len(self.results)} check(s)")
-        for line in summary_rows(self.results):
-            terminalreporter.write_line(line)
+        title = f"gradcheck: {len(self.results)} check(s)"
+        if self.skipped:
+            title += f", {len(self.skipped)} skipped"
+        terminalreporter.write_sep("-", title)
+        if self.results:
+            for line in summary_rows(self._ordered(self.results)):
+                terminalreporter.write_line(line)
+        for s in self._ordered(self.skipped):
+            terminalreporter.write_line(f"SKIPPED {s['nodeid']}: {s['reason']}")

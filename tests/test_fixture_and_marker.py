@@ -394,7 +394,7 @@ def test_default_seed_in_header_and_failure(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "gradcheck: seed=0 mode=full*",
+            "gradcheck: seed=0 mode=*",
             "*gradcheck BadBias: FAILED  seed=0 *",
             "*reproduce with seed=0 (--gradcheck-seed=0 or @pytest.mark.gradcheck(seed=0))",
         ]

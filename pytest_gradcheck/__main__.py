@@ -1,0 +1,171 @@
+"""`python -m pytest_gradcheck PACKAGE [...]`: gradient-check every layer of a package, no tests.
+
+Finds layer classes and `X_forward`/`X_backward` pairs like `gradcheck_discover` does, builds
+each through `pytest_gradcheck_make_case` on the standalone plugin manager (plugins added with
+`-p MODULE`), prints the per-array table of every check, skipped targets with their reason, a
+one-line-per-layer summary and a final count. Exit status: 0 all checks passed (skips allowed),
+1 a check failed or errored, 2 usage error (bad option, module not importable, nothing found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .api import run_check
+from .discovery import SkipCase, Target, build_case, find_targets, split_specs
+from .errors import GradcheckUsageError
+from .manager import default_hook, plugin_manager
+from .options import MODES, Options
+from .report import summary_rows
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+NODE_PREFIX = "gradcheck::"
+# Options settable from the command line, all parsed by `Options.updated`.
+CLI_OPTIONS = {
+    "seed": "seed of inputs, cotangent, directions and global random streams "
+    f"(default {Options().seed})",
+    "mode": f"evaluations to spend: {', '.join(MODES)} (default {Options().mode})",
+    "eps": "finite-difference step (default by precision)",
+    "rtol": "relative tolerance (default by precision)",
+    "atol": "absolute tolerance (default 0)",
+    "samples": "elements per array in mode=sample",
+    "directions": "random directions per array in mode=fast",
+    "auto_limit": "mode=auto checks arrays up to this size element by element",
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_gradcheck",
+        description="Gradient-check every layer class and forward/backward function pair found "
+        "in the given modules or packages.",
+        epilog="exit status: 0 all passed, 1 a check failed or errored, 2 usage error",
+    )
+    parser.add_argument(
+        "modules",
+        nargs="+",
+        metavar="MODULE",
+        help="importable module or package names (packages are walked)",
+    )
+    for name, help_text in CLI_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text)
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="write every result, skip and error to PATH as JSON",
+    )
+    parser.add_argument(
+        "-p",
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE and register its pytest_gradcheck_* hooks "
+        "(what a conftest.py does under pytest); repeatable",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print tables of failed checks only"
+    )
+    return parser.parse_args(argv)
+
+
+def _usage(message: str) -> int:
+    print(f"python -m pytest_gradcheck: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the checks; return the exit status."""
+    out = out if out is not None else sys.stdout
+    args = parse_args(argv)
+    pm = plugin_manager()
+    added = []
+    try:
+        for name in args.plugin:
+            try:
+                plugin = importlib.import_module(name)
+            except ImportError as exc:
+                return _usage(f"-p {name}: cannot import it ({exc})")
+            if not pm.is_registered(plugin):
+                pm.register(plugin, name=f"cli-plugin:{name}")
+                added.append(plugin)
+        return _run(args, out)
+    finally:
+        for plugin in added:
+            pm.unregister(plugin)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    values = {k: getattr(args, k) for k in CLI_OPTIONS if getattr(args, k) is not None}
+    try:
+        base = Options().updated(values, "command line")
+        targets = find_targets(split_specs(args.modules))
+    except GradcheckUsageError as exc:
+        return _usage(str(exc))
+    except Exception:
+        return _usage("importing the modules failed:\n" + traceback.format_exc().rstrip())
+    if not targets:
+        return _usage(
+            f"no layer classes or X_forward/X_backward pairs found in {', '.join(args.modules)}"
+        )
+
+    hook = default_hook()
+    start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    errors: list[dict[str, str]] = []
+    for target in targets:
+        nodeid = NODE_PREFIX + target.name
+        outcome = _check_one(target, base, hook)
+        if isinstance(outcome, SkipCase):
+            skipped.append({"nodeid": nodeid, "reason": str(outcome)})
+            print(f"gradcheck {target.name}: SKIPPED  {outcome}\n", file=out)
+        elif isinstance(outcome, str):
+            errors.append({"nodeid": nodeid, "message": outcome})
+            print(f"gradcheck {target.name}: ERROR  {outcome}\n", file=out)
+        else:
+            results.append({**outcome.to_dict(), "nodeid": nodeid})
+            if not (args.quiet and outcome.ok):
+                print(f"{outcome}\n", file=out)
+    elapsed = time.perf_counter() - start
+
+    if results:
+        print("\n".join(summary_rows(results)), file=out)
+    failed = sum(not r["ok"] for r in results)
+    passed = len(results) - failed
+    print(
+        f"gradcheck: {passed} passed, {failed} failed, {len(skipped)} skipped, "
+        f"{len(errors)} error(s) in {elapsed:.2f}s (seed={base.seed})",
+        file=out,
+    )
+    if args.json:
+        payload = {"seed": base.seed, "results": results, "skipped": skipped, "errors": errors}
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    return EXIT_FAILED if failed or errors else EXIT_OK
+
+
+def _check_one(target: Target, base: Options, hook: Any) -> Any:
+    """A `CheckResult`, a `SkipCase`, or an error message for one target."""
+    try:
+        case = build_case(target, hook, base.seed)
+        opts = base.updated({"label": target.name, **case.options}, f"{target.name}: case")
+        return run_check(case.target, case.inputs, opts, hook=hook)
+    except SkipCase as exc:
+        return exc
+    except GradcheckUsageError as exc:
+        return str(exc)
+    except Exception:
+        return traceback.format_exc(limit=-4).rstrip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

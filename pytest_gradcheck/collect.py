@@ -1,0 +1,93 @@
+"""pytest items for discovered layers: one `gradcheck::<module>.<Name>` item per target.
+
+The modules named by `gradcheck_discover` / `--gradcheck-discover` are scanned at collection
+time (`discovery.find_targets`); each item builds its case through `pytest_gradcheck_make_case`
+when it runs, so deselected items cost nothing and a target that cannot be built is skipped
+with the reason. Items carry the `gradcheck` marker and report results like the fixture does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .api import run_check
+from .discovery import PAIR, SkipCase, Target, build_case, find_targets
+from .errors import GradcheckUsageError
+from .plugin import SKIPPED_PROPERTY, item_results_key, marker_options
+
+COLLECTOR_NAME = "gradcheck"
+
+
+class GradcheckCollector(pytest.Collector):
+    """Collects one `GradcheckItem` per layer class or function pair in the named modules."""
+
+    def __init__(self, *, specs: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.specs = specs
+
+    def collect(self) -> Iterator[GradcheckItem]:
+        try:
+            targets = find_targets(self.specs)
+        except GradcheckUsageError as exc:
+            raise self.CollectError(str(exc)) from None
+        for target in targets:
+            yield GradcheckItem.from_parent(self, name=target.name, target=target)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
+        if isinstance(excinfo.value, self.CollectError):
+            return str(excinfo.value.args[0])
+        return super().repr_failure(excinfo)
+
+
+class GradcheckItem(pytest.Item):
+    """Gradient-checks one discovered target; skipped with the reason if it cannot be built."""
+
+    def __init__(self, *, target: Target, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+        self.add_marker(pytest.mark.gradcheck)
+
+    def runtest(self) -> None:
+        opts = marker_options(self)
+        hook = self.config.hook
+        problem = ""
+        try:
+            case = build_case(self.target, hook, opts.seed)
+            opts = opts.updated(
+                {"label": self.target.name, **case.options}, f"{self.target.name}: case"
+            )
+            result = run_check(case.target, case.inputs, opts, hook=hook)
+        except SkipCase as exc:
+            self.user_properties.append((SKIPPED_PROPERTY, str(exc)))
+            pytest.skip(str(exc))
+        except GradcheckUsageError as exc:
+            problem = str(exc)
+        if problem:
+            pytest.fail(problem, pytrace=False)
+        self.stash.setdefault(item_results_key, []).append(result.to_dict())
+        if not result.ok:
+            pytest.fail(str(result), pytrace=False)
+
+    def reportinfo(self) -> tuple[Path | str, int | None, str]:
+        obj = self.target.obj[0] if self.target.kind == PAIR else self.target.obj
+        path: Path | str = self.path
+        line: int | None = None
+        try:
+            path = Path(inspect.getsourcefile(obj) or self.path)
+            line = inspect.getsourcelines(obj)[1] - 1
+        except (OSError, TypeError):
+            pass
+        return path, line, f"gradcheck {self.target.name}"
+
+
+def discovered_items(session: pytest.Session, specs: list[str]) -> list[pytest.Item]:
+    """Collect the discovered items through the session, so errors show as collection errors."""
+    collector = GradcheckCollector.from_parent(
+        session, name=COLLECTOR_NAME, nodeid=COLLECTOR_NAME, specs=specs
+    )
+    return list(session.genitems(collector))

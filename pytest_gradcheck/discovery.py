@@ -1,0 +1,288 @@
+"""Discovery: find layer classes and forward/backward function pairs in modules and packages.
+
+A *target* is either a layer class (defined in the scanned package, with `forward` and
+`backward`) or a module-level pair of functions `X_forward` / `X_backward`. A target becomes a
+check through `pytest_gradcheck_make_case`, which returns a `Case`; the built-in implementation
+reads the target's `gradcheck_case` declaration (see `pytest_gradcheck.conventions` and
+docs/hooks.md).
+
+Left out on purpose, so they never show up as checks at all:
+
+- classes whose `forward` is a stub (its body only raises NotImplementedError, or is `...` /
+  `pass`), and classes `inspect.isabstract` reports: abstract bases, not layers;
+- classes that opt out with `gradcheck_case = None` in their own body (not inherited);
+- private names (leading underscore) and `__main__` submodules (importing them would run them).
+
+Every other target is collected; one that cannot be built is reported as skipped, with the
+reason and how to fix it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+import textwrap
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .errors import GradcheckUsageError
+
+CLASS = "class"
+PAIR = "pair"
+FORWARD_SUFFIX = "_forward"
+BACKWARD_SUFFIX = "_backward"
+DECLARATION = "gradcheck_case"
+
+
+@dataclass
+class Case:
+    """A checkable instance and its inputs, as returned by `pytest_gradcheck_make_case`.
+
+    `target` is a layer object or a `(forward_fn, backward_fn)` pair; `inputs` are the
+    positional arguments of forward; `options` are check options (rtol, params, mode, ...)
+    applied on top of the run's options.
+    """
+
+    target: Any
+    inputs: tuple[Any, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class SkipCase(Exception):
+    """Raised by a `gradcheck_case` declaration or a `pytest_gradcheck_make_case` hook: the
+    target cannot be checked. The message is the reason shown; say how to fix it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One discovered layer class or function pair."""
+
+    name: str  # qualified: "pkg.module.Linear", or "pkg.module.affine" for a pair
+    kind: str  # CLASS or PAIR
+    obj: Any  # the class, or the (forward_fn, backward_fn) tuple
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rpartition(".")[2]
+
+
+def case_rng(seed: int, name: str) -> np.random.Generator:
+    """The generator handed to `make_case`: fixed by the run's seed and the target's name only,
+    so serial runs, xdist workers and the CLI build identical cases."""
+    return np.random.default_rng([zlib.crc32(name.encode()), int(seed)])
+
+
+def split_specs(values: Iterable[str]) -> list[str]:
+    """Module names from ini lines / flags, split on commas and whitespace, duplicates dropped."""
+    out: list[str] = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            if part not in out:
+                out.append(part)
+    return out
+
+
+def import_spec(spec: str) -> ModuleType:
+    """Import a module or package by dotted name; a missing one is a usage error."""
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if not (spec == missing or spec.startswith(missing + ".")):
+            raise  # the module exists but one of its own imports is missing
+        raise GradcheckUsageError(
+            f"gradcheck discovery: cannot import {spec!r} ({exc}); name an importable module "
+            "or package (installed, or on sys.path / pytest's `pythonpath` ini option)"
+        ) from None
+
+
+def iter_modules(spec: str) -> list[ModuleType]:
+    """The module `spec` and, for a package, all its submodules (imported, `__main__` skipped)."""
+    root = import_spec(spec)
+    modules = [root]
+    path = getattr(root, "__path__", None)
+    if path is None:
+        return modules
+    names = sorted(
+        info.name
+        for info in pkgutil.walk_packages(path, prefix=root.__name__ + ".")
+        if info.name.rpartition(".")[2] != "__main__"
+    )
+    for name in names:
+        parts = name[len(root.__name__) + 1 :].split(".")
+        if any(p.startswith("_") for p in parts):
+            continue
+        modules.append(importlib.import_module(name))
+    return modules
+
+
+def is_stub(fn: Any) -> bool:
+    """True if `fn`'s body does nothing but raise NotImplementedError (or is `...` / `pass`)."""
+    fn = inspect.unwrap(getattr(fn, "__func__", fn))
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return False
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    body = list(node.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # docstring (or a bare `...`, also fine)
+    for stmt in body:
+        if isinstance(stmt, ast.Pass):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue
+        if isinstance(stmt, ast.Raise) and _names_not_implemented(stmt.exc):
+            continue
+        return False
+    return True
+
+
+def _names_not_implemented(exc: ast.expr | None) -> bool:
+    if isinstance(exc, ast.Call):
+        exc = exc.func
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def is_layer_class(cls: Any) -> bool:
+    """A class with callable `forward` and `backward` whose forward is not a stub."""
+    if not inspect.isclass(cls):
+        return False
+    forward, backward = getattr(cls, "forward", None), getattr(cls, "backward", None)
+    if not (callable(forward) and callable(backward)):
+        return False
+    if inspect.isabstract(cls) or cls.__dict__.get(DECLARATION, ...) is None:
+        return False
+    return not is_stub(forward)
+
+
+def _defined_in(obj: Any, module: ModuleType) -> bool:
+    return getattr(obj, "__module__", None) == module.__name__
+
+
+def _line(obj: Any) -> int:
+    try:
+        return inspect.getsourcelines(obj)[1]
+    except (OSError, TypeError):
+        return 0
+
+
+def targets_in_module(module: ModuleType) -> list[Target]:
+    """Layer classes and function pairs defined in `module`, in source order."""
+    found: list[tuple[int, Target]] = []
+    namespace: Mapping[str, Any] = vars(module)
+    for name, obj in namespace.items():
+        if name.startswith("_") or not _defined_in(obj, module):
+            continue
+        qual = f"{module.__name__}.{name}"
+        if inspect.isclass(obj):
+            if is_layer_class(obj):
+                found.append((_line(obj), Target(qual, CLASS, obj)))
+        elif inspect.isfunction(obj) and name.endswith(FORWARD_SUFFIX):
+            stem = name[: -len(FORWARD_SUFFIX)]
+            backward = namespace.get(stem + BACKWARD_SUFFIX)
+            if stem and inspect.isfunction(backward) and _defined_in(backward, module):
+                pair = (obj, backward)
+                found.append((_line(obj), Target(f"{module.__name__}.{stem}", PAIR, pair)))
+    found.sort(key=lambda t: t[0])
+    return [t for _, t in found]
+
+
+def find_targets(specs: Iterable[str]) -> list[Target]:
+    """Every target in the named modules/packages (submodules included), without duplicates.
+
+    Raises `GradcheckUsageError` for a name that cannot be imported; any other exception
+    raised while importing a module propagates.
+    """
+    seen: set[str] = set()
+    targets = []
+    for spec in specs:
+        for module in iter_modules(spec):
+            for t in targets_in_module(module):
+                if t.name not in seen:
+                    seen.add(t.name)
+                    targets.append(t)
+    return targets
+
+
+def to_case(value: Any, target: Target) -> Case:
+    """Normalise what a `gradcheck_case` declaration returned into a `Case`.
+
+    Layer classes: a `Case`, or `(layer, inputs)` / `(layer, inputs, options)` where `inputs`
+    is a tuple of forward's arguments (a single array is taken as the only input).
+    Function pairs: a `Case` (its target may be None: the discovered pair), or the tuple of
+    arguments of the forward function.
+    """
+    if isinstance(value, Case):
+        if value.target is None and target.kind == PAIR:
+            value.target = target.obj
+        if value.target is None:
+            raise GradcheckUsageError(
+                f"{target.name}: {DECLARATION} returned a Case without "
+                "a target; put the layer instance in Case(target=...)"
+            )
+        value.inputs = _as_inputs(value.inputs)
+        value.options = dict(value.options or {})
+        return value
+    if target.kind == PAIR and isinstance(value, (tuple, list)):
+        return Case(target.obj, tuple(value))
+    if target.kind == CLASS and isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        options = dict(value[2]) if len(value) == 3 else {}
+        return Case(value[0], _as_inputs(value[1]), options)
+    expected = (
+        "the forward function's argument tuple or a Case"
+        if target.kind == PAIR
+        else "(layer, inputs), (layer, inputs, options) or a Case"
+    )
+    raise GradcheckUsageError(
+        f"{target.name}: {DECLARATION} returned {type(value).__name__}; return {expected}"
+    )
+
+
+def _as_inputs(inputs: Any) -> tuple[Any, ...]:
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs)
+    return (inputs,)
+
+
+def declaration_of(target: Target) -> Any:
+    """The target's `gradcheck_case` (for a pair: an attribute of the forward function)."""
+    holder = target.obj[0] if target.kind == PAIR else target.obj
+    return getattr(holder, DECLARATION, None)
+
+
+def how_to_declare(target: Target) -> str:
+    """The fix to suggest when a target has no usable declaration."""
+    if target.kind == PAIR:
+        fwd = target.obj[0].__name__
+        return (
+            f"set `{fwd}.{DECLARATION} = lambda rng: (x, w, ...)` returning example arguments, "
+            "or implement pytest_gradcheck_make_case in conftest.py"
+        )
+    return (
+        f"add a classmethod `{DECLARATION}(cls, rng)` to {target.short_name} returning "
+        "(layer, inputs), implement pytest_gradcheck_make_case in conftest.py, or set "
+        f"`{DECLARATION} = None` in the class body if it is not a layer to check"
+    )
+
+
+def build_case(target: Target, hook: Any, seed: int) -> Case:
+    """Ask the hooks for the target's `Case`; raise `SkipCase` if none can be built."""
+    case = hook.pytest_gradcheck_make_case(
+        target=target.obj, name=target.name, rng=case_rng(seed, target.name)
+    )
+    if case is None:
+        raise SkipCase(f"{target.name}: no example inputs: {how_to_declare(target)}")
+    if not isinstance(case, Case):
+        case = to_case(case, target)
+    return case
