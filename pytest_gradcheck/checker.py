@@ -129,7 +129,9 @@ class Checker:
             self.notes.append("low-precision inputs were checked on float64 copies")
         return work
 
-    def _select_params(self, params: list[Param]) -> tuple[list[Param], list[Entry]]:
+    def _select_params(
+        self, params: list[Param], validate: bool = True
+    ) -> tuple[list[Param], list[Entry]]:
         """Differentiable, selected parameters; rows for the others."""
         from fnmatch import fnmatchcase
 
@@ -148,7 +150,7 @@ class Checker:
                 rows.append(Entry(p.name, "param", shape, dtype, NOT_SELECTED, size=value.size))
             else:
                 checked.append(p)
-        if self.opts.params is not None:
+        if self.opts.params is not None and validate:
             names = [p.name for p in params]
             for pat in self.opts.params:
                 if not any(fnmatchcase(n, pat) for n in names):
@@ -335,7 +337,13 @@ class Checker:
         self._zero_grads(params)
         dins = self._backward(g.copy())
         self._collect_input_grads(targets, dins, input_names)
-        targets = self._collect_param_grads(targets, params, rows)
+        late = self._late_params(params)
+        targets = self._collect_param_grads(
+            [*targets, *(Target(p.name, "param", p.get(), str(p.get().dtype)) for p in late)],
+            [*params, *late],
+            rows,
+        )
+        self._undo_backward(baseline, [t for t in targets if t.kind == "param"])
         if not targets:
             raise GradcheckUsageError(
                 f"{self.label}: nothing to check: no floating-point input (or inputs=False) and "
@@ -460,6 +468,37 @@ class Checker:
                     "inputs=False to check parameters only"
                 )
             t.analytic = self._grad_array(grad, t, "input")
+
+    def _late_params(self, params: list[Param]) -> list[Param]:
+        """Parameters recognisable only once backward has created their gradient (`w`/`dw`)."""
+        known = {p.name for p in params}
+        late, _ = self._select_params(
+            [p for p in self.access.parameters() if p.name not in known], validate=False
+        )
+        for p in late:
+            value = p.get()
+            if value.dtype != np.float64 or not value.flags.c_contiguous:
+                raise GradcheckUsageError(
+                    f"{self.label}: parameter {p.name!r} was recognised only after backward "
+                    f"created its gradient, and is {value.dtype}: create the gradient in "
+                    "__init__, or name the pair W/dW, b/db, weights/dweights, ..."
+                )
+        return late
+
+    def _undo_backward(self, baseline: Snapshot, params: list[Target]) -> None:
+        """Put back whatever backward changed (an optimizer step inside backward, caches), so
+        the numeric evaluations see the same parameters as the analytic pass."""
+        before = [baseline.saved_array(t.array) for t in params]
+        stepped = [
+            t.name for t, b in zip(params, before) if b is not None and not np.array_equal(
+                t.array, b, equal_nan=True)
+        ]
+        if stepped:
+            self.notes.append(
+                "backward changed parameter(s) " + ", ".join(stepped) + " in place (an "
+                "optimizer step?); they were put back before the numeric evaluations"
+            )
+        baseline.restore()
 
     def _collect_param_grads(
         self, targets: list[Target], params: list[Param], rows: list[Entry]

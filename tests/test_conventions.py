@@ -712,3 +712,55 @@ def test_usage_errors_through_fixture_are_clean_failures(pytester: pytest.Pytest
     )
     result.stdout.no_fnmatch_line("*Traceback*")
     result.stdout.no_fnmatch_line("*pytest_gradcheck/*")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients that appear only after backward; backward that changes parameters
+# ---------------------------------------------------------------------------------------------
+
+
+class LowercasePair:
+    """`w` with `dw` created by the first backward: no known name, no gradient before."""
+
+    def __init__(self, slip: float = 1.0) -> None:
+        self.w = weights((4, 5))
+        self.slip = slip
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.inp = x
+        return x @ self.w
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dw = self.inp.T @ dout * self.slip
+        return dout @ self.w.T
+
+
+def test_parameter_recognised_after_backward_is_checked() -> None:
+    assert check(LowercasePair(), x_batch(3, 4)).entry("w").status == "ok"
+    assert check(LowercasePair(slip=1.01), x_batch(3, 4)).entry("w").status == "FAIL"
+
+
+class StepsInBackward:
+    """Applies an SGD step to W inside backward, as some optimizers-in-the-layer designs do."""
+
+    def __init__(self) -> None:
+        self.W = weights((4, 5))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.inp = x
+        return x @ self.W
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = self.inp.T @ dout
+        dx = dout @ self.W.T
+        self.W -= 0.1 * self.dW
+        return dx
+
+
+def test_parameter_step_inside_backward_is_undone_before_numeric_passes() -> None:
+    layer = StepsInBackward()
+    before = layer.W.copy()
+    result = check(layer, x_batch(3, 4), mode="full")
+    assert result.ok, str(result)
+    assert any("backward changed parameter(s) W" in n for n in result.notes)
+    assert np.array_equal(layer.W, before)
