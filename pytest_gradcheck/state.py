@@ -53,8 +53,20 @@ def _state_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+# Unsigned integer types by item size: comparing through them is a bit-for-bit comparison.
+_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    uint = _UINT_OF_SIZE.get(a.dtype.itemsize)
+    if a.nbytes > 65536 and uint is not None and a.dtype.kind in "biuf":
+        # Integer views compare bits (NaN payloads, -0.0) without copying: two tobytes() copies
+        # of a few hundred KB can cost ~0.2 ms through the allocator. Small arrays are compared
+        # faster as bytes.
+        return bool(np.array_equal(a.view(uint), b.view(uint)))
+    return a.tobytes() == b.tobytes()
 
 
 class RandomSource:
@@ -108,13 +120,16 @@ class SeededGlobalNumpy(RandomSource):
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.user_state = np.random.get_state()
-        np.random.seed(seed)
-        # Not RandomSource.__init__: its get() would cost another ~30 us. The seeded state is
-        # recorded as raw MT19937 bytes (well under a microsecond to read) where that works.
         self.obj = np.random.mtrand._rand
         self.label = "numpy global RNG"
-        self._raw = _mt19937_raw_reader(self.obj)
+        # Raw MT19937 bytes (well under a microsecond to read or write) where that works.
+        raw = _mt19937_raw(self.obj)
+        self._raw = raw[0] if raw is not None else None
+        self._write_raw = raw[1] if raw is not None else None
+        self.user_state = np.random.get_state()
+        self._user_raw = self._raw() if self._raw is not None else None
+        np.random.seed(seed)
+        # Not RandomSource.__init__: its get() would cost another ~30 us.
         self._seeded_raw = self._raw() if self._raw is not None else None
         self._saved: Any = None if self._raw is not None else self.get()
 
@@ -142,19 +157,27 @@ class SeededGlobalNumpy(RandomSource):
         return lambda: reseed(seed)
 
     def give_back(self) -> None:
-        np.random.set_state(self.user_state)
+        has_gauss, gauss = self.user_state[3], self.user_state[4]
+        if self._write_raw is not None and self._user_raw is not None and not has_gauss \
+                and gauss == 0.0:
+            # Reseeding empties the gauss cache as the user's was; the generator itself is then
+            # written back raw: ~2 us where set_state costs ~35 us.
+            np.random.seed(self.seed)
+            self._write_raw(self._user_raw)
+        else:
+            np.random.set_state(self.user_state)
 
 
 # (bit generator, state address, size) of the global RandomState, once its layout is verified.
 _MT_RAW: tuple[Any, int, int] | None = None
 
 
-def _mt19937_raw_reader(rs: Any) -> Callable[[], bytes] | None:
-    """A reader of the raw MT19937 state (key[624] then pos) of a RandomState, or None.
+def _mt19937_raw(rs: Any) -> tuple[Callable[[], bytes], Callable[[bytes], None]] | None:
+    """Reader and writer of the raw MT19937 state (key[624] then pos) of a RandomState, or None.
 
     Goes through the bit generator's documented ctypes interface. The struct layout is a numpy
     internal, so it is checked once against the `state` property; on any mismatch or error the
-    caller falls back to `get_state()` comparisons.
+    caller falls back to `get_state()`/`set_state()`.
     """
     global _MT_RAW
     import ctypes
@@ -174,8 +197,13 @@ def _mt19937_raw_reader(rs: Any) -> Callable[[], bytes] | None:
             return None
         _MT_RAW = (bg, addr, len(expect))
     _, addr, size = _MT_RAW
-    string_at = ctypes.string_at
-    return lambda: string_at(addr, size)
+    string_at, memmove = ctypes.string_at, ctypes.memmove
+
+    def write(data: bytes) -> None:
+        assert len(data) == size
+        memmove(addr, data, size)
+
+    return (lambda: string_at(addr, size)), write
 
 
 class SeededGlobalPython(RandomSource):
