@@ -444,6 +444,17 @@ class Dropout(Layer):
 # --------------------------------------------------------------------------
 
 
+def _zero_pad(x: np.ndarray, padding: int) -> np.ndarray:
+    """Zero-pad the two spatial axes of (N, C, H, W); np.pad costs tens of microseconds in
+    argument handling alone, more than the copy itself at these sizes."""
+    if padding == 0:
+        return x
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
+    xp[:, :, padding : padding + h, padding : padding + w] = x
+    return xp
+
+
 def im2col(
     x: np.ndarray, kernel: tuple[int, int], stride: int, padding: int
 ) -> tuple[np.ndarray, tuple[int, int]]:
@@ -455,7 +466,7 @@ def im2col(
     """
     kh, kw = kernel
     n, c = x.shape[:2]
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    xp = _zero_pad(x, padding)
     if xp.shape[2] < kh or xp.shape[3] < kw:
         raise ValueError(f"kernel {kernel} larger than padded input {xp.shape[2:]}")
     # A strided view of every window, (N, C, out_h, out_w, kh, kw); no copy yet.

@@ -49,7 +49,9 @@ class Options:
 
     def updated(self, values: Mapping[str, Any], source: str) -> Options:
         """A copy with `values` applied on top; `source` names where they came from for errors."""
-        known = set(self.names())
+        if not values:
+            return self
+        known = _NAMES
         unknown = [k for k in values if k not in known]
         if unknown:
             hints = []
@@ -62,6 +64,9 @@ class Options:
             )
         clean = {k: _coerce(k, v, source) for k, v in values.items()}
         return replace(self, **clean)
+
+
+_NAMES = frozenset(Options.names())
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

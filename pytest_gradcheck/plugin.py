@@ -29,9 +29,11 @@ SETTABLE = {
     "rtol": "relative tolerance (default: 1e-5 in float64, larger in low precision)",
     "atol": "absolute tolerance added to the finite-difference noise floor (default 0)",
     "mode": f"how many evaluations to spend: {', '.join(MODES)} (default {Options().mode})",
-    "samples": "elements checked per array in mode=sample (default 16)",
-    "directions": "random directions per array in mode=fast (default 2)",
-    "auto_limit": "mode=auto checks arrays up to this size element by element (default 2048)",
+    "samples": f"elements checked per array in mode=sample (default {Options().samples})",
+    "directions": "random directions per array in mode=fast, one more when the first is "
+    f"borderline (default {Options().directions})",
+    "auto_limit": "mode=auto checks arrays up to this size element by element "
+    f"(default {Options().auto_limit})",
 }
 RESULTS_PROPERTY = "gradcheck"
 SKIPPED_PROPERTY = "gradcheck_skipped"
