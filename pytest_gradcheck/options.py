@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import GradcheckUsageError
@@ -41,11 +41,10 @@ class Options:
     directions: int = 1
     auto_limit: int = AUTO_FULL_LIMIT
     label: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "extra"]
+        return [f.name for f in fields(cls)]
 
     def updated(self, values: Mapping[str, Any], source: str) -> Options:
         """A copy with `values` applied on top; `source` names where they came from for errors."""
