@@ -7,11 +7,15 @@ named in each docstring.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from example_nn import BatchNorm1d, Dropout, Linear, Sigmoid, Tanh
 
 __all__ = [
+    "CLASSIC_BUGS",
     "BatchNormMeanConstant",
     "BatchNormVarConstant",
     "DropoutNoScale",
@@ -91,3 +95,26 @@ class LinearBiasGradMean(Linear):
         dx = super().backward(dout)
         self.grads["b"] = dout.reshape(-1, self.out_features).mean(axis=0)
         return dx
+
+
+# (id, layer factory, input shape, the row that must fail) for each classic bug above.
+CLASSIC_BUGS: list[tuple[str, Callable[[], Any], tuple[int, ...], str]] = [
+    ("batchnorm-mean-constant", lambda: BatchNormMeanConstant(4), (6, 4), "x"),
+    ("batchnorm-var-constant", lambda: BatchNormVarConstant(4), (6, 4), "x"),
+    ("dropout-no-scale", lambda: DropoutNoScale(0.5, rng=np.random.default_rng(0)), (6, 4), "x"),
+    ("sigmoid-grad-plus", SigmoidGradPlus, (6, 4), "x"),
+    ("sigmoid-grad-out", SigmoidGradOut, (6, 4), "x"),
+    ("tanh-grad-linear", TanhGradLinear, (6, 4), "x"),
+    (
+        "linear-weight-grad-transposed",
+        lambda: LinearWeightGradTransposed(4, 4, rng=np.random.default_rng(1)),
+        (6, 4),
+        "W",
+    ),
+    (
+        "linear-bias-grad-mean",
+        lambda: LinearBiasGradMean(4, 3, rng=np.random.default_rng(1)),
+        (6, 4),
+        "b",
+    ),
+]

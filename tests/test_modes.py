@@ -17,14 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 from buggy_layers import (
+    CLASSIC_BUGS,
     BatchNormMeanConstant,
-    BatchNormVarConstant,
-    DropoutNoScale,
     LinearBiasGradMean,
-    LinearWeightGradTransposed,
-    SigmoidGradOut,
-    SigmoidGradPlus,
-    TanhGradLinear,
 )
 
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
@@ -220,26 +215,6 @@ def test_fast_mode_on_a_wrong_bias_reports_the_index_in_the_session_report() -> 
 # The classic bugs, caught in every mode
 # ---------------------------------------------------------------------------------------------
 
-CLASSIC_BUGS: list[tuple[str, Callable[[], Any], tuple[int, ...], str]] = [
-    ("batchnorm-mean-constant", lambda: BatchNormMeanConstant(4), (6, 4), "x"),
-    ("batchnorm-var-constant", lambda: BatchNormVarConstant(4), (6, 4), "x"),
-    ("dropout-no-scale", lambda: DropoutNoScale(0.5, rng=np.random.default_rng(0)), (6, 4), "x"),
-    ("sigmoid-grad-plus", SigmoidGradPlus, (6, 4), "x"),
-    ("sigmoid-grad-out", SigmoidGradOut, (6, 4), "x"),
-    ("tanh-grad-linear", TanhGradLinear, (6, 4), "x"),
-    (
-        "linear-weight-grad-transposed",
-        lambda: LinearWeightGradTransposed(4, 4, rng=np.random.default_rng(1)),
-        (6, 4),
-        "W",
-    ),
-    (
-        "linear-bias-grad-mean",
-        lambda: LinearBiasGradMean(4, 3, rng=np.random.default_rng(1)),
-        (6, 4),
-        "b",
-    ),
-]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -12,14 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 from buggy_layers import (
-    BatchNormMeanConstant,
-    BatchNormVarConstant,
-    DropoutNoScale,
-    LinearBiasGradMean,
+    CLASSIC_BUGS,
     LinearWeightGradTransposed,
-    SigmoidGradOut,
-    SigmoidGradPlus,
-    TanhGradLinear,
 )
 
 from example_nn import BatchNorm1d, Linear, MaxPool2d, ReLU, Sequential, Softmax, Tanh
@@ -308,26 +302,6 @@ def test_explicit_tolerance_overrides_precision_default() -> None:
 # The classic bugs from tests/buggy_layers.py, each caught by default, on the right row
 # ---------------------------------------------------------------------------------------------
 
-CLASSIC_BUGS: list[tuple[str, Callable[[], Any], tuple[int, ...], str]] = [
-    ("batchnorm-mean-constant", lambda: BatchNormMeanConstant(4), (6, 4), "x"),
-    ("batchnorm-var-constant", lambda: BatchNormVarConstant(4), (6, 4), "x"),
-    ("dropout-no-scale", lambda: DropoutNoScale(0.5, rng=np.random.default_rng(0)), (6, 4), "x"),
-    ("sigmoid-grad-plus", SigmoidGradPlus, (6, 4), "x"),
-    ("sigmoid-grad-out", SigmoidGradOut, (6, 4), "x"),
-    ("tanh-grad-linear", TanhGradLinear, (6, 4), "x"),
-    (
-        "linear-weight-grad-transposed",
-        lambda: LinearWeightGradTransposed(4, 4, rng=np.random.default_rng(1)),
-        (6, 4),
-        "W",
-    ),
-    (
-        "linear-bias-grad-mean",
-        lambda: LinearBiasGradMean(4, 3, rng=np.random.default_rng(1)),
-        (6, 4),
-        "b",
-    ),
-]
 
 
 @pytest.mark.parametrize(
