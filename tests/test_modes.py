@@ -454,3 +454,23 @@ def test_one_more_setup_forward_when_lazy_creation_draws_from_the_layers_stream(
     result = check(LazyNoisy(), x, mode="full")
     assert result.ok, str(result)
     assert calls == {"forward": SETUP_FORWARDS + 1 + 2 * (12 + 6), "backward": 1}
+
+
+def test_sampled_elements_depend_on_seed_and_array_name_not_on_other_arrays() -> None:
+    """Leaving other arrays out (params=, inputs=False) keeps an array's sample, so a failure
+    narrowed down with params= shows the same elements."""
+
+    class AllWrong(Linear):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.grads["W"] = self.grads["W"] * 2.0
+            return dx
+
+    layer = AllWrong(8, 8, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(3, 8))
+    every = check(layer, x, mode="sample", samples=5).entry("W")
+    only = check(layer, x, mode="sample", samples=5, params=["W"], inputs=False).entry("W")
+    other_seed = check(layer, x, mode="sample", samples=5, seed=1).entry("W")
+    assert every.failed == only.failed == 5
+    assert np.array_equal(every.failed_mask, only.failed_mask)
+    assert not np.array_equal(every.failed_mask, other_seed.failed_mask)
