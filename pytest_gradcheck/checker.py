@@ -6,11 +6,13 @@ The order of events, and why:
 2. Seed the global streams from the check seed, force training mode, run a first forward (it
    may create parameters lazily), then list the parameters and move low-precision ones to
    float64 copies.
-3. Take a baseline, run one forward to learn what a forward pass changes (the `Patch`) and
-   which random streams it draws from, run a second forward from the same state and demand the
-   same output (otherwise an unreset random source is in use).
-4. The analytic pass, then central differences for every checked element, each evaluation
-   preceded by the patch and the random-stream resets.
+3. Take a baseline, run a second forward to learn what a forward pass changes (the `Patch`) and
+   which random streams it draws from; it must repeat the first output bit for bit (otherwise
+   one more forward from the same state must, or an unreset random source is in use), and it
+   serves as the analytic pass's forward.
+4. The single backward; whatever it changed (an optimizer step inside backward) is undone.
+5. The numeric evaluations chosen by the mode (`modes.py`), each preceded by the patch and the
+   resets of the random streams forward draws from.
 """
 
 from __future__ import annotations
@@ -376,8 +378,6 @@ class Checker:
             verdicts = modes.run_mode(opts, targets, evaluate, f_zero, eps, tol, [])
 
         entries = [self._entry(t, v) for t, v in zip(targets, verdicts)]
-        order = {t.name: i for i, t in enumerate(targets)}
-        entries.sort(key=lambda e: order[e.name])
         result = CheckResult(
             label=self.label,
             seed=opts.seed,
