@@ -76,6 +76,7 @@ class Checker:
         self.backward_calls = 0
         self.notes: list[str] = []
         self.param_dtypes: dict[str, str] = {}  # parameter dtypes as the layer had them
+        self._input_arrays: list[np.ndarray] = []  # the working copies of the array inputs
 
     # -- running the layer ------------------------------------------------------------------
 
@@ -106,6 +107,13 @@ class Checker:
     def _adapt(self) -> LayerAccess:
         access = self.hook.pytest_gradcheck_adapt(obj=self.target, label=self.opts.label,
                                                   hook=self.hook)
+        if access is None and isinstance(self.target, type) and callable(
+            getattr(self.target, "forward", None)
+        ):
+            raise GradcheckUsageError(
+                f"{self.label}: got the class {self.target.__name__}, not a layer: pass an "
+                f"instance, e.g. {self.target.__name__}(...)"
+            )
         if access is None:
             raise GradcheckUsageError(
                 f"{self.label}: cannot check a {type(self.target).__name__}: a layer needs "
@@ -119,6 +127,14 @@ class Checker:
         return access
 
     def _working_inputs(self) -> list[Any]:
+        names = self.access.input_names(len(self.user_inputs))
+        for name, x in zip(names, self.user_inputs):
+            if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.complexfloating):
+                raise GradcheckUsageError(
+                    f"{self.label}: input {name!r} is {x.dtype}; complex arrays are not "
+                    "supported (the check differentiates real functions): pass the real and "
+                    "imaginary parts as separate float inputs"
+                )
         work = []
         for x in self.user_inputs:
             if _is_float_array(x):
@@ -127,7 +143,7 @@ class Checker:
                 work.append(x.copy())
             else:
                 work.append(x)
-        if any(_is_float_array(x) and x.dtype != np.float64 for x in self.user_inputs):
+        if any(_is_float_array(x) and x.dtype.itemsize < 8 for x in self.user_inputs):
             self.notes.append("low-precision inputs were checked on float64 copies")
         return work
 
@@ -143,13 +159,21 @@ class Checker:
             if not isinstance(value, np.ndarray):
                 continue
             shape, dtype = tuple(value.shape), str(value.dtype)
-            if not p.differentiable or not np.issubdtype(value.dtype, np.floating):
+            complex_ = np.issubdtype(value.dtype, np.complexfloating)
+            if not p.differentiable or not (complex_ or np.issubdtype(value.dtype, np.floating)):
                 rows.append(Entry(p.name, "param", shape, dtype, NOT_DIFFERENTIATED,
                                   size=value.size))
             elif self.opts.params is not None and not any(
                 fnmatchcase(p.name, pat) for pat in self.opts.params
             ):
                 rows.append(Entry(p.name, "param", shape, dtype, NOT_SELECTED, size=value.size))
+            elif complex_:
+                raise GradcheckUsageError(
+                    f"{self.label}: parameter {p.name!r} is {value.dtype}; complex parameters "
+                    "are not supported (the check differentiates real functions): store the "
+                    "real and imaginary parts as separate float parameters, or leave it out "
+                    "with params=[...]"
+                )
             else:
                 checked.append(p)
         if self.opts.params is not None and validate:
@@ -162,6 +186,20 @@ class Checker:
                     )
         return checked, rows
 
+    def _not_inputs(self, params: list[Param]) -> list[Param]:
+        """Leave out "parameters" that are the inputs forward cached (`self.b = b` in a layer
+        taking an input named b): the checker's working inputs are its own copies, so an array
+        sharing memory with one of them is that input, already checked as such."""
+        inputs = self._input_arrays
+
+        def is_input(p: Param) -> bool:
+            value = p.get()
+            return isinstance(value, np.ndarray) and any(
+                np.may_share_memory(value, a) for a in inputs
+            )
+
+        return [p for p in params if not is_input(p)] if inputs else params
+
     def _promote(self, params: list[Param]) -> tuple[list[np.ndarray], list[str]]:
         """Give each checked parameter a writeable, contiguous float64 array where possible."""
         arrays, low, promoted = [], [], []
@@ -169,7 +207,8 @@ class Checker:
         self.param_dtypes = {p.name: str(p.get().dtype) for p in params}
         for p in params:
             value = p.get()
-            want = value.dtype != np.float64 or not value.flags.c_contiguous
+            want = (value.dtype != np.float64 or not value.flags.c_contiguous
+                    or not value.flags.writeable)
             if want and p.set is not None:
                 if id(value) not in copies:
                     copies[id(value)] = np.array(value, dtype=np.float64, order="C", copy=True)
@@ -254,7 +293,8 @@ class Checker:
         # First forward: lazily created parameters come to exist.
         reset_all()
         out_w = np.array(self._output(self._forward(work)), copy=True)
-        params, rows = self._select_params(access.parameters())
+        self._input_arrays = [a for a in work if isinstance(a, np.ndarray)]
+        params, rows = self._select_params(self._not_inputs(access.parameters()))
         param_arrays, low = self._promote(params)
         input_names = access.input_names(len(work))
 
@@ -366,7 +406,7 @@ class Checker:
             prepare if (patch or used) else None, work if not mutated else call_inputs, g,
             loss_terms,
         )
-        verdicts = modes.run_mode(opts, targets, evaluate, f_zero, eps, tol, self.notes)
+        verdicts = self._run_mode(opts, targets, evaluate, f_zero, eps, tol, self.notes)
         # A stream no forward drew from while setting up was left alone; if some evaluation did
         # draw from it after all, the numbers are unreliable: redo with every stream reset.
         if any(s.changed() for s in sources if s not in used):
@@ -375,7 +415,7 @@ class Checker:
             prepare = self._preparer(patch, sources)
             evaluate = self._evaluator(prepare, work if not mutated else call_inputs, g,
                                        loss_terms)
-            verdicts = modes.run_mode(opts, targets, evaluate, f_zero, eps, tol, [])
+            verdicts = self._run_mode(opts, targets, evaluate, f_zero, eps, tol, [])
 
         entries = [self._entry(t, v) for t, v in zip(targets, verdicts)]
         result = CheckResult(
@@ -395,6 +435,16 @@ class Checker:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _run_mode(self, *args: Any) -> list[modes.ArrayVerdict]:
+        """`modes.run_mode`, whose own usage errors (a vanishing step) name only the array:
+        they get the layer's name in front, as every other usage error has."""
+        try:
+            return modes.run_mode(*args)
+        except GradcheckUsageError as exc:
+            if str(exc).startswith(f"{self.label}: "):
+                raise
+            raise GradcheckUsageError(f"{self.label}: {exc}") from None
+
     def _output(self, out: Any) -> np.ndarray:
         arr = np.asarray(out)
         if not np.issubdtype(arr.dtype, np.floating):
@@ -410,12 +460,30 @@ class Checker:
         return arr
 
     def _loss_terms(self) -> list[Callable[[], float]]:
-        terms = list(self.access.loss_terms())
+        terms = [(t, "a pytest_gradcheck_loss_terms term") for t in self.access.loss_terms()]
         if self.opts.extra_loss is not None:
             fn = self.opts.extra_loss
             subject = getattr(self.access, "layer", self.target)
-            terms.append(lambda: float(fn(subject)))
-        return terms
+            terms.append(((lambda: fn(subject)), "extra_loss"))
+        return [self._guarded_term(t, what) for t, what in terms]
+
+    def _guarded_term(self, term: Callable[[], Any], what: str) -> Callable[[], float]:
+        """`term` as a float, with a usage error naming the layer if it raises or returns
+        something that is not one number."""
+        label = self.label
+
+        def call() -> float:
+            try:
+                return float(term())
+            except GradcheckUsageError:
+                raise
+            except Exception as exc:
+                raise GradcheckUsageError(
+                    f"{label}: {what} raised {type(exc).__name__}: {exc}; it must take the "
+                    "layer and return one float"
+                ) from exc
+
+        return call
 
     @staticmethod
     def _preparer(patch: Patch, used: Sequence[RandomSource]) -> Callable[[], None]:
@@ -517,7 +585,8 @@ class Checker:
         """Parameters recognisable only once backward has created their gradient (`w`/`dw`)."""
         known = {p.name for p in params}
         late, _ = self._select_params(
-            [p for p in self.access.parameters() if p.name not in known], validate=False
+            self._not_inputs([p for p in self.access.parameters() if p.name not in known]),
+            validate=False,
         )
         for p in late:
             value = p.get()
@@ -577,7 +646,19 @@ class Checker:
         return kept
 
     def _grad_array(self, grad: Any, t: Target, what: str) -> np.ndarray:
-        arr = np.array(grad, dtype=np.float64, copy=True)
+        if np.iscomplexobj(grad):
+            raise GradcheckUsageError(
+                f"{self.label}: gradient of {what} {t.name!r} is complex; backward must return "
+                "a real floating-point array"
+            )
+        try:
+            arr = np.array(grad, dtype=np.float64, copy=True)
+        except (TypeError, ValueError) as exc:
+            raise GradcheckUsageError(
+                f"{self.label}: gradient of {what} {t.name!r} is a {type(grad).__name__} that "
+                f"is not an array of numbers ({exc}); backward must return (or store) one "
+                "float array per input and parameter"
+            ) from None
         if arr.shape != t.array.shape:
             raise GradcheckUsageError(
                 f"{self.label}: gradient of {what} {t.name!r} has shape {arr.shape}, expected "

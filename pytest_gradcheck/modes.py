@@ -87,11 +87,15 @@ def _from_elements(v: numeric.Verdict, indices: np.ndarray | None, size: int) ->
 
 def _check_steps(t: Checked, h_plus: np.ndarray, h_minus: np.ndarray, eps: float) -> None:
     if np.any(h_plus <= 0) or np.any(h_minus <= 0):
-        big = float(np.max(np.abs(t.array)))
-        raise GradcheckUsageError(
-            f"{t.name}: the step eps={eps:g} vanishes next to values of magnitude {big:.3g} "
-            f"in {t.array.dtype}; pass a larger eps, or rescale the inputs"
-        )
+        raise _vanishing_step(t, eps)
+
+
+def _vanishing_step(t: Checked, eps: float) -> GradcheckUsageError:
+    big = float(np.max(np.abs(t.array)))
+    return GradcheckUsageError(
+        f"{t.name}: the step eps={eps:g} vanishes next to values of magnitude {big:.3g} "
+        f"in {t.array.dtype}; pass a larger eps, or rescale the inputs"
+    )
 
 
 def elementwise(
@@ -231,7 +235,16 @@ def fast(
     what is left is within tolerance. Later directions leave the elements found out.
     """
     n = t.array.size
-    search = _Search(_Line(t, evaluate, eps), f_zero, tol)
+    line = _Line(t, evaluate, eps)
+    if n:
+        # Refuse, as full mode does, an array where x + h == x: the direction would silently
+        # skip those elements. The spacing of floats grows with |x| and every |d_i| >= 1, so
+        # the largest magnitude is the one to try.
+        big = np.max(np.abs(line.base))
+        h = big.dtype.type(eps)
+        if big + h == big or big - h == big:
+            raise _vanishing_step(t, eps)
+    search = _Search(line, f_zero, tol)
     worst_dir = (0.0, 0.0, 0.0)  # (rel error, analytic, numeric) of the worst direction
     unexplained = False
     probes = 0

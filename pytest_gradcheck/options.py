@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
+
+import numpy as np
 
 from .errors import GradcheckUsageError
 
@@ -68,27 +73,67 @@ class Options:
 _NAMES = frozenset(Options.names())
 
 
+# numpy's global stream, reseeded with the check seed, takes seeds in [0, 2**32).
+SEED_LIMIT = 2**32
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+_STREAM_TYPES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
+
+
+def _integer(value: Any, what: str) -> int:
+    """An int from an int, an integral float or a decimal string; ValueError saying `what`."""
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    elif isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    raise ValueError(f"must be {what}")
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite float; ValueError saying `what` for anything else (nan and inf included)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be {what}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"must be {what}")
+    return v
+
+
+def _is_stream(obj: Any) -> bool:
+    return isinstance(obj, _STREAM_TYPES) or (
+        callable(getattr(obj, "getstate", None)) and callable(getattr(obj, "setstate", None))
+    )
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Validate one option value, turning strings from ini files and flags into real types."""
     try:
         if name == "seed":
-            return int(value)
+            what = f"an integer between 0 and 2**32 - 1 ({SEED_LIMIT - 1})"
+            v = _integer(value, what)
+            if not 0 <= v < SEED_LIMIT:
+                raise ValueError(f"must be {what}")
+            return v
         if name in ("eps", "rtol"):
             if value is None:
                 return None
-            v = float(value)
+            v = _number(value, "a finite number > 0")
             if not v > 0:
-                raise ValueError("must be > 0")
+                raise ValueError("must be a finite number > 0")
             return v
         if name == "atol":
-            v = float(value)
+            v = _number(value, "a finite number >= 0")
             if v < 0:
-                raise ValueError("must be >= 0")
+                raise ValueError("must be a finite number >= 0")
             return v
         if name in ("samples", "directions", "auto_limit"):
-            v = int(value)
+            v = _integer(value, "an integer >= 1")
             if v < 1:
-                raise ValueError("must be >= 1")
+                raise ValueError("must be an integer >= 1")
             return v
         if name == "mode":
             if value not in MODES:
@@ -104,14 +149,27 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ValueError("must be a list of parameter names or glob patterns")
         if name == "inputs":
             if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
+                word = value.strip().lower()
+                if word not in TRUE_WORDS + FALSE_WORDS:
+                    raise ValueError("must be true or false")
+                return word in TRUE_WORDS
             return bool(value)
         if name == "extra_loss":
             if value is not None and not callable(value):
                 raise ValueError("must be a callable taking the layer and returning a float")
             return value
         if name == "random_sources":
-            return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            if value is None:
+                return ()
+            sources = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            bad = [type(s).__name__ for s in sources if not _is_stream(s)]
+            if bad:
+                raise ValueError(
+                    "must be random streams (numpy Generator, RandomState or BitGenerator, "
+                    "random.Random, or objects with getstate()/setstate()), got "
+                    + ", ".join(bad)
+                )
+            return sources
         if name == "label":
             return None if value is None else str(value)
     except (TypeError, ValueError) as exc:

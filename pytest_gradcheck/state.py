@@ -12,6 +12,9 @@ the user's objects and random streams bit for bit as they were. Two tools serve 
 
 from __future__ import annotations
 
+import array
+import collections
+import contextlib
 import random
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -83,9 +86,11 @@ class RandomSource:
             return o.bit_generator.state
         if isinstance(o, np.random.BitGenerator):
             return o.state
-        if isinstance(o, (np.random.RandomState, random.Random)):
-            return o.get_state() if isinstance(o, np.random.RandomState) else o.getstate()
-        return o.getstate()  # custom sources registered through the hook
+        if isinstance(o, np.random.RandomState):
+            # The legacy tuple exists only for MT19937; other bit generators give a dict (and
+            # a RuntimeWarning when asked for the tuple).
+            return o.get_state(legacy=_legacy_mt19937(o))
+        return o.getstate()  # random.Random, and custom sources registered through the hook
 
     def set(self, state: Any) -> None:
         o = self.obj
@@ -114,19 +119,28 @@ class RandomSource:
         return lambda: self.set(saved)
 
 
+def _legacy_mt19937(rs: np.random.RandomState) -> bool:
+    return type(getattr(rs, "_bit_generator", None)) is np.random.MT19937
+
+
 class SeededGlobalNumpy(RandomSource):
     """numpy's global RNG, reset by reseeding: `np.random.seed(int)` costs ~1.5 us where
-    `set_state` costs ~35 us, more than the forward pass of a small layer."""
+    `set_state` costs ~35 us, more than the forward pass of a small layer.
+
+    Reseeding is an exact reset only for the default MT19937 bit generator (it also empties the
+    gauss cache); after `np.random.set_bit_generator(...)` the state is saved and set instead.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.obj = np.random.mtrand._rand
         self.label = "numpy global RNG"
+        self._reseed_resets = _legacy_mt19937(self.obj)
         # Raw MT19937 bytes (well under a microsecond to read or write) where that works.
         raw = _mt19937_raw(self.obj)
         self._raw = raw[0] if raw is not None else None
         self._write_raw = raw[1] if raw is not None else None
-        self.user_state = np.random.get_state()
+        self.user_state = self.get()
         self._user_raw = self._raw() if self._raw is not None else None
         np.random.seed(seed)
         # Not RandomSource.__init__: its get() would cost another ~30 us.
@@ -143,7 +157,10 @@ class SeededGlobalNumpy(RandomSource):
     def restore(self) -> None:
         # Reseeding reproduces the saved state bit for bit (gauss cache included), ~20x cheaper
         # than set_state.
-        np.random.seed(self.seed)
+        if self._reseed_resets:
+            np.random.seed(self.seed)
+        else:
+            self.set(self.saved)
 
     def changed(self) -> bool:
         if self._raw is None:
@@ -153,19 +170,21 @@ class SeededGlobalNumpy(RandomSource):
         return self._raw() != self._seeded_raw
 
     def resetter(self) -> Callable[[], None]:
+        if not self._reseed_resets:
+            return self.restore
         seed, reseed = self.seed, np.random.seed
         return lambda: reseed(seed)
 
     def give_back(self) -> None:
-        has_gauss, gauss = self.user_state[3], self.user_state[4]
-        if self._write_raw is not None and self._user_raw is not None and not has_gauss \
-                and gauss == 0.0:
-            # Reseeding empties the gauss cache as the user's was; the generator itself is then
-            # written back raw: ~2 us where set_state costs ~35 us.
-            np.random.seed(self.seed)
-            self._write_raw(self._user_raw)
-        else:
-            np.random.set_state(self.user_state)
+        if self._write_raw is not None and self._user_raw is not None:
+            has_gauss, gauss = self.user_state[3], self.user_state[4]
+            if not has_gauss and gauss == 0.0:
+                # Reseeding empties the gauss cache as the user's was; the generator itself is
+                # then written back raw: ~2 us where set_state costs ~35 us.
+                np.random.seed(self.seed)
+                self._write_raw(self._user_raw)
+                return
+        self.set(self.user_state)
 
 
 # (bit generator, state address, size) of the global RandomState, once its layout is verified.
@@ -225,9 +244,12 @@ class Patch:
         self.arrays: list[tuple[np.ndarray, np.ndarray]] = []
         self.attrs: list[tuple[Any, str, Any]] = []
         self.added_attrs: list[tuple[Any, str]] = []
+        self.slots: list[tuple[Any, Any, Any]] = []  # (object, slot descriptor, value)
         self.dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
         self.lists: list[tuple[list[Any], list[Any]]] = []
         self.sets: list[tuple[set[Any], set[Any]]] = []
+        # deques, bytearrays and array.arrays: (object, how to put the saved contents back)
+        self.sequences: list[tuple[Any, Callable[[], None]]] = []
         self.descriptions: list[str] = []
 
     def __bool__(self) -> bool:
@@ -238,7 +260,9 @@ class Patch:
         if not self:
             return _noop
         arrays, attrs, added = tuple(self.arrays), tuple(self.attrs), tuple(self.added_attrs)
+        slots = tuple(self.slots)
         dicts, lists, sets = tuple(self.dicts), tuple(self.lists), tuple(self.sets)
+        sequences = tuple(put_back for _, put_back in self.sequences)
         copyto = np.copyto
 
         def apply() -> None:
@@ -248,6 +272,8 @@ class Patch:
                 obj.__dict__[name] = value
             for obj, name in added:
                 obj.__dict__.pop(name, None)
+            for obj, desc, value in slots:
+                _set_slot(obj, desc, value)
             for d, saved in dicts:
                 d.clear()
                 d.update(saved)
@@ -256,6 +282,8 @@ class Patch:
             for s, saved_s in sets:
                 s.clear()
                 s.update(saved_s)
+            for put_back in sequences:
+                put_back()
 
         return apply
 
@@ -280,10 +308,11 @@ class Snapshot:
         self.exclude = {id(a) for a in exclude}
         self.arrays: list[tuple[np.ndarray, np.ndarray]] = []
         self.objects: list[tuple[Any, dict[str, Any]]] = []
-        self.slotted: list[tuple[Any, dict[str, Any]]] = []
+        self.slotted: list[tuple[Any, list[tuple[Any, Any]]]] = []
         self.dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
         self.lists: list[tuple[list[Any], list[Any]]] = []
         self.sets: list[tuple[set[Any], set[Any]]] = []
+        self.sequences: list[_Sequence] = []  # deques, bytearrays, array.arrays
         self.random_objects: list[tuple[Any, str]] = []
         self._seen: set[int] = set()
         self._keep: list[Any] = []  # keeps visited objects alive so ids stay unique
@@ -298,15 +327,22 @@ class Snapshot:
         self._seen.add(id(obj))
         self._keep.append(obj)
         if isinstance(obj, np.ndarray):
-            if obj.dtype != object and obj.flags.writeable:
+            if obj.flags.writeable:
                 self.arrays.append((obj, obj.copy()))
+            if obj.dtype == object:  # a container: its elements are recorded too
+                for i, v in enumerate(obj.flat):
+                    self._visit(v, f"{path}.flat[{i}]")
             return
+        if isinstance(obj, random.SystemRandom):
+            return  # the operating system's entropy: no state to record or restore
         if isinstance(obj, _RANDOM_TYPES):
             self.random_objects.append((obj, path))
             return
         if isinstance(obj, dict):
             self.dicts.append((obj, dict(obj)))
             for k, v in list(obj.items()):
+                if not isinstance(k, _ATOMIC):  # objects hashed by identity can change
+                    self._visit(k, f"{path} key {k!r}")
                 self._visit(v, f"{path}[{k!r}]")
             return
         if isinstance(obj, list):
@@ -316,6 +352,14 @@ class Snapshot:
             return
         if isinstance(obj, set):
             self.sets.append((obj, set(obj)))
+            for v in list(obj):
+                self._visit(v, f"{path} element")
+            return
+        if isinstance(obj, (collections.deque, bytearray, array.array)):
+            self.sequences.append(_Sequence(obj))
+            if isinstance(obj, collections.deque):
+                for i, v in enumerate(list(obj)):
+                    self._visit(v, f"{path}[{i}]")
             return
         if isinstance(obj, (tuple, frozenset)):
             for i, v in enumerate(obj):
@@ -329,8 +373,9 @@ class Snapshot:
         slots = _slot_values(obj)
         if slots:
             self.slotted.append((obj, slots))
-            for k, v in slots.items():
-                self._visit(v, f"{path}.{k}")
+            for desc, v in slots:
+                if v is not _UNSET_SLOT:
+                    self._visit(v, f"{path}.{desc.__name__}")
 
     def saved_array(self, arr: np.ndarray) -> np.ndarray | None:
         """The recorded copy of `arr` (by identity), or None if it was not reachable."""
@@ -346,9 +391,9 @@ class Snapshot:
             if d.keys() != saved.keys() or any(d[k] is not v for k, v in saved.items()):
                 d.clear()
                 d.update(saved)
-        for obj, saved in self.slotted:
-            for k, v in saved.items():
-                object.__setattr__(obj, k, v)
+        for obj, saved_slots in self.slotted:
+            for desc, v in saved_slots:
+                _set_slot(obj, desc, v)
         for dct, saved_d in self.dicts:
             if dct.keys() != saved_d.keys() or any(dct[k] is not v for k, v in saved_d.items()):
                 dct.clear()
@@ -360,6 +405,9 @@ class Snapshot:
             if st != saved_s:
                 st.clear()
                 st.update(saved_s)
+        for seq in self.sequences:
+            if seq.changed():
+                seq.put_back()
         for arr, saved_a in self.arrays:
             if arr.shape == saved_a.shape and not _same_bits(arr, saved_a):
                 np.copyto(arr, saved_a, casting="unsafe")
@@ -376,6 +424,15 @@ class Snapshot:
             for k in d.keys() - saved.keys():
                 p.added_attrs.append((obj, k))
                 p.descriptions.append(f"{type(obj).__name__}.{k} (added)")
+        for obj, saved_slots in self.slotted:
+            for desc, v in saved_slots:
+                try:
+                    now = desc.__get__(obj, type(obj))
+                except AttributeError:
+                    now = _UNSET_SLOT
+                if now is not v:
+                    p.slots.append((obj, desc, v))
+                    p.descriptions.append(f"{type(obj).__name__}.{desc.__name__} (slot)")
         for dct, saved_d in self.dicts:
             if dct.keys() != saved_d.keys() or any(dct[k] is not v for k, v in saved_d.items()):
                 p.dicts.append((dct, saved_d))
@@ -388,6 +445,10 @@ class Snapshot:
             if st != saved_s:
                 p.sets.append((st, saved_s))
                 p.descriptions.append("set contents")
+        for seq in self.sequences:
+            if seq.changed():
+                p.sequences.append((seq.obj, seq.put_back))
+                p.descriptions.append(f"{type(seq.obj).__name__} contents")
         for arr, saved_a in self.arrays:
             if id(arr) not in self.exclude and not _same_bits(arr, saved_a):
                 p.arrays.append((arr, saved_a))
@@ -399,12 +460,57 @@ class Snapshot:
         return self.patch().descriptions
 
 
-def _slot_values(obj: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+class _Sequence:
+    """A deque, bytearray or array.array and a copy of its contents."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.saved: Any = list(obj) if isinstance(obj, collections.deque) else obj[:]
+
+    def changed(self) -> bool:
+        obj, saved = self.obj, self.saved
+        if isinstance(obj, collections.deque):  # elements by identity, as for lists
+            return len(obj) != len(saved) or any(a is not b for a, b in zip(obj, saved))
+        return bool(obj != saved)
+
+    def put_back(self) -> None:
+        if isinstance(self.obj, collections.deque):
+            self.obj.clear()
+            self.obj.extend(self.saved)
+        else:
+            self.obj[:] = self.saved
+
+
+# The value recorded for a slot that was not set: restoring it deletes the slot again.
+_UNSET_SLOT = object()
+
+
+def _slot_values(obj: Any) -> list[tuple[Any, Any]]:
+    """(slot descriptor, value or _UNSET_SLOT) for every slot of obj's class hierarchy.
+
+    Read and written through the descriptors themselves: `__slots__` may be a single string,
+    private names are mangled (`__n` is stored as `_Cls__n`), and a subclass may shadow a slot
+    with a property.
+    """
+    values: list[tuple[Any, Any]] = []
     for cls in type(obj).__mro__:
-        for name in getattr(cls, "__slots__", ()):
-            if name in ("__dict__", "__weakref__"):
-                continue
-            if hasattr(obj, name):
-                values[name] = getattr(obj, name)
+        slots = cls.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{cls.__name__.lstrip('_')}{name}"
+            desc = cls.__dict__.get(name)
+            if not isinstance(desc, types.MemberDescriptorType):
+                continue  # __dict__, __weakref__
+            try:
+                values.append((desc, desc.__get__(obj, cls)))
+            except AttributeError:
+                values.append((desc, _UNSET_SLOT))
     return values
+
+
+def _set_slot(obj: Any, desc: Any, value: Any) -> None:
+    if value is _UNSET_SLOT:
+        with contextlib.suppress(AttributeError):  # already unset
+            desc.__delete__(obj)
+    else:
+        desc.__set__(obj, value)

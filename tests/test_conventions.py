@@ -574,6 +574,36 @@ def test_function_pair_with_integer_labels() -> None:
     assert rows(result) == {"scores": "ok", "y": "integer input"}
 
 
+class AffineOfInputs:
+    """Two-input affine map caching its inputs under parameter-like names (W, b)."""
+
+    def __init__(self, bug: float = 1.0) -> None:
+        self.bug = bug
+
+    def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        self.x, self.W, self.b = x, W, b.reshape(1, -1)  # b cached as a view
+        return x @ W + b
+
+    def backward(self, dout: np.ndarray) -> tuple[np.ndarray, ...]:
+        return dout @ self.W.T, self.x.T @ dout, dout.sum(axis=0) * self.bug
+
+
+@pytest.mark.parametrize("bug", [1.0, 1.01])
+def test_inputs_cached_under_parameter_names_are_inputs_not_parameters(bug: float) -> None:
+    result = check(AffineOfInputs(bug), x_batch(), weights((3, 2)), weights((2,), seed=2))
+    assert rows(result) == {"x": "ok", "W": "ok", "b": "ok" if bug == 1.0 else "FAIL"}
+    assert [e.kind for e in result.entries] == ["input"] * 3
+
+
+def test_read_only_parameters_are_checked_on_writeable_copies() -> None:
+    layer = DictAffine()
+    for value in layer.params.values():
+        value.flags.writeable = False
+    saved = dict(layer.params)
+    assert check(layer, x_batch()).ok
+    assert all(layer.params[k] is v and not v.flags.writeable for k, v in saved.items())
+
+
 # ---------------------------------------------------------------------------------------------
 # Usage errors name the layer and the parameter
 # ---------------------------------------------------------------------------------------------
@@ -624,6 +654,32 @@ class NoInputGrad:
         self.dW = self.x.T @ dout
 
 
+class StringGrad(Linear):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        self.grads["W"] = "not computed"
+        return dx
+
+
+class ComplexGrad(Linear):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        self.grads["W"] = self.grads["W"] + 0j
+        return dx
+
+
+class ComplexParam(Linear):
+    """A complex parameter whose real part alone reaches the output."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params["W"] = self.params["W"] + 0j
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return x @ self.params["W"].real + self.params["b"]
+
+
 USAGE_ERRORS = [
     (
         "missing-dict",
@@ -642,6 +698,21 @@ USAGE_ERRORS = [
         ["RaisingBackward", "backward raised RuntimeError", "cache was cleared"],
     ),
     ("no-input-grad", NoInputGrad, ["NoInputGrad", "'x'", "inputs=False"]),
+    (
+        "grad-not-numbers",
+        lambda: StringGrad(3, 2, rng=np.random.default_rng(1)),
+        ["StringGrad", "'W'", "not an array of numbers"],
+    ),
+    (
+        "complex-grad",
+        lambda: ComplexGrad(3, 2, rng=np.random.default_rng(1)),
+        ["ComplexGrad", "'W'", "complex"],
+    ),
+    (
+        "complex-param",
+        lambda: ComplexParam(3, 2, rng=np.random.default_rng(1)),
+        ["ComplexParam", "'W'", "complex128", "params=[...]"],
+    ),
 ]
 
 
@@ -654,6 +725,30 @@ def test_usage_errors_from_check_name_layer_and_parameter(make: Any, needles: li
     message = str(info.value)
     for needle in needles:
         assert needle in message
+
+
+def test_a_layer_class_instead_of_an_instance_is_a_usage_error_saying_so() -> None:
+    with pytest.raises(GradcheckUsageError, match=r"Linear: got the class Linear.*instance"):
+        check(Linear, x_batch())
+
+
+def test_complex_input_is_a_usage_error_naming_it() -> None:
+    with pytest.raises(GradcheckUsageError, match=r"Linear: input 'x' is complex128"):
+        check(Linear(3, 2, rng=np.random.default_rng(1)), x_batch() + 0j)
+
+
+@pytest.mark.parametrize(
+    ("extra_loss", "needle"),
+    [
+        (lambda layer: np.ones(3), "extra_loss raised TypeError"),
+        (lambda layer: 1 / 0, "extra_loss raised ZeroDivisionError"),
+    ],
+    ids=["array", "raises"],
+)
+def test_extra_loss_that_is_not_one_float_is_a_usage_error(extra_loss: Any, needle: str) -> None:
+    with pytest.raises(GradcheckUsageError) as info:
+        check(Linear(3, 2, rng=np.random.default_rng(1)), x_batch(), extra_loss=extra_loss)
+    assert str(info.value).startswith("Linear: ") and needle in str(info.value)
 
 
 def test_missing_input_gradient_can_be_skipped_with_inputs_false() -> None:

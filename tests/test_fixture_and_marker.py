@@ -9,8 +9,13 @@ marker validation, `-m gradcheck` selection, the seed in the header and in failu
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
+import numpy as np
 import pytest
+
+from example_nn import Linear
+from pytest_gradcheck import GradcheckUsageError, check
 
 # Layers shared by the generated test files. `BadBias` gets exactly one element of the bias
 # gradient wrong (index 2, by a factor of 2: relative error 0.5); `SlightlyOff` gets one element
@@ -340,8 +345,36 @@ def test_bad_marker_value_is_reported(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest()
     result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(["*option rtol=-1 must be > 0*"])
+    result.stdout.fnmatch_lines(["*option rtol=-1 must be a finite number > 0*"])
     result.stdout.fnmatch_lines(["*takes keyword options only*"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("seed", -1, "between 0 and 2**32 - 1"),  # numpy's global stream cannot take it
+        ("seed", 2**32, "between 0 and 2**32 - 1"),
+        ("seed", 1.5, "an integer"),
+        ("rtol", float("inf"), "finite"),  # would pass anything
+        ("atol", float("nan"), "finite"),  # would fail everything
+        ("eps", float("inf"), "finite"),
+        ("samples", 2.5, "an integer >= 1"),
+        ("inputs", "nope", "true or false"),  # was read as False: inputs silently unchecked
+        ("random_sources", [object()], "random streams"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(option: str, value: Any, needle: str) -> None:
+    layer = Linear(3, 2, rng=np.random.default_rng(0))
+    with pytest.raises(GradcheckUsageError) as info:
+        check(layer, np.ones((2, 3)), **{option: value})
+    assert f"option {option}=" in str(info.value) and needle in str(info.value)
+
+
+def test_out_of_range_seed_on_the_command_line_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    make_tests(pytester, "def test_nothing():\n    pass\n")
+    result = pytester.runpytest("--gradcheck-seed=-3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*option seed='-3' must be an integer between 0 and 2**32 - 1*"])
 
 
 def test_dash_m_gradcheck_selects_marked_tests(pytester: pytest.Pytester) -> None:

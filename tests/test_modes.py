@@ -23,7 +23,7 @@ from buggy_layers import (
 )
 
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
-from pytest_gradcheck import check
+from pytest_gradcheck import GradcheckUsageError, check
 from pytest_gradcheck.modes import MAX_LOCATED
 
 # Forward passes every check on a deterministic, float64 layer makes besides the numeric ones:
@@ -242,6 +242,20 @@ def test_classic_bug_is_caught_in_fast_mode_on_arrays_too_big_for_full(
     result = check(make(), np.random.default_rng(3).normal(size=shape), mode="auto",
                    auto_limit=1)
     assert [e.name for e in result.failed_entries] == [row]
+
+
+class TripledInputGradient(Linear):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return 3.0 * super().backward(dout)
+
+
+@pytest.mark.parametrize("mode", ["full", "sample", "fast"])
+def test_a_step_that_vanishes_next_to_huge_inputs_is_an_error_in_every_mode(mode: str) -> None:
+    # x + 1e-6 == x at 1e12: fast mode must not read the unmoved input as a zero derivative
+    layer = TripledInputGradient(4, 3, rng=np.random.default_rng(0))
+    with pytest.raises(GradcheckUsageError) as info:
+        check(layer, x_of((5, 4)) * 1e12, mode=mode)
+    assert str(info.value).startswith("TripledInputGradient: x: the step eps=1e-06 vanishes")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ gradient. Training mode is forced for the check and undone afterwards.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import textwrap
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -328,6 +330,27 @@ def test_global_stream_continues_where_the_caller_left_it(seed: int) -> None:
     assert np.array_equal(np.random.rand(3), expected)
 
 
+def test_global_stream_with_another_bit_generator_is_reset_and_restored() -> None:
+    # np.random.set_bit_generator swaps MT19937 out; reseeding a PCG64 keeps the gauss cache.
+    original = np.random.get_bit_generator()
+    try:
+        np.random.set_bit_generator(np.random.PCG64(5))
+        np.random.standard_normal()  # a gaussian cached in the caller's state
+        before = repr(np.random.get_state(legacy=False))
+        # An odd number of gaussians: each evaluation leaves one cached for the next.
+        layer = MaskLayer(lambda shape: np.random.standard_normal(shape[0] * 4 + 1)[1:].reshape(
+            shape) > -0.5)
+        held = PrivateRandomStateMask()
+        held.rs = np.random.RandomState(np.random.PCG64(3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no get_state(legacy=True) warning either
+            assert check(layer, x_batch(n=5, d=4)).ok
+            assert check(held, x_batch(n=5, d=4)).ok
+        assert repr(np.random.get_state(legacy=False)) == before
+    finally:
+        np.random.set_bit_generator(original)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training mode forced, everything put back
 # ---------------------------------------------------------------------------------------------
@@ -504,3 +527,122 @@ def test_counters_and_lists_do_not_leak_between_evaluations() -> None:
     assert layer.stats == {"count": 1}
     assert layer.history is history and len(history) == 1
     assert deep_state(layer) == before
+
+
+class StepCounter:
+    __slots__ = ("steps",)  # a tuple; the subclasses below spell their slots otherwise
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+
+class Warmup(StepCounter):
+    __slots__ = "__factor"  # a single string, and a private (mangled) name
+
+    def tick(self) -> float:
+        self.steps += 1
+        self.__factor = 1.0 + 0.1 * self.steps
+        return self.__factor
+
+
+class Unset:
+    __slots__ = ("last",)  # not set until the first forward
+
+
+class SlottedState:
+    """Output depends on a step counter kept in objects with __slots__ (a warm-up schedule)."""
+
+    def __init__(self) -> None:
+        self.W = np.random.default_rng(1).normal(size=(4, 3))
+        self.schedule = Warmup()
+        self.seen = Unset()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.k = self.schedule.tick()
+        self.seen.last = x.shape
+        self.x = x
+        return (x @ self.W) * self.k
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = self.x.T @ dout * self.k
+        return dout @ self.W.T * self.k
+
+
+def test_slot_attributes_are_reset_between_evaluations_and_restored() -> None:
+    layer = SlottedState()
+    result = check(layer, x_batch())  # not misreported as nondeterministic
+    assert result.ok, str(result)
+    assert layer.schedule.steps == 0
+    assert not hasattr(layer.schedule, "_Warmup__factor")
+    assert not hasattr(layer.seen, "last")
+
+
+class ObjectArrayHistory:
+    """Keeps its history in an object-dtype array: a container numpy holds."""
+
+    def __init__(self) -> None:
+        self.W = np.random.default_rng(1).normal(size=(4, 3))
+        self.log = np.empty(2, dtype=object)
+        self.log[0], self.log[1] = np.zeros(3), 0
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.log[0] += 1.0  # in place, inside an element
+        self.log[1] = self.log[1] + 1  # rebinding an element
+        self.x = x
+        return x @ self.W * self.log[1]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = self.x.T @ dout * self.log[1]
+        return dout @ self.W.T * self.log[1]
+
+
+def test_object_array_contents_are_reset_and_restored() -> None:
+    layer = ObjectArrayHistory()
+    first = layer.log[0]
+    assert check(layer, x_batch()).ok
+    assert layer.log[0] is first and np.array_equal(first, np.zeros(3)) and layer.log[1] == 0
+
+
+def test_layer_holding_a_system_random_is_checked() -> None:
+    layer = global_numpy_mask()
+    layer.entropy = random.SystemRandom()  # no state to record: must not crash the snapshot
+    assert check(layer, x_batch()).ok
+
+
+class Visits:
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class WindowedHistory:
+    """Output depends on a deque of recent batches; also counts visits in objects used as dict
+    keys and fills a bytearray log."""
+
+    def __init__(self) -> None:
+        self.W = np.random.default_rng(1).normal(size=(4, 3))
+        self.window: collections.deque[float] = collections.deque(maxlen=3)
+        self.by_visitor = {Visits(): "a"}
+        self.log = bytearray(b"start")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.window.append(1.0)
+        for visitor in self.by_visitor:
+            visitor.count += 1
+        self.log += b"."
+        self.k = float(len(self.window))
+        self.x = x
+        return x @ self.W * self.k
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = self.x.T @ dout * self.k
+        return dout @ self.W.T * self.k
+
+
+def test_deques_bytearrays_and_dict_key_objects_are_reset_and_restored() -> None:
+    layer = WindowedHistory()
+    layer.window.append(0.5)
+    result = check(layer, x_batch())  # not misreported as nondeterministic
+    assert result.ok, str(result)
+    assert list(layer.window) == [0.5]
+    assert [v.count for v in layer.by_visitor] == [0]
+    assert layer.log == b"start"
