@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 from .api import run_check
@@ -24,7 +22,7 @@ from .discovery import SkipCase, Target, build_case, find_targets, split_specs
 from .errors import GradcheckUsageError
 from .manager import default_hook, plugin_manager
 from .options import MODES, Options
-from .report import summary_rows
+from .report import summary_rows, write_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NODE_PREFIX = "gradcheck::"
@@ -149,7 +147,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     )
     if args.json:
         payload = {"seed": base.seed, "results": results, "skipped": skipped, "errors": errors}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        write_json(args.json, payload)
     return EXIT_FAILED if failed or errors else EXIT_OK
 
 

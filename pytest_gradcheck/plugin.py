@@ -6,9 +6,7 @@ conftest files and plugins can implement our hooks.
 
 from __future__ import annotations
 
-import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from .api import run_check
 from .discovery import split_specs
 from .errors import GradcheckUsageError
 from .options import MODES, Options
-from .report import summary_rows
+from .report import summary_rows, write_json
 from .result import CheckResult
 
 # Options settable from ini files and the command line (`gradcheck_<name>`, `--gradcheck-<name>`).
@@ -287,7 +285,7 @@ class ResultCollector:
                 "results": self._ordered(self.results),
                 "skipped": self._ordered(self.skipped),
             }
-            Path(path).write_text(json.dumps(payload, indent=2))
+            write_json(path, payload)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput") or not (self.results or self.skipped):

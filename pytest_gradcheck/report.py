@@ -6,7 +6,10 @@ session summary is built from dicts, which is what reaches the controller under 
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,3 +131,20 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[str]:
     header = ["check", "result", "mode", "seed", "max rel err", "kinks", "time",
               "worst relative error per array"]
     return _table(header, rows, indent="")
+
+
+def _strict_json(value: Any) -> Any:
+    """Non-finite floats (a NaN gradient, an infinite error) as the strings "nan", "inf" and
+    "-inf": JSON has no such numbers, and strict parsers reject Python's NaN/Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a results payload (builtin types, from `CheckResult.to_dict()`) as strict JSON."""
+    Path(path).write_text(json.dumps(_strict_json(payload), indent=2, allow_nan=False))

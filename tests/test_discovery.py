@@ -376,3 +376,36 @@ def test_cli_in_process_json_plugins_and_usage(
     assert "1 skipped" in capsys.readouterr().out
     assert main(["tinylayers.dense.Base"]) == 2  # not a module
     assert main(["json"]) == 2  # importable, but nothing to check
+
+
+def test_json_stays_strict_when_a_gradient_is_nan(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import numpy as np
+
+        class NanGrad:
+            def forward(self, x):
+                return 2.0 * x
+
+            def backward(self, dout):
+                dx = 2.0 * dout
+                dx[0, 0] = np.nan
+                return dx
+
+        def test_nan(gradcheck):
+            gradcheck(NanGrad(), np.ones((2, 2)))
+        """
+    )
+    json_path = pytester.path / "out.json"
+    result = pytester.runpytest(*QUIET_PLUGINS, f"--gradcheck-json={json_path}")
+    result.assert_outcomes(failed=1)
+
+    def reject(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    payload = json.loads(json_path.read_text(), parse_constant=reject)
+    (entry,) = payload["results"][0]["entries"]
+    assert entry["status"] == "FAIL"
+    assert entry["max_rel_error"] == "inf"
+    assert entry["analytic"] == "nan"
+    assert entry["worst_index"] == [0, 0]
