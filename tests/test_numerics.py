@@ -392,3 +392,57 @@ def test_backward_right_only_for_ones_cotangent_fails(make: Callable[[], Any], r
     assert ones_backward_is_right(make(), x)
     result = check(make(), x)
     assert [e.name for e in result.failed_entries] == [row]
+
+
+# ---------------------------------------------------------------------------------------------
+# Low precision hidden inside a float64 layer
+# ---------------------------------------------------------------------------------------------
+
+
+class Float32Inside(Linear):
+    """Computes in float32 and returns float64: only the measured noise can tell."""
+
+    def __init__(self, *args: Any, slip: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slip = slip
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        w32, b32 = self.params["W"].astype(np.float32), self.params["b"].astype(np.float32)
+        return (x.astype(np.float32) @ w32 + b32).astype(np.float64)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["W"] = self._x.T @ dout * self.slip
+        self.grads["b"] = dout.sum(axis=0)
+        return dout @ self.params["W"].T
+
+
+def test_float32_inside_a_float64_layer_is_measured_and_judged_in_float32() -> None:
+    x = np.random.default_rng(0).normal(size=(6, 5))
+    result = check(Float32Inside(5, 4, rng=np.random.default_rng(1)), x)
+    assert result.ok, str(result)
+    assert result.precision == "float32"
+    assert any("computes in float32 inside" in n for n in result.notes)
+
+
+def test_float32_inside_still_catches_a_large_error() -> None:
+    x = np.random.default_rng(0).normal(size=(6, 5))
+    result = check(Float32Inside(5, 4, rng=np.random.default_rng(1), slip=1.3), x)
+    assert result.entry("W").status == "FAIL"
+    assert result.entry("b").status == "ok"
+
+
+def test_a_wrong_float64_relu_network_is_not_mistaken_for_low_precision() -> None:
+    class SlightlyWrongBias(Linear):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.grads["b"] = self.grads["b"] * 1.002
+            return dx
+
+    rng = np.random.default_rng(3)
+    net = Sequential(Linear(6, 32, rng=rng), ReLU(), SlightlyWrongBias(32, 4, rng=rng))
+    x = rng.normal(size=(16, 6))
+    x[0, 0] = 0.0
+    result = check(net, x)
+    assert result.precision == "float64"
+    assert result.entry("layers.2.b").status == "FAIL"
