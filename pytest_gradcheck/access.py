@@ -263,8 +263,12 @@ class ObjectAccess(LayerAccess):
         layer = self.layer
         terms: list[Callable[[], float]] = []
         for fns in self.hook.pytest_gradcheck_loss_terms(layer=layer):
-            terms.extend((lambda f=f: float(f(layer))) for f in fns)
+            terms.extend(functools.partial(_call_term, f, layer) for f in fns)
         return terms
+
+
+def _call_term(term: Callable[[Any], float], layer: Any) -> float:
+    return float(term(layer))
 
 
 class FunctionPairAccess(LayerAccess):

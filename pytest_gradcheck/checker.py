@@ -546,7 +546,7 @@ class Checker:
         vdot = np.vdot
         terms = tuple(loss_terms)
         feeder = inputs if callable(inputs) else None
-        fixed = inputs if not callable(inputs) else None
+        fixed: list[Any] = [] if callable(inputs) else inputs
 
         def evaluate() -> float:
             if prepare is not None:

@@ -38,7 +38,9 @@ class GradcheckCollector(pytest.Collector):
         for target in targets:
             yield GradcheckItem.from_parent(self, name=target.name, target=target)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
+    def repr_failure(  # type: ignore[override]
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> Any:
         if isinstance(excinfo.value, self.CollectError):
             return str(excinfo.value.args[0])
         return super().repr_failure(excinfo)

@@ -101,18 +101,18 @@ def pytest_gradcheck_layer_parameters(layer: Any, path: str) -> list[Param]:
                     continue
                 p = dict_param(f"{prefix}{key}", layer, pattr, gattr, key, label)
                 statistic = any(s in str(key).lower() for s in STATISTIC_MARKERS)
-                p.required = not statistic and (not filled or key in grads)
+                p.required = not statistic and (not filled or key in (grads or {}))
                 found.append(p)
             return found
     found = []
     for name, value in attrs.items():
         if not _is_float_array(value) or name in CACHE_ATTRS:
             continue
-        gattr = _grad_attr(layer, name)
-        if gattr is None and name in KNOWN_PARAM_ATTRS:
-            gattr = GRAD_SPELLINGS[0].format(name)  # expected to appear after backward
-        if gattr is not None and not _is_gradient_name(name, attrs):
-            found.append(attr_param(f"{prefix}{name}", layer, name, gattr, label))
+        grad_name = _grad_attr(layer, name)
+        if grad_name is None and name in KNOWN_PARAM_ATTRS:
+            grad_name = GRAD_SPELLINGS[0].format(name)  # expected to appear after backward
+        if grad_name is not None and not _is_gradient_name(name, attrs):
+            found.append(attr_param(f"{prefix}{name}", layer, name, grad_name, label))
     return found
 
 

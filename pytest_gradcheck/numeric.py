@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Tolerance:
         return np.where(np.isfinite(analytic) & np.isfinite(numeric), err, np.inf)
 
 
-def precision_of(*dtypes: np.dtype) -> str:
+def precision_of(*dtypes: np.dtype[Any] | str) -> str:
     """The lowest floating precision among dtypes (float64 if none is a float)."""
     bits = [np.dtype(d).itemsize for d in dtypes if np.issubdtype(d, np.floating)]
     low = min(bits, default=8)
@@ -57,7 +58,8 @@ def precision_of(*dtypes: np.dtype) -> str:
 
 def objective_noise(terms_abs_sum: float, precision: str) -> float:
     """Rounding noise bound of an objective sum(out * g) whose |terms| add up to terms_abs_sum."""
-    return float(np.finfo(precision).eps) * max(terms_abs_sum, np.finfo(precision).tiny)
+    info = np.finfo(precision)
+    return float(info.eps) * max(float(terms_abs_sum), float(info.tiny))
 
 
 def difference_noise(values: np.ndarray | list[float]) -> float:

@@ -121,15 +121,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if name in ("eps", "rtol"):
             if value is None:
                 return None
-            v = _number(value, "a finite number > 0")
-            if not v > 0:
+            x = _number(value, "a finite number > 0")
+            if not x > 0:
                 raise ValueError("must be a finite number > 0")
-            return v
+            return x
         if name == "atol":
-            v = _number(value, "a finite number >= 0")
-            if v < 0:
+            x = _number(value, "a finite number >= 0")
+            if x < 0:
                 raise ValueError("must be a finite number >= 0")
-            return v
+            return x
         if name in ("samples", "directions", "auto_limit"):
             v = _integer(value, "an integer >= 1")
             if v < 1:

@@ -7,7 +7,7 @@ conftest files and plugins can implement our hooks.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -270,7 +270,7 @@ class ResultCollector:
             return
         for key, value in report.user_properties:
             if key == RESULTS_PROPERTY:
-                self.results.extend({**r, "nodeid": report.nodeid} for r in value)
+                self.results.extend({**r, "nodeid": report.nodeid} for r in cast(list, value))
             elif key == SKIPPED_PROPERTY:
                 self.skipped.append({"nodeid": report.nodeid, "reason": str(value)})
 

@@ -90,16 +90,15 @@ def failure_map(entry: Entry) -> list[str]:
     """
     if entry.failed_mask is None or len(entry.shape) not in (1, 2) or entry.size == 0:
         return []
-    mask = np.asarray(entry.failed_mask, dtype=bool).reshape(entry.shape)
-    if mask.ndim == 1:
-        mask = mask[None, :]
-    rows, cols = mask.shape
+    # 1-D arrays are drawn as one row.
+    rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else entry.shape
+    mask = np.asarray(entry.failed_mask, dtype=bool).reshape(rows, cols)
     br = -(-rows // MAP_MAX_ROWS)
     bc = -(-cols // MAP_MAX_COLS)
     pr, pc = -(-rows // br), -(-cols // bc)
     padded = np.zeros((pr * br, pc * bc), dtype=bool)
     padded[:rows, :cols] = mask
-    blocks = padded.reshape(pr, br, pc, bc).any(axis=(1, 3))
+    blocks = np.asarray(padded.reshape(pr, br, pc, bc).any(axis=(1, 3)))
     scale = "" if br == bc == 1 else f", each mark a {br}x{bc} block"
     lines = [f"  where {entry.name} is wrong ({entry.failed} of {entry.checked} elements{scale}):"]
     lines.extend("    " + "".join("X" if b else "." for b in row) for row in blocks)

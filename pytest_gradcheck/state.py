@@ -89,7 +89,7 @@ class RandomSource:
         if isinstance(o, np.random.RandomState):
             # The legacy tuple exists only for MT19937; other bit generators give a dict (and
             # a RuntimeWarning when asked for the tuple).
-            return o.get_state(legacy=_legacy_mt19937(o))
+            return o.get_state(legacy=bool(_legacy_mt19937(o)))  # type: ignore[call-overload]
         return o.getstate()  # random.Random, and custom sources registered through the hook
 
     def set(self, state: Any) -> None:
