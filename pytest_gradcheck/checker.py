@@ -34,6 +34,7 @@ from .result import (
     NOT_DIFFERENTIATED,
     NOT_SELECTED,
     OK,
+    PASSED_THROUGH,
     CheckResult,
     Entry,
 )
@@ -309,6 +310,10 @@ class Checker:
             ):
                 input_rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype),
                                         INTEGER_INPUT, size=x.size))
+            elif isinstance(x, (list, tuple, float, int, complex)) and not isinstance(x, bool):
+                # Values the checker cannot perturb: say so rather than skip them silently.
+                shape = (len(x),) if isinstance(x, (list, tuple)) else ()
+                input_rows.append(Entry(name, "input", shape, type(x).__name__, PASSED_THROUGH))
         by_array: dict[int, Target] = {}
         for p, a in zip(params, param_arrays):
             if id(a) in by_array:
@@ -594,6 +599,12 @@ class Checker:
     def _collect_input_grads(
         self, targets: list[Target], dins: Sequence[Any], names: list[str]
     ) -> None:
+        if len(dins) > len(names):
+            raise GradcheckUsageError(
+                f"{self.label}: backward returned {len(dins)} input gradients for "
+                f"{len(names)} input(s); return one gradient per forward input, in order "
+                "(None for an input without one)"
+            )
         by_name = {n: i for i, n in enumerate(names)}
         for t in targets:
             if t.kind != "input":

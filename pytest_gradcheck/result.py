@@ -14,6 +14,7 @@ FAIL = "FAIL"
 NOT_DIFFERENTIATED = "not differentiated"
 INTEGER_INPUT = "integer input"
 NOT_SELECTED = "not selected"
+PASSED_THROUGH = "passed through"  # an input that is not an array (list, number, object)
 
 
 @dataclass

@@ -859,3 +859,31 @@ def test_parameter_step_inside_backward_is_undone_before_numeric_passes() -> Non
     assert result.ok, str(result)
     assert any("backward changed parameter(s) W" in n for n in result.notes)
     assert np.array_equal(layer.W, before)
+
+
+class ScaledBy:
+    """forward(x, factor, offsets): one array and two values the checker cannot perturb."""
+
+    def __init__(self, extra_gradient: bool = False) -> None:
+        self.extra_gradient = extra_gradient
+
+    def forward(self, x: np.ndarray, factor: float, offsets: list[float]) -> np.ndarray:
+        self.factor = factor
+        return x * factor + np.asarray(offsets)
+
+    def backward(self, dout: np.ndarray) -> Any:
+        dx = dout * self.factor
+        return (dx, None, None, dx) if self.extra_gradient else (dx, None, None)
+
+
+def test_inputs_that_are_not_arrays_are_listed_as_passed_through() -> None:
+    result = check(ScaledBy(), x_batch(2, 3), 1.5, [0.1, 0.2, 0.3])
+    assert result.ok, str(result)
+    assert result.entry("factor").status == "passed through"
+    assert result.entry("offsets").status == "passed through"
+    assert result.entry("offsets").shape == (3,)
+
+
+def test_backward_returning_more_gradients_than_inputs_is_a_usage_error() -> None:
+    with pytest.raises(GradcheckUsageError, match=r"ScaledBy: backward returned 4 input gradients"):
+        check(ScaledBy(extra_gradient=True), x_batch(2, 3), 1.5, [0.1, 0.2, 0.3])
