@@ -262,8 +262,7 @@ def fast(
         search.leave_out(d)
         f_plus, f_minus, analytic = search.line.probe(d, 0, n)
         # No kink rule for a whole direction: kinks are judged one element at a time below.
-        passed, _, err, num = numeric.compare_one(analytic, f_plus, f_minus, f_zero, eps, eps,
-                                                  tol, kink_rule=False)
+        passed, err, num = numeric.compare_one(analytic, f_plus, f_minus, eps, eps, tol)
         if not passed:
             num, unexplained_now = search.explain(d, num, analytic)
             unexplained |= unexplained_now

@@ -455,10 +455,6 @@ class Snapshot:
                 p.descriptions.append(f"array {arr.shape} changed in place")
         return p
 
-    def differs(self) -> list[str]:
-        """Human-readable list of what is not as recorded (empty when all is restored)."""
-        return self.patch().descriptions
-
 
 class _Sequence:
     """A deque, bytearray or array.array and a copy of its contents."""
