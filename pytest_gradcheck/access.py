@@ -39,7 +39,8 @@ class Param:
     read-only property); `grad` returns the gradient after backward, or None if there is none.
     `differentiable=False` marks entries such as running statistics: listed, never perturbed.
     `required=False` marks an entry whose gradient may legitimately be absent after backward
-    (then it is listed as not differentiated instead of raising).
+    (then it is listed as not differentiated instead of raising). `grad_source` says where the
+    gradient is stored (`grads['W']`, `dW`), for messages.
     """
 
     name: str
@@ -49,6 +50,7 @@ class Param:
     layer: str = ""
     differentiable: bool = True
     required: bool = True
+    grad_source: str = ""
 
 
 def dict_param(name: str, layer: Any, pattr: str, gattr: str | None, key: str, label: str) -> Param:
@@ -67,30 +69,113 @@ def dict_param(name: str, layer: Any, pattr: str, gattr: str | None, key: str, l
     if gattr is not None:
 
         def grad() -> Any:
-            return (getattr(layer, gattr, None) or {}).get(key)
+            return (real_attr(layer, gattr) or {}).get(key)
 
-    return Param(name, get, set_, grad, label, differentiable=gattr is not None)
+    return Param(name, get, set_, grad, label, differentiable=gattr is not None,
+                 grad_source=f"{gattr}[{key!r}]" if gattr is not None else "")
 
 
-def attr_param(name: str, layer: Any, pattr: str, gattr: str, label: str) -> Param:
-    """A parameter stored as attribute `pattr` with its gradient in attribute `gattr`."""
+def attr_param(
+    name: str, layer: Any, pattr: str, gattr: str, label: str, settable: bool = True
+) -> Param:
+    """A parameter stored as attribute `pattr` with its gradient in attribute `gattr`.
+
+    `settable=False` (a property without a setter) leaves `set` None: the checker then perturbs
+    the array the attribute returns in place, or says why it cannot.
+    """
+
+    def set_(value: Any) -> None:
+        setattr(layer, pattr, value)
+
     return Param(
         name,
         lambda: getattr(layer, pattr),
-        lambda value: setattr(layer, pattr, value),
-        lambda: getattr(layer, gattr, None),
+        set_ if settable else None,
+        lambda: real_attr(layer, gattr),
         label,
+        grad_source=gattr,
     )
 
 
+# -- reading user objects ---------------------------------------------------------------------
+# Layers may answer every name through `__getattr__` (proxies, Mock-like objects) and keep
+# attributes in `__slots__` or behind properties. Conventions read only what an object really
+# has: its instance dict, its slots, and properties its class defines.
+
+
+def real_attr(obj: Any, name: str, default: Any = None) -> Any:
+    """`obj.<name>` if the object really has that attribute (instance dict, slot, class
+    attribute, property), else `default`; never a value made up by `__getattr__`."""
+    if name not in instance_dict(obj):
+        try:
+            inspect.getattr_static(obj, name)
+        except AttributeError:
+            return default
+    try:
+        return getattr(obj, name)
+    except AttributeError:  # an unset slot
+        return default
+
+
+def instance_dict(obj: Any) -> dict[str, Any]:
+    """The instance `__dict__`, or {} (slotted objects; a `__getattr__` may answer the name)."""
+    try:
+        d = object.__getattribute__(obj, "__dict__")
+    except (AttributeError, TypeError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def instance_attributes(obj: Any) -> dict[str, Any]:
+    """A copy of the instance dict plus the values of set slots (base classes' slots too)."""
+    attrs = dict(instance_dict(obj))
+    for klass in type(obj).__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if not isinstance(slot, str) or slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = f"_{klass.__name__.lstrip('_')}{slot}"  # name mangling
+            desc = klass.__dict__.get(slot)
+            if slot in attrs or not inspect.ismemberdescriptor(desc):
+                continue
+            try:
+                attrs[slot] = desc.__get__(obj, type(obj))
+            except AttributeError:  # declared, never set
+                continue
+    return attrs
+
+
+def class_properties(obj: Any) -> dict[str, property]:
+    """The properties the object's class defines (or inherits), by name; never called here."""
+    found: dict[str, property] = {}
+    seen: set[str] = set()
+    for klass in type(obj).__mro__:
+        for name, value in klass.__dict__.items():
+            if name not in seen:
+                seen.add(name)
+                if isinstance(value, property):
+                    found[name] = value
+    return found
+
+
+def _str_attr(obj: Any, name: str) -> str | None:
+    try:
+        value = real_attr(obj, name)
+    except Exception:  # a property that raises
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 def layer_label(obj: Any) -> str:
+    """A plain str naming the layer: its `__name__` if it is a str, else its class name."""
     if isinstance(obj, tuple) and len(obj) == 2 and all(callable(f) for f in obj):
         return f"{_fn_name(obj[0])}/{_fn_name(obj[1])}"
-    return getattr(obj, "__name__", None) or type(obj).__name__
+    return _fn_name(obj)
 
 
 def _fn_name(fn: Any) -> str:
-    return getattr(fn, "__name__", type(fn).__name__)
+    return _str_attr(fn, "__name__") or type(fn).__name__
 
 
 def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
@@ -221,7 +306,7 @@ class ObjectAccess(LayerAccess):
     def forward(self, inputs: Sequence[Any]) -> Any:
         out = self.layer.forward(*inputs, **self._forward_kwargs)
         if out is None:
-            out = getattr(self.layer, "output", None)
+            out = real_attr(self.layer, "output")
             if out is None:
                 raise GradcheckUsageError(
                     f"{self.label}: forward returned None and set no `output` attribute; "
@@ -238,7 +323,7 @@ class ObjectAccess(LayerAccess):
         res = self.layer.backward(dout)
         if res is None:
             for attr in INPUT_GRAD_ATTRS:
-                res = getattr(self.layer, attr, None)
+                res = real_attr(self.layer, attr)
                 if res is not None:
                     break
         if isinstance(res, (tuple, list)):
@@ -248,7 +333,13 @@ class ObjectAccess(LayerAccess):
     def parameters(self) -> list[Param]:
         out: list[Param] = []
         for path, obj in self.tree:
-            found = self.hook.pytest_gradcheck_layer_parameters(layer=obj, path=path) or []
+            try:
+                found = self.hook.pytest_gradcheck_layer_parameters(layer=obj, path=path) or []
+            except GradcheckUsageError as exc:
+                # Conventions know the sub-layer, not the label of the checked layer.
+                if str(exc).startswith(f"{self.label}: "):
+                    raise
+                raise GradcheckUsageError(f"{self.label}: {exc}") from None
             out.extend(found)
         return out
 

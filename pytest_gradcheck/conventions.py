@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,9 @@ from .access import (
     ObjectAccess,
     Param,
     attr_param,
+    class_properties,
     dict_param,
+    instance_attributes,
 )
 from .discovery import CLASS, DECLARATION, PAIR, Case, SkipCase, Target, how_to_declare, to_case
 from .errors import GradcheckUsageError
@@ -60,8 +63,13 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
 @hookimpl(trylast=True)
 def pytest_gradcheck_sublayers(layer: Any) -> list[tuple[str, Any]]:
     children: list[tuple[str, Any]] = []
-    attrs = getattr(layer, "__dict__", {})
-    for name, value in attrs.items():
+    # A layer that is itself a list or dict (`class Seq(list)` with forward/backward) holds its
+    # sub-layers as items, named by index or key as the items of a `layers` attribute are.
+    if isinstance(layer, (list, tuple)) and is_layer(layer):
+        children.extend((str(i), v) for i, v in enumerate(layer) if is_layer(v))
+    elif isinstance(layer, dict) and is_layer(layer):
+        children.extend((str(k), v) for k, v in layer.items() if is_layer(v))
+    for name, value in instance_attributes(layer).items():
         if isinstance(value, (list, tuple)) and name in ("layers", "modules", "children", "blocks"):
             children.extend((f"{name}.{i}", v) for i, v in enumerate(value) if is_layer(v))
         elif isinstance(value, dict) and name in ("layers", "modules", "children", "blocks"):
@@ -75,10 +83,10 @@ def _is_float_array(value: Any) -> bool:
     return isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
 
 
-def _grad_attr(layer: Any, pname: str) -> str | None:
+def _grad_attr(names: Collection[str], pname: str) -> str | None:
     for spelling in GRAD_SPELLINGS:
         g = spelling.format(pname)
-        if g in getattr(layer, "__dict__", {}):
+        if g in names:
             return g
     return None
 
@@ -87,7 +95,7 @@ def _grad_attr(layer: Any, pname: str) -> str | None:
 def pytest_gradcheck_layer_parameters(layer: Any, path: str) -> list[Param]:
     prefix = f"{path}." if path else ""
     label = type(layer).__name__
-    attrs = getattr(layer, "__dict__", {})
+    attrs = instance_attributes(layer)
     for pattr, gattr in DICT_CONVENTIONS:
         pdict = attrs.get(pattr)
         if isinstance(pdict, dict) and pdict:
@@ -104,19 +112,64 @@ def pytest_gradcheck_layer_parameters(layer: Any, path: str) -> list[Param]:
                 p.required = not statistic and (not filled or key in (grads or {}))
                 found.append(p)
             return found
+    props = class_properties(layer)
+    names = attrs.keys() | props.keys()
+    for name in props:
+        attrs.pop(name, None)  # a property shadows an instance entry of the same name
+    attrs.update(_property_values(layer, props, names))
     found = []
     for name, value in attrs.items():
         if not _is_float_array(value) or name in CACHE_ATTRS:
             continue
-        grad_name = _grad_attr(layer, name)
+        grad_name = _grad_attr(names, name)
         if grad_name is None and name in KNOWN_PARAM_ATTRS:
             grad_name = GRAD_SPELLINGS[0].format(name)  # expected to appear after backward
-        if grad_name is not None and not _is_gradient_name(name, attrs):
-            found.append(attr_param(f"{prefix}{name}", layer, name, grad_name, label))
+        if grad_name is not None and not _is_gradient_name(name, names):
+            prop = props.get(name)
+            if prop is not None:
+                _require_stored_array(layer, prop, name, value)
+            settable = prop is None or prop.fset is not None
+            found.append(attr_param(f"{prefix}{name}", layer, name, grad_name, label, settable))
     return found
 
 
-def _is_gradient_name(name: str, attrs: dict[str, Any]) -> bool:
+def _property_values(
+    layer: Any, props: dict[str, property], names: Collection[str]
+) -> dict[str, Any]:
+    """Values of the properties that may be parameters: named like one, or with a gradient
+    attribute beside them. Other properties are never called (they may be expensive or have
+    effects); one that raises is no parameter."""
+    values = {}
+    for name, prop in props.items():
+        if prop.fget is None or name in CACHE_ATTRS:
+            continue
+        if name not in KNOWN_PARAM_ATTRS and _grad_attr(names, name) is None:
+            continue
+        try:
+            values[name] = prop.fget(layer)
+        except Exception:
+            continue
+    return values
+
+
+def _require_stored_array(layer: Any, prop: property, name: str, value: np.ndarray) -> None:
+    """A property parameter is perturbed through the array it returns; one that hands out a new
+    array on every read (a copy, a cast) would be perturbed without forward ever seeing it."""
+    try:
+        again = prop.fget(layer) if prop.fget is not None else value
+    except Exception:
+        again = None
+    if value.size and not (isinstance(again, np.ndarray) and np.may_share_memory(value, again)):
+        cls = type(layer).__name__
+        raise GradcheckUsageError(
+            f"parameter {name!r} is a property of {cls} that returns a new array on every read, "
+            f"so the check cannot perturb the array forward uses: return the stored array from "
+            f"{cls}.{name} (and give the property a setter to let the check swap in a float64 "
+            "copy)"
+        )
+
+
+def _is_gradient_name(name: str, attrs: Collection[str]) -> bool:
     """True if `name` is itself the gradient of another attribute (dW next to W)."""
     if name in INPUT_GRAD_ATTRS:
         return True
@@ -132,7 +185,7 @@ def _is_gradient_name(name: str, attrs: dict[str, Any]) -> bool:
 @hookimpl(trylast=True)
 def pytest_gradcheck_train_mode(layer: Any) -> list[str]:
     switched = []
-    attrs = getattr(layer, "__dict__", {})
+    attrs = instance_attributes(layer)
     for flag in TRAIN_FLAGS:
         if isinstance(attrs.get(flag), (bool, np.bool_)) and not attrs[flag]:
             setattr(layer, flag, True)
