@@ -97,6 +97,60 @@ def attr_param(
     )
 
 
+def arm_gradients(params: Sequence[Param]) -> Callable[[], list[str]]:
+    """Fill every existing gradient array with -0.0 before backward; the returned function
+    lists, after backward, the parameters whose gradient backward never wrote.
+
+    A gradient dict filled in `__init__` otherwise hides a parameter backward forgets: its stale
+    array would be judged as the gradient. -0.0 is a mark no write leaves behind: assigning a
+    computed value replaces it, and accumulating (`+=`) any value, +0.0 included, yields that
+    value (-0.0 + 0.0 is +0.0). Only an array that is still the very same object and still
+    -0.0 in every element counts as never written. A real gradient that is -0.0 in every
+    element (products with a zero mask, e.g. all-dead ReLU units, summed with the same sign
+    over the whole batch under a random cotangent) is very unlikely; should it happen, the
+    check reports the parameter as never written instead of comparing, and another seed or
+    inputs that reach the parameter settle it.
+    """
+    armed: list[tuple[str, Callable[[], Any], np.ndarray]] = []
+    for p in params:
+        read = p.grad
+        grad = read() if read is not None else None
+        if (
+            read is not None
+            and isinstance(grad, np.ndarray)
+            and np.issubdtype(grad.dtype, np.floating)
+            and grad.flags.writeable
+            and grad.size
+        ):
+            grad.fill(-0.0)
+            armed.append((p.name, read, grad))
+
+    def unwritten() -> list[str]:
+        return [
+            name
+            for name, read, before in armed
+            if read() is before and not np.any(before) and bool(np.all(np.signbit(before)))
+        ]
+
+    return unwritten
+
+
+def unwritten_gradient_error(
+    label: str, params: Sequence[Param], names: Sequence[str]
+) -> GradcheckUsageError:
+    """The usage error for parameters `arm_gradients` found unwritten."""
+    where = {p.name: p.grad_source for p in params}
+    parts = [
+        f"backward never wrote the gradient of {n!r} "
+        f"({where.get(n) or 'its gradient array'} still holds the value it had before backward)"
+        for n in names
+    ]
+    return GradcheckUsageError(
+        f"{label}: " + "; ".join(parts) + "; backward must store every parameter's gradient "
+        "on every call (assign it or add to it), or exclude the parameter with params=[...]"
+    )
+
+
 # -- reading user objects ---------------------------------------------------------------------
 # Layers may answer every name through `__getattr__` (proxies, Mock-like objects) and keep
 # attributes in `__slots__` or behind properties. Conventions read only what an object really
