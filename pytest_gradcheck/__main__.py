@@ -21,23 +21,11 @@ from .api import run_check
 from .discovery import SkipCase, Target, build_case, find_targets, split_specs
 from .errors import GradcheckUsageError
 from .manager import default_hook, plugin_manager
-from .options import MODES, Options
-from .report import summary_rows, write_json
+from .options import Options, Where, resolve_seed, settable
+from .report import options_header, summary_rows, write_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NODE_PREFIX = "gradcheck::"
-# Options settable from the command line, all parsed by `Options.updated`.
-CLI_OPTIONS = {
-    "seed": "seed of inputs, cotangent, directions and global random streams "
-    f"(default {Options().seed})",
-    "mode": f"evaluations to spend: {', '.join(MODES)} (default {Options().mode})",
-    "eps": "finite-difference step (default by precision)",
-    "rtol": "relative tolerance (default by precision)",
-    "atol": "absolute tolerance (default 0)",
-    "samples": "elements per array in mode=sample",
-    "directions": "random directions per array in mode=fast",
-    "auto_limit": "mode=auto checks arrays up to this size element by element",
-}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,8 +41,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="MODULE",
         help="importable module or package names (packages are walked)",
     )
-    for name, help_text in CLI_OPTIONS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text)
+    # Strings, parsed by the options' coercers like ini values and pytest's flags.
+    for spec in settable(Where.CLI):
+        parser.add_argument(spec.cli_flag, dest=spec.name, default=None, help=spec.help_line())
     parser.add_argument(
         "--json",
         metavar="PATH",
@@ -103,9 +92,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
-    values = {k: getattr(args, k) for k in CLI_OPTIONS if getattr(args, k) is not None}
+    values: dict[str, Any] = {}
+    for spec in settable(Where.CLI):
+        if getattr(args, spec.name) is not None:
+            values[spec.name] = getattr(args, spec.name)
+    resolved = resolve_seed(values)
     try:
-        base = Options().updated(values, "command line")
+        base = Options().updated(resolved, "command line")
         targets = find_targets(split_specs(args.modules))
     except GradcheckUsageError as exc:
         return _usage(str(exc))
@@ -116,6 +109,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             f"no layer classes or X_forward/X_backward pairs found in {', '.join(args.modules)}"
         )
 
+    if resolved.get("seed") != values.get("seed"):
+        # seed=random: the header shows the seed drawn, as under pytest, to repeat the run.
+        print(options_header(base), file=out)
     hook = default_hook()
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
