@@ -91,14 +91,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             pm.unregister(plugin)
 
 
-def _run(args: argparse.Namespace, out: TextIO) -> int:
-    values: dict[str, Any] = {}
-    for spec in settable(Where.CLI):
-        if getattr(args, spec.name) is not None:
-            values[spec.name] = getattr(args, spec.name)
+def options_from(args: argparse.Namespace) -> tuple[Options, bool]:
+    """The options given on the command line, and whether the seed was drawn (seed=random)."""
+    values = {
+        spec.name: getattr(args, spec.name)
+        for spec in settable(Where.CLI)
+        if getattr(args, spec.name) is not None
+    }
     resolved = resolve_seed(values)
+    return Options().updated(resolved, "command line"), resolved != values
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        base = Options().updated(resolved, "command line")
+        base, seed_drawn = options_from(args)
         targets = find_targets(split_specs(args.modules))
     except GradcheckUsageError as exc:
         return _usage(str(exc))
@@ -109,8 +115,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             f"no layer classes or X_forward/X_backward pairs found in {', '.join(args.modules)}"
         )
 
-    if resolved.get("seed") != values.get("seed"):
-        # seed=random: the header shows the seed drawn, as under pytest, to repeat the run.
+    if seed_drawn:
+        # The same header line pytest shows, so the run can be repeated with --seed.
         print(options_header(base), file=out)
     hook = default_hook()
     start = time.perf_counter()
