@@ -21,23 +21,11 @@ from .api import run_check
 from .discovery import SkipCase, Target, build_case, find_targets, split_specs
 from .errors import GradcheckUsageError
 from .manager import default_hook, plugin_manager
-from .options import MODES, Options
-from .report import summary_rows, write_json
+from .options import Options, Where, resolve_seed, settable
+from .report import options_header, summary_rows, write_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NODE_PREFIX = "gradcheck::"
-# Options settable from the command line, all parsed by `Options.updated`.
-CLI_OPTIONS = {
-    "seed": "seed of inputs, cotangent, directions and global random streams "
-    f"(default {Options().seed})",
-    "mode": f"evaluations to spend: {', '.join(MODES)} (default {Options().mode})",
-    "eps": "finite-difference step (default by precision)",
-    "rtol": "relative tolerance (default by precision)",
-    "atol": "absolute tolerance (default 0)",
-    "samples": "elements per array in mode=sample",
-    "directions": "random directions per array in mode=fast",
-    "auto_limit": "mode=auto checks arrays up to this size element by element",
-}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,8 +41,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="MODULE",
         help="importable module or package names (packages are walked)",
     )
-    for name, help_text in CLI_OPTIONS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text)
+    # Strings, parsed by the options' coercers like ini values and pytest's flags.
+    for spec in settable(Where.CLI):
+        parser.add_argument(spec.cli_flag, dest=spec.name, default=None, help=spec.help_line())
     parser.add_argument(
         "--json",
         metavar="PATH",
@@ -102,10 +91,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             pm.unregister(plugin)
 
 
+def options_from(args: argparse.Namespace) -> tuple[Options, bool]:
+    """The options given on the command line, and whether the seed was drawn (seed=random)."""
+    values = {
+        spec.name: getattr(args, spec.name)
+        for spec in settable(Where.CLI)
+        if getattr(args, spec.name) is not None
+    }
+    resolved = resolve_seed(values)
+    return Options().updated(resolved, "command line"), resolved != values
+
+
 def _run(args: argparse.Namespace, out: TextIO) -> int:
-    values = {k: getattr(args, k) for k in CLI_OPTIONS if getattr(args, k) is not None}
     try:
-        base = Options().updated(values, "command line")
+        base, seed_drawn = options_from(args)
         targets = find_targets(split_specs(args.modules))
     except GradcheckUsageError as exc:
         return _usage(str(exc))
@@ -116,6 +115,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             f"no layer classes or X_forward/X_backward pairs found in {', '.join(args.modules)}"
         )
 
+    if seed_drawn:
+        # The same header line pytest shows, so the run can be repeated with --seed.
+        print(options_header(base), file=out)
     hook = default_hook()
     start = time.perf_counter()
     results: list[dict[str, Any]] = []

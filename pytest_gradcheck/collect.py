@@ -18,7 +18,7 @@ import pytest
 from .api import run_check
 from .discovery import PAIR, SkipCase, Target, build_case, find_targets
 from .errors import GradcheckUsageError
-from .plugin import SKIPPED_PROPERTY, item_results_key, marker_options
+from .items import SKIPPED_PROPERTY, fail_if_wrong, keep_result, marker_options, usage_errors_fail
 
 COLLECTOR_NAME = "gradcheck"
 
@@ -38,7 +38,7 @@ class GradcheckCollector(pytest.Collector):
         for target in targets:
             yield GradcheckItem.from_parent(self, name=target.name, target=target)
 
-    def repr_failure(  # type: ignore[override]
+    def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
     ) -> Any:
         if isinstance(excinfo.value, self.CollectError):
@@ -55,25 +55,20 @@ class GradcheckItem(pytest.Item):
         self.add_marker(pytest.mark.gradcheck)
 
     def runtest(self) -> None:
-        opts = marker_options(self)
         hook = self.config.hook
-        problem = ""
-        try:
-            case = build_case(self.target, hook, opts.seed)
+        with usage_errors_fail():
+            opts = marker_options(self)
+            try:
+                case = build_case(self.target, hook, opts.seed)
+            except SkipCase as exc:
+                self.user_properties.append((SKIPPED_PROPERTY, str(exc)))
+                pytest.skip(str(exc))
             opts = opts.updated(
                 {"label": self.target.name, **case.options}, f"{self.target.name}: case"
             )
             result = run_check(case.target, case.inputs, opts, hook=hook)
-        except SkipCase as exc:
-            self.user_properties.append((SKIPPED_PROPERTY, str(exc)))
-            pytest.skip(str(exc))
-        except GradcheckUsageError as exc:
-            problem = str(exc)
-        if problem:
-            pytest.fail(problem, pytrace=False)
-        self.stash.setdefault(item_results_key, []).append(result.to_dict())
-        if not result.ok:
-            pytest.fail(str(result), pytrace=False)
+        keep_result(self, result)
+        fail_if_wrong(result)
 
     def reportinfo(self) -> tuple[Path | str, int | None, str]:
         obj = self.target.obj[0] if self.target.kind == PAIR else self.target.obj

@@ -1,18 +1,33 @@
-"""Check options: names, defaults, validation; precedence ini < command line < marker < call."""
+"""Check options: one declaration each; precedence ini < command line < marker < call.
+
+Every field of `Options` is declared with `option(...)`: its default, the coercer that turns
+strings from ini files and flags into real values and validates Python values, its help text and
+the front ends besides Python that may set it (`Where`). The pytest options and ini keys
+(plugin.py), the flags of `python -m pytest_gradcheck` (__main__.py) and the README's options
+table (`markdown_table`) are all generated from these declarations (`OPTIONS`).
+"""
 
 from __future__ import annotations
 
 import difflib
+import enum
 import math
 import numbers
 import random
+import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .errors import GradcheckUsageError
+from .numeric import PRECISION_DEFAULTS
+
+T = TypeVar("T")
+# A coercer returns the option's value or raises ValueError("must be ...") (TypeError also
+# counts); `OptionSpec.coerced` turns that into a usage error naming the source and the option.
+Coercer = Callable[[Any], T]
 
 MODES = ("full", "fast", "sample", "auto")
 
@@ -21,31 +36,295 @@ MODES = ("full", "fast", "sample", "auto")
 # forward passes for the array, fast mode 2 per direction (plus ~2*log2(n) to locate an error).
 AUTO_FULL_LIMIT = 2048
 DEFAULT_SEED = 0
+# numpy's global stream, reseeded with the check seed, takes seeds in [0, 2**32).
+SEED_LIMIT = 2**32
+# In ini files and on command lines `seed=random` draws one seed for the run (`resolve_seed`).
+RANDOM_SEED = "random"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+_STREAM_TYPES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
+
+
+# -- coercers ----------------------------------------------------------------------------------
+
+
+def integer(low: int, high: int | None = None, *, what: str | None = None) -> Coercer[int]:
+    """An int in [low, high] from an int, an integral float or a decimal string."""
+    what = what or (f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
+
+    def coerce(value: Any) -> int:
+        if isinstance(value, str):
+            try:
+                v = int(value.strip())
+            except ValueError:
+                raise ValueError(f"must be {what}") from None
+        elif isinstance(value, numbers.Integral) or (
+            isinstance(value, float) and value.is_integer()
+        ):
+            v = int(value)
+        else:
+            raise ValueError(f"must be {what}")
+        if v < low or (high is not None and v > high):
+            raise ValueError(f"must be {what}")
+        return v
+
+    return coerce
+
+
+def finite(low: float, *, inclusive: bool) -> Coercer[float]:
+    """A finite float above `low` (or at it, if `inclusive`); nan and inf are refused."""
+    what = f"a finite number {'>=' if inclusive else '>'} {low:g}"
+
+    def coerce(value: Any) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be {what}") from None
+        if not math.isfinite(v) or v < low or (v == low and not inclusive):
+            raise ValueError(f"must be {what}")
+        return v
+
+    return coerce
+
+
+def optional(coerce: Coercer[T]) -> Coercer[T | None]:
+    """`coerce`, with None passed through (None: the default for the precision, or none)."""
+    return lambda value: None if value is None else coerce(value)
+
+
+def choice(*allowed: str) -> Coercer[str]:
+    def coerce(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return str(value)
+
+    return coerce
+
+
+def boolean(value: Any) -> bool:
+    """A bool; strings must be a yes/no word (a typo must not read as False)."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError("must be true or false")
+        return word in TRUE_WORDS
+    return bool(value)
+
+
+def patterns(value: Any) -> tuple[str, ...]:
+    """Names or glob patterns: a sequence, or one string separated by commas or spaces."""
+    if isinstance(value, str):
+        return tuple(p for p in value.replace(",", " ").split() if p)
+    if isinstance(value, Sequence):
+        return tuple(str(p) for p in value)
+    raise ValueError("must be a list of parameter names or glob patterns")
+
+
+def function(what: str) -> Coercer[Callable[..., Any]]:
+    def coerce(value: Any) -> Callable[..., Any]:
+        if not callable(value):
+            raise ValueError(f"must be {what}")
+        return value  # type: ignore[no-any-return]
+
+    return coerce
+
+
+def _is_stream(obj: Any) -> bool:
+    return isinstance(obj, _STREAM_TYPES) or (
+        callable(getattr(obj, "getstate", None)) and callable(getattr(obj, "setstate", None))
+    )
+
+
+def streams(value: Any) -> tuple[Any, ...]:
+    """One random stream or a list of them; None for none."""
+    if value is None:
+        return ()
+    sources = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    bad = [type(s).__name__ for s in sources if not _is_stream(s)]
+    if bad:
+        raise ValueError(
+            "must be random streams (numpy Generator, RandomState or BitGenerator, "
+            "random.Random, or objects with getstate()/setstate()), got " + ", ".join(bad)
+        )
+    return sources
+
+
+# -- declarations ------------------------------------------------------------------------------
+
+
+class Where(enum.Flag):
+    """Where an option may be set besides Python (`check()`, the fixture call, the marker)."""
+
+    PYTHON = 0  # nowhere else
+    INI = 1  # `gradcheck_<name>` in the ini file
+    PYTEST = 2  # `--gradcheck-<name>` on the pytest command line
+    CLI = 4  # `--<name>` of `python -m pytest_gradcheck`
+    EVERYWHERE = INI | PYTEST | CLI
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option: everything the front ends, the flags' help and the README need."""
+
+    name: str
+    type: str  # what a value is, in words, for the README
+    default: Any
+    coerce: Coercer[Any]
+    help: str  # markdown: backticks for code
+    where: Where
+    default_text: str  # the default in words (e.g. per precision, when `default` is None)
+
+    @property
+    def ini_key(self) -> str:
+        return f"gradcheck_{self.name}"
+
+    @property
+    def pytest_flag(self) -> str:
+        return "--gradcheck-" + self.name.replace("_", "-")
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def help_line(self) -> str:
+        """The help text for a command line's --help (plain text, default appended)."""
+        return f"{_plain(self.help)} (default: {_plain(self.default_text)})"
+
+    def coerced(self, value: Any, source: str) -> Any:
+        try:
+            return self.coerce(value)
+        except (TypeError, ValueError) as exc:
+            raise GradcheckUsageError(f"{source}: option {self.name}={value!r} {exc}") from None
+
+
+_SPEC = "gradcheck_option"
+
+
+def option(
+    default: T,
+    coerce: Coercer[T],
+    type: str,
+    help: str,
+    *,
+    where: Where = Where.PYTHON,
+    default_text: str = "",
+) -> T:
+    """Declare a field of `Options` (the field's name is the option's name)."""
+    spec = OptionSpec("", type, default, coerce, help, where, default_text or _show(default))
+    return field(default=default, metadata={_SPEC: spec})
+
+
+def _show(value: Any) -> str:
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, (bool, str)):
+        return f"`{value}`"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _plain(text: str) -> str:
+    return text.replace("`", "")
+
+
+def _per_precision(index: int) -> str:
+    """A precision-dependent default in words, from the numerical core's table."""
+    return ", ".join(
+        f"{values[index]:.0e}".replace("e-0", "e-") + f" ({precision})"
+        for precision, values in PRECISION_DEFAULTS.items()
+    )
 
 
 @dataclass(frozen=True)
 class Options:
     """Everything that steers one check. `None` means: the default for the precision in use."""
 
-    seed: int = DEFAULT_SEED
-    eps: float | None = None
-    rtol: float | None = None
-    atol: float = 0.0
-    params: tuple[str, ...] | None = None
-    inputs: bool = True
-    extra_loss: Callable[[Any], float] | None = None
-    random_sources: tuple[Any, ...] = ()
+    seed: int = option(
+        DEFAULT_SEED,
+        integer(0, SEED_LIMIT - 1, what=f"an integer between 0 and 2**32 - 1 ({SEED_LIMIT - 1})"),
+        "int",
+        "seeds the random cotangent, directions, samples, the inputs of discovered layers, and "
+        "numpy's and Python's global random streams during the check; "
+        f"`{RANDOM_SEED}` (ini file, command lines): a fresh seed for the run, printed so the "
+        "run can be repeated",
+        where=Where.EVERYWHERE,
+    )
+    eps: float | None = option(
+        None,
+        optional(finite(0, inclusive=False)),
+        "float",
+        "finite-difference step",
+        where=Where.EVERYWHERE,
+        default_text=_per_precision(0),
+    )
+    rtol: float | None = option(
+        None,
+        optional(finite(0, inclusive=False)),
+        "float",
+        "relative tolerance per element",
+        where=Where.EVERYWHERE,
+        default_text=_per_precision(1),
+    )
+    atol: float = option(
+        0.0,
+        finite(0, inclusive=True),
+        "float",
+        "absolute slack on top of the measured noise floor",
+        where=Where.EVERYWHERE,
+    )
+    params: tuple[str, ...] | None = option(
+        None,
+        optional(patterns),
+        "list of str",
+        'names or glob patterns of the parameters to check (`["W", "layers.*.gamma"]`)',
+        default_text="all",
+    )
+    inputs: bool = option(True, boolean, "bool", "also check the input gradients")
+    extra_loss: Callable[[Any], float] | None = option(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        optional(function("a callable taking the layer and returning a float")),
+        "callable",
+        "`extra_loss(layer) -> float` added to the objective, for layers whose backward adds a "
+        "regulariser's gradient",
+    )
+    random_sources: tuple[Any, ...] = option(
+        (),
+        streams,
+        "random streams",
+        "extra random streams to reset before every evaluation",
+    )
     # auto: exactly full mode for arrays up to auto_limit elements (every test-sized layer, so
     # every classic bug is caught and mapped element by element), fast mode above, where full
     # mode would cost two forward passes per element.
-    mode: str = "auto"
-    samples: int = 16
+    mode: str = option(
+        "auto",
+        choice(*MODES),
+        "str",
+        "how to spend forward passes: " + ", ".join(f"`{m}`" for m in MODES),
+        where=Where.EVERYWHERE,
+    )
+    samples: int = option(
+        16, integer(1), "int", "elements per array in `sample` mode", where=Where.EVERYWHERE
+    )
     # One direction per array: its entries are +-(1+u), so any wrong element shows with at least
     # its full error and equal errors cannot cancel exactly; more directions only guard against
     # near-cancellation of several errors, at two forward passes each.
-    directions: int = 1
-    auto_limit: int = AUTO_FULL_LIMIT
-    label: str | None = None
+    directions: int = option(
+        1,
+        integer(1),
+        "int",
+        "random directions per array in `fast` mode (one more when the first is borderline)",
+        where=Where.EVERYWHERE,
+    )
+    auto_limit: int = option(
+        AUTO_FULL_LIMIT,
+        integer(1),
+        "int",
+        "`auto` checks arrays up to this size element by element, larger ones in `fast` mode",
+        where=Where.EVERYWHERE,
+    )
+    label: str | None = option(
+        None, optional(str), "str", "name of the check in reports", default_text="class name"
+    )
 
     @classmethod
     def names(cls) -> list[str]:
@@ -55,123 +334,59 @@ class Options:
         """A copy with `values` applied on top; `source` names where they came from for errors."""
         if not values:
             return self
-        known = _NAMES
-        unknown = [k for k in values if k not in known]
+        unknown = [k for k in values if k not in SPECS]
         if unknown:
             hints = []
             for k in unknown:
-                close = difflib.get_close_matches(k, known, n=1)
+                close = difflib.get_close_matches(k, list(SPECS), n=1)
                 hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise GradcheckUsageError(
                 f"{source}: unknown gradcheck option {', '.join(hints)}; "
-                f"known options: {', '.join(sorted(known))}"
+                f"known options: {', '.join(sorted(SPECS))}"
             )
-        clean = {k: _coerce(k, v, source) for k, v in values.items()}
+        clean = {k: SPECS[k].coerced(v, source) for k, v in values.items()}
         return replace(self, **clean)
 
 
-_NAMES = frozenset(Options.names())
+OPTIONS: tuple[OptionSpec, ...] = tuple(
+    replace(f.metadata[_SPEC], name=f.name) for f in fields(Options)
+)
+SPECS: dict[str, OptionSpec] = {spec.name: spec for spec in OPTIONS}
 
 
-# numpy's global stream, reseeded with the check seed, takes seeds in [0, 2**32).
-SEED_LIMIT = 2**32
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off", "")
-_STREAM_TYPES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
+def settable(where: Where) -> list[OptionSpec]:
+    """The options that may be set in `where` (one of `Where`'s front ends)."""
+    return [spec for spec in OPTIONS if where in spec.where]
 
 
-def _integer(value: Any, what: str) -> int:
-    """An int from an int, an integral float or a decimal string; ValueError saying `what`."""
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    elif isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()):
-        return int(value)
-    raise ValueError(f"must be {what}")
+def draw_seed() -> int:
+    return secrets.randbelow(2**31)
 
 
-def _number(value: Any, what: str) -> float:
-    """A finite float; ValueError saying `what` for anything else (nan and inf included)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"must be {what}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"must be {what}")
-    return v
+def resolve_seed(values: Mapping[str, Any], draw: Callable[[], int] = draw_seed) -> dict[str, Any]:
+    """`values` (from an ini file or a command line) with seed='random' replaced by `draw()`."""
+    if str(values.get("seed", "")).strip().lower() != RANDOM_SEED:
+        return dict(values)
+    return {**values, "seed": draw()}
 
 
-def _is_stream(obj: Any) -> bool:
-    return isinstance(obj, _STREAM_TYPES) or (
-        callable(getattr(obj, "getstate", None)) and callable(getattr(obj, "setstate", None))
-    )
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """Validate one option value, turning strings from ini files and flags into real types."""
-    try:
-        if name == "seed":
-            what = f"an integer between 0 and 2**32 - 1 ({SEED_LIMIT - 1})"
-            v = _integer(value, what)
-            if not 0 <= v < SEED_LIMIT:
-                raise ValueError(f"must be {what}")
-            return v
-        if name in ("eps", "rtol"):
-            if value is None:
-                return None
-            x = _number(value, "a finite number > 0")
-            if not x > 0:
-                raise ValueError("must be a finite number > 0")
-            return x
-        if name == "atol":
-            x = _number(value, "a finite number >= 0")
-            if x < 0:
-                raise ValueError("must be a finite number >= 0")
-            return x
-        if name in ("samples", "directions", "auto_limit"):
-            v = _integer(value, "an integer >= 1")
-            if v < 1:
-                raise ValueError("must be an integer >= 1")
-            return v
-        if name == "mode":
-            if value not in MODES:
-                raise ValueError(f"must be one of {', '.join(MODES)}")
-            return value
-        if name == "params":
-            if value is None:
-                return None
-            if isinstance(value, str):
-                return tuple(p for p in value.replace(",", " ").split() if p)
-            if isinstance(value, Sequence):
-                return tuple(str(p) for p in value)
-            raise ValueError("must be a list of parameter names or glob patterns")
-        if name == "inputs":
-            if isinstance(value, str):
-                word = value.strip().lower()
-                if word not in TRUE_WORDS + FALSE_WORDS:
-                    raise ValueError("must be true or false")
-                return word in TRUE_WORDS
-            return bool(value)
-        if name == "extra_loss":
-            if value is not None and not callable(value):
-                raise ValueError("must be a callable taking the layer and returning a float")
-            return value
-        if name == "random_sources":
-            if value is None:
-                return ()
-            sources = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-            bad = [type(s).__name__ for s in sources if not _is_stream(s)]
-            if bad:
-                raise ValueError(
-                    "must be random streams (numpy Generator, RandomState or BitGenerator, "
-                    "random.Random, or objects with getstate()/setstate()), got "
-                    + ", ".join(bad)
-                )
-            return sources
-        if name == "label":
-            return None if value is None else str(value)
-    except (TypeError, ValueError) as exc:
-        raise GradcheckUsageError(f"{source}: option {name}={value!r} {exc}") from None
-    return value
+def markdown_table() -> str:
+    """The README's options table, one row per declared option."""
+    lines = [
+        "| option | type | default | ini / pytest flag / `python -m pytest_gradcheck` flag "
+        "| meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for spec in OPTIONS:
+        places = [
+            f"`{text}`"
+            for flag, text in (
+                (Where.INI, spec.ini_key),
+                (Where.PYTEST, spec.pytest_flag),
+                (Where.CLI, spec.cli_flag),
+            )
+            if flag in spec.where
+        ]
+        cells = [f"`{spec.name}`", spec.type, spec.default_text, " / ".join(places), spec.help]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -6,40 +6,30 @@ conftest files and plugins can implement our hooks.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, cast
 
 import pytest
 
 from . import conventions, hookspecs
 from .api import run_check
+from .collect import discovered_items
 from .discovery import split_specs
 from .errors import GradcheckUsageError
-from .options import MODES, Options
-from .report import summary_rows, write_json
+from .items import (
+    RESULTS_PROPERTY,
+    SKIPPED_PROPERTY,
+    fail_if_wrong,
+    item_results_key,
+    keep_result,
+    marker_options,
+    options_key,
+    usage_errors_fail,
+)
+from .options import Options, Where, draw_seed, resolve_seed, settable
+from .report import options_header, summary_rows, write_json
 from .result import CheckResult
 
-# Options settable from ini files and the command line (`gradcheck_<name>`, `--gradcheck-<name>`).
-SETTABLE = {
-    "seed": "seed of the random cotangent, directions, samples and the global random streams "
-    "('random': a fresh seed per run, shown in the header and shared with xdist workers)",
-    "eps": "finite-difference step (default: 1e-6 in float64, larger in low precision)",
-    "rtol": "relative tolerance (default: 1e-5 in float64, larger in low precision)",
-    "atol": "absolute tolerance added to the finite-difference noise floor (default 0)",
-    "mode": f"how many evaluations to spend: {', '.join(MODES)} (default {Options().mode})",
-    "samples": f"elements checked per array in mode=sample (default {Options().samples})",
-    "directions": "random directions per array in mode=fast, one more when the first is "
-    f"borderline (default {Options().directions})",
-    "auto_limit": "mode=auto checks arrays up to this size element by element "
-    f"(default {Options().auto_limit})",
-}
-RESULTS_PROPERTY = "gradcheck"
-SKIPPED_PROPERTY = "gradcheck_skipped"
-RANDOM_SEED = "random"
 WORKER_SEED_KEY = "gradcheck_seed"
-
-options_key = pytest.StashKey[Options]()
-item_results_key = pytest.StashKey[list[dict[str, Any]]]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -48,10 +38,11 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gradcheck", "gradient checking of numpy layers")
-    for name, help_text in SETTABLE.items():
-        flag = "--gradcheck-" + name.replace("_", "-")
-        group.addoption(flag, dest=f"gradcheck_{name}", default=None, help=help_text)
-        parser.addini(f"gradcheck_{name}", help_text, default=None)
+    # Strings, parsed by the options' coercers (`type="float"` ini values need a recent pytest).
+    for spec in settable(Where.PYTEST):
+        group.addoption(spec.pytest_flag, dest=spec.ini_key, default=None, help=spec.help_line())
+    for spec in settable(Where.INI):
+        parser.addini(spec.ini_key, spec.help_line(), default=None)
     group.addoption(
         "--gradcheck-json",
         dest="gradcheck_json",
@@ -95,31 +86,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def base_options(config: pytest.Config) -> Options:
     """ini values, then command-line values on top."""
-    opts = Options()
     ini = {}
-    for name in SETTABLE:
-        value = config.getini(f"gradcheck_{name}")
+    for spec in settable(Where.INI):
+        value = config.getini(spec.ini_key)
         if value not in (None, "", []):
-            ini[name] = value
+            ini[spec.name] = value
+    cli = {}
+    for spec in settable(Where.PYTEST):
+        value = config.getoption(spec.ini_key)
+        if value is not None:
+            cli[spec.name] = value
     try:
-        opts = opts.updated(_resolve_seed(config, ini), "ini file")
-        cli = {}
-        for name in SETTABLE:
-            value = config.getoption(f"gradcheck_{name}")
-            if value is not None:
-                cli[name] = value
-        return opts.updated(_resolve_seed(config, cli), "command line")
+        opts = Options().updated(resolve_seed(ini, lambda: _run_seed(config)), "ini file")
+        return opts.updated(resolve_seed(cli, lambda: _run_seed(config)), "command line")
     except GradcheckUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
-def _resolve_seed(config: pytest.Config, values: dict[str, Any]) -> dict[str, Any]:
-    """Replace seed='random' by a fresh seed, or by the controller's on an xdist worker."""
-    if str(values.get("seed", "")).strip().lower() != RANDOM_SEED:
-        return values
+def _run_seed(config: pytest.Config) -> int:
+    """The seed for `seed=random`: a fresh one, or the controller's on an xdist worker."""
     workerinput = getattr(config, "workerinput", None) or {}
     seed = workerinput.get(WORKER_SEED_KEY)
-    return {**values, "seed": seed if seed is not None else secrets.randbelow(2**31)}
+    return int(seed) if seed is not None else draw_seed()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -151,44 +139,22 @@ def pytest_collection_modifyitems(
     # tryfirst: the discovered items are in place before -k / -m deselection runs.
     specs = discover_specs(config)
     if specs:
-        from .collect import discovered_items
-
         items.extend(discovered_items(session, specs))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    o = config.stash[options_key]
     specs = discover_specs(config)
-    return (
-        f"gradcheck: seed={o.seed} mode={o.mode} eps={o.eps or 'auto'} rtol={o.rtol or 'auto'} "
-        f"atol={o.atol:g}" + (f" discover={','.join(specs)}" if specs else "")
+    return options_header(config.stash[options_key]) + (
+        f" discover={','.join(specs)}" if specs else ""
     )
-
-
-def marker_options(item: pytest.Item) -> Options:
-    """Base options with the gradcheck markers applied: module, then class, then function."""
-    opts = item.config.stash[options_key]
-    for mark in reversed(list(item.iter_markers("gradcheck"))):
-        if mark.args:
-            raise GradcheckUsageError(
-                f"{item.nodeid}: @pytest.mark.gradcheck takes keyword options only, got "
-                f"positional {mark.args!r}"
-            )
-        opts = opts.updated(mark.kwargs, f"@pytest.mark.gradcheck on {item.nodeid}")
-    return opts
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # Validate marker keywords before the test runs, whether or not it uses the fixture.
     if item.get_closest_marker("gradcheck") is not None:
-        try:
+        with usage_errors_fail():
             marker_options(item)
-        except GradcheckUsageError as exc:
-            problem = str(exc)
-        else:
-            return
-        pytest.fail(problem, pytrace=False)
 
 
 class GradcheckFixture:
@@ -207,23 +173,15 @@ class GradcheckFixture:
 
     def check(self, layer: Any, *inputs: Any, **options: Any) -> CheckResult:
         item = self._item
-        try:
+        with usage_errors_fail():
             opts = self.options.updated(options, "gradcheck()")
             result = run_check(layer, inputs, opts, hook=item.config.hook)
-        except GradcheckUsageError as exc:
-            problem = str(exc)
-        else:
-            problem = ""
-        if problem:
-            # Outside the except block, so the report shows the message, not a chained traceback.
-            pytest.fail(problem, pytrace=False)
-        item.stash.setdefault(item_results_key, []).append(result.to_dict())
+        keep_result(item, result)
         return result
 
     def __call__(self, layer: Any, *inputs: Any, **options: Any) -> CheckResult:
         result = self.check(layer, *inputs, **options)
-        if not result.ok:
-            pytest.fail(str(result), pytrace=False)
+        fail_if_wrong(result)
         return result
 
 
@@ -270,7 +228,8 @@ class ResultCollector:
             return
         for key, value in report.user_properties:
             if key == RESULTS_PROPERTY:
-                self.results.extend({**r, "nodeid": report.nodeid} for r in cast(list, value))
+                rows = cast(list[dict[str, Any]], value)
+                self.results.extend({**r, "nodeid": report.nodeid} for r in rows)
             elif key == SKIPPED_PROPERTY:
                 self.skipped.append({"nodeid": report.nodeid, "reason": str(value)})
 

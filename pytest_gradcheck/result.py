@@ -1,4 +1,5 @@
-"""What a check found: one `Entry` per checked array, gathered in a `CheckResult`."""
+"""What a check found: one `Entry` per checked array, gathered in a `CheckResult`, and its text:
+the per-array table with the maps of wrong elements (`str(result)`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GradcheckError
+from .text import error, number, table
 
 OK = "ok"
 FAIL = "FAIL"
@@ -15,6 +17,10 @@ NOT_DIFFERENTIATED = "not differentiated"
 INTEGER_INPUT = "integer input"
 NOT_SELECTED = "not selected"
 PASSED_THROUGH = "passed through"  # an input that is not an array (list, number, object)
+
+# Failure maps larger than this are drawn in blocks.
+MAP_MAX_ROWS = 16
+MAP_MAX_COLS = 64
 
 
 @dataclass
@@ -102,8 +108,6 @@ class CheckResult:
         raise KeyError(f"no row {name!r}; rows: {', '.join(e.name for e in self.entries)}")
 
     def __str__(self) -> str:
-        from .report import render_result
-
         return render_result(self)
 
     def raise_if_failed(self) -> CheckResult:
@@ -130,3 +134,68 @@ class CheckResult:
             "notes": list(self.notes),
             "entries": [e.to_dict() for e in self.entries],
         }
+
+
+def header_line(result: CheckResult) -> str:
+    return (
+        f"gradcheck {result.label}: {'ok' if result.ok else 'FAILED'}  seed={result.seed}  "
+        f"mode={result.mode}  {result.precision} step={result.eps:g} rtol={result.rtol:g} "
+        f"atol={result.atol:.1e}  forward x{result.forward_calls} backward x{result.backward_calls}"
+    )
+
+
+def render_result(result: CheckResult) -> str:
+    """The report: header with the seed, one row per array, notes, then maps of failures."""
+    rows = []
+    for e in result.entries:
+        rows.append(
+            [
+                e.name,
+                e.kind,
+                "x".join(map(str, e.shape)) or "scalar",
+                error(e.max_rel_error),
+                "-" if e.worst_index is None else str(tuple(e.worst_index)),
+                number(e.analytic),
+                number(e.numeric),
+                str(e.kinks) if e.checked else "-",
+                f"{e.failed}/{e.checked}" if e.checked else "-",
+                e.status,
+            ]
+        )
+    header = ["array", "kind", "shape", "max rel err", "worst index", "analytic", "numeric",
+              "kinks", "failed", "status"]
+    lines = [header_line(result), *table(header, rows)]
+    lines.extend(f"  note: {n}" for n in result.notes)
+    for e in result.entries:
+        if e.status == FAIL:
+            lines.extend(failure_map(e))
+    if not result.ok:
+        lines.append(
+            f"  reproduce with seed={result.seed} (--gradcheck-seed={result.seed} or "
+            f"@pytest.mark.gradcheck(seed={result.seed}))"
+        )
+    return "\n".join(lines)
+
+
+def failure_map(entry: Entry) -> list[str]:
+    """A compact picture of where the wrong elements of a 1-D or 2-D array are.
+
+    `X` marks a wrong element, `.` a correct one; large arrays are shown in blocks, a block
+    marked `X` if any element in it is wrong. A whole wrong column reads as a vertical line,
+    a transposed gradient as a scatter, a single slip as one mark.
+    """
+    if entry.failed_mask is None or len(entry.shape) not in (1, 2) or entry.size == 0:
+        return []
+    # 1-D arrays are drawn as one row.
+    rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else entry.shape
+    mask = np.asarray(entry.failed_mask, dtype=bool).reshape(rows, cols)
+    br = -(-rows // MAP_MAX_ROWS)
+    bc = -(-cols // MAP_MAX_COLS)
+    pr, pc = -(-rows // br), -(-cols // bc)
+    padded = np.zeros((pr * br, pc * bc), dtype=bool)
+    padded[:rows, :cols] = mask
+    blocks = np.asarray(padded.reshape(pr, br, pc, bc).any(axis=(1, 3)))
+    scale = "" if br == bc == 1 else f", each mark a {br}x{bc} block"
+    lines = [f"  where {entry.name} is wrong ({entry.failed} of {entry.checked} elements{scale}):"]
+    lines.extend("    " + "".join("X" if b else "." for b in row) for row in blocks)
+    return lines
