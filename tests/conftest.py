@@ -3,6 +3,8 @@
 Modules that in-process pytester runs would otherwise import afresh are imported once here,
 before pytester snapshots sys.modules: numpy cannot be loaded twice in one process, and
 hypothesis' pytest plugin (when installed) costs most of a second per re-import.
+
+Plain helper functions live in `helpers.py` next to this file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-import numpy  # noqa: F401
+import numpy
+import pytest
 
 with contextlib.suppress(ImportError):
     importlib.import_module("hypothesis")
+
+
+@pytest.fixture
+def rng() -> numpy.random.Generator:
+    """A fixed-seed generator for the test's data."""
+    return numpy.random.default_rng(1234)
