@@ -156,7 +156,9 @@ def test_relu_at_zero_passes_with_either_convention_and_fails_outside() -> None:
 
 def test_compare_uses_the_steps_it_is_given() -> None:
     # Unequal actual steps (as rounding produces): the quotient divides by their sum.
-    f = lambda x: 3.0 * x  # noqa: E731
+    def f(x: float) -> float:
+        return 3.0 * x
+
     hp, hm = 1.5e-6, 0.5e-6
     v = numeric.compare(
         np.array([3.0]), np.array([f(1 + hp)]), np.array([f(1 - hm)]), f(1.0),
@@ -172,7 +174,8 @@ def test_verdict_worst_counts_nan_as_the_worst() -> None:
         passed=np.array([False, False, False]), kink=np.zeros(3, dtype=bool),
     )
     assert v.worst == 1
-    empty = numeric.Verdict(*(np.zeros(0) for _ in range(3)), np.zeros(0, bool), np.zeros(0, bool))
+    none, no = np.zeros(0), np.zeros(0, dtype=bool)
+    empty = numeric.Verdict(analytic=none, numeric=none, rel_error=none, passed=no, kink=no)
     assert empty.worst == -1 and empty.ok
 
 
@@ -309,7 +312,8 @@ def test_central_values_report_the_steps_that_make_the_quotient_right() -> None:
 def test_central_values_on_a_subset_of_indices_are_aligned_with_them() -> None:
     x = np.arange(6, dtype=np.float64) + 0.5
     flat = x.copy()
-    fp, fm, hp, hm = numeric.central_values(flat, lambda: float(np.sum(flat**3)), 1e-6, [4, 1])
+    indices = np.array([4, 1])
+    fp, fm, hp, hm = numeric.central_values(flat, lambda: float(np.sum(flat**3)), 1e-6, indices)
     assert fp.shape == fm.shape == hp.shape == hm.shape == (2,)
     np.testing.assert_allclose((fp - fm) / (hp + hm), 3 * x[[4, 1]] ** 2, rtol=1e-6)
     assert flat.tobytes() == x.tobytes()
@@ -333,7 +337,7 @@ def test_central_values_put_every_element_back_when_evaluate_raises() -> None:
 
 
 def test_precision_of_picks_the_lowest_float() -> None:
-    assert numeric.precision_of(np.float64, np.float32) == "float32"
-    assert numeric.precision_of("float16", np.float64) == "float16"
-    assert numeric.precision_of(np.int64) == "float64"
+    assert numeric.precision_of(np.dtype(np.float64), np.dtype(np.float32)) == "float32"
+    assert numeric.precision_of("float16", "float64") == "float16"
+    assert numeric.precision_of(np.dtype(np.int64)) == "float64"
     assert numeric.precision_of() == "float64"
