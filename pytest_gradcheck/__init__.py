@@ -10,6 +10,7 @@ from .manager import register, unregister
 from .options import Options
 from .result import CheckResult, Entry
 
+# The one place the version is written: pyproject reads it from here (statically, at build time).
 __version__ = "0.1.0"
 
 __all__ = [

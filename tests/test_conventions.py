@@ -13,17 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import rows, x_batch
 
 from example_nn import BatchNorm1d, LayerNorm, Linear, ReLU, Sequential, Tanh
-from pytest_gradcheck import CheckResult, GradcheckUsageError, check
-
-
-def x_batch(n: int = 4, d: int = 3, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, d))
-
-
-def rows(result: CheckResult) -> dict[str, str]:
-    return {e.name: e.status for e in result.entries}
+from pytest_gradcheck import GradcheckUsageError, check
 
 
 def weights(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
@@ -54,14 +47,14 @@ class DictAffine:
 
 
 def test_params_grads_dicts() -> None:
-    result = check(DictAffine(), x_batch())
+    result = check(DictAffine(), x_batch(4, 3))
     assert result.ok
     assert rows(result) == {"x": "ok", "W": "ok", "b": "ok"}
     assert result.entry("W").checked == 6
 
 
 def test_params_grads_dicts_wrong_gradient_is_caught() -> None:
-    result = check(DictAffine(bug=True), x_batch())
+    result = check(DictAffine(bug=True), x_batch(4, 3))
     assert rows(result) == {"x": "ok", "W": "ok", "b": "FAIL"}
 
 
@@ -107,7 +100,7 @@ class DictNorm:
 @pytest.mark.parametrize("prefilled", [True, False], ids=["grads-prefilled", "grads-by-backward"])
 def test_parameters_gradients_running_stats_not_differentiated(prefilled: bool) -> None:
     layer = DictNorm(prefilled)
-    result = check(layer, x_batch(6))
+    result = check(layer, x_batch(6, 3))
     assert result.ok
     # never dropped, never perturbed, always listed
     assert rows(result) == {
@@ -134,7 +127,7 @@ def test_parameters_gradients_running_stats_never_perturbed() -> None:
 
     layer = Spy(prefilled=False)
     before = {k: v.copy() for k, v in layer.parameters.items()}
-    check(layer, x_batch(6))
+    check(layer, x_batch(6, 3))
     # After the first (setup) pass, every forward starts from the same running statistics:
     # they are neither perturbed nor left to drift with forward's in-place updates.
     assert len(seen) > 20
@@ -167,14 +160,14 @@ def test_running_stats_updated_in_place_and_used_in_output() -> None:
     # next the outputs would disagree (and be misreported as an unreset random source).
     layer = EmaCentre()
     before = layer.parameters["running_mean"].copy()
-    result = check(layer, x_batch(5))
+    result = check(layer, x_batch(5, 3))
     assert result.ok
     assert rows(result) == {"x": "ok", "gamma": "ok", "running_mean": "not differentiated"}
     assert layer.parameters["running_mean"].tobytes() == before.tobytes()
 
 
 def test_parameters_gradients_wrong_gradient_is_caught() -> None:
-    result = check(DictNorm(prefilled=False, bug=True), x_batch(6))
+    result = check(DictNorm(prefilled=False, bug=True), x_batch(6, 3))
     assert rows(result)["gamma"] == "FAIL"
     assert rows(result)["beta"] == "ok"
 
@@ -216,15 +209,15 @@ ATTR_PAIRS = [("W", "b"), ("gamma", "beta"), ("weights", "biases"), ("weight", "
 
 @pytest.mark.parametrize(("pname", "bname"), ATTR_PAIRS, ids=[p for p, _ in ATTR_PAIRS])
 def test_attribute_pairs(pname: str, bname: str) -> None:
-    result = check(make_attr_layer(pname, bname), x_batch())
+    result = check(make_attr_layer(pname, bname), x_batch(4, 3))
     assert result.ok
     assert rows(result) == {"x": "ok", pname: "ok", bname: "ok"}
 
 
 @pytest.mark.parametrize(("pname", "bname"), ATTR_PAIRS, ids=[p for p, _ in ATTR_PAIRS])
 def test_attribute_pairs_wrong_gradient_is_caught(pname: str, bname: str) -> None:
-    assert rows(check(make_attr_layer(pname, bname, bug=pname), x_batch()))[pname] == "FAIL"
-    assert rows(check(make_attr_layer(pname, bname, bug=bname), x_batch()))[bname] == "FAIL"
+    assert rows(check(make_attr_layer(pname, bname, bug=pname), x_batch(4, 3)))[pname] == "FAIL"
+    assert rows(check(make_attr_layer(pname, bname, bug=bname), x_batch(4, 3)))[bname] == "FAIL"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +262,7 @@ class NnfsDropout:
 
 
 def test_nnfs_dense() -> None:
-    result = check(NnfsDense(3, 2), x_batch())
+    result = check(NnfsDense(3, 2), x_batch(4, 3))
     assert result.ok
     assert rows(result) == {"inputs": "ok", "weights": "ok", "biases": "ok"}
     assert result.entry("biases").shape == (1, 2)
@@ -278,8 +271,8 @@ def test_nnfs_dense() -> None:
 
 def test_nnfs_dense_l2_needs_extra_loss() -> None:
     layer = NnfsDense(3, 2, l2=0.1)
-    assert rows(check(layer, x_batch()))["weights"] == "FAIL"
-    result = check(layer, x_batch(), extra_loss=lambda lay: lay.l2 * np.sum(lay.weights**2))
+    assert rows(check(layer, x_batch(4, 3)))["weights"] == "FAIL"
+    result = check(layer, x_batch(4, 3), extra_loss=lambda lay: lay.l2 * np.sum(lay.weights**2))
     assert result.ok
 
 
@@ -320,7 +313,7 @@ def test_accumulated_gradients_with_stale_buffers() -> None:
     layer.dW += 5.0  # left over from an earlier step
     layer.db += 5.0
     stale_dw, stale_db = layer.dW, layer.dW.copy()
-    result = check(layer, x_batch())
+    result = check(layer, x_batch(4, 3))
     assert result.ok
     assert rows(result) == {"x": "ok", "W": "ok", "b": "ok"}
     # the caller's buffers are put back as they were
@@ -370,7 +363,7 @@ class LazyDict:
 @pytest.mark.parametrize("make", [lambda: LazyAttr(2), LazyDict], ids=["attrs", "dicts"])
 def test_lazily_created_parameters(make: Any) -> None:
     layer = make()
-    result = check(layer, x_batch())
+    result = check(layer, x_batch(4, 3))
     assert result.ok
     assert result.entry("W").status == "ok"
     assert result.entry("W").checked == 6
@@ -393,7 +386,7 @@ def test_container_with_layers_list_names_rows_by_path() -> None:
         BatchNorm1d(4),
         Linear(4, 2, rng=np.random.default_rng(2)),
     )
-    result = check(net, x_batch(6))
+    result = check(net, x_batch(6, 3))
     assert result.ok
     assert rows(result) == {
         "x": "ok",
@@ -412,7 +405,7 @@ def test_params_option_selects_rows_by_path_glob() -> None:
         BatchNorm1d(4),
         Linear(4, 2, rng=np.random.default_rng(2)),
     )
-    result = check(net, x_batch(6), params=["layers.*.W", "layers.1.beta"], inputs=False)
+    result = check(net, x_batch(6, 3), params=["layers.*.W", "layers.1.beta"], inputs=False)
     assert rows(result) == {
         "layers.0.W": "ok",
         "layers.0.b": "not selected",
@@ -431,7 +424,7 @@ def test_container_wrong_sublayer_gradient_names_its_path() -> None:
             return dx
 
     net = Sequential(Linear(3, 4, rng=np.random.default_rng(1)), ReLU(), BadGamma(4))
-    result = check(net, x_batch(6))
+    result = check(net, x_batch(6, 3))
     assert [e.name for e in result.failed_entries] == ["layers.2.gamma"]
     assert "layers.2.gamma" in str(result)
 
@@ -453,7 +446,7 @@ class Block:
 
 
 def test_container_with_sublayer_attributes() -> None:
-    result = check(Block(), x_batch())
+    result = check(Block(), x_batch(4, 3))
     assert result.ok
     assert rows(result) == {
         "x": "ok",
@@ -466,7 +459,7 @@ def test_container_with_sublayer_attributes() -> None:
 
 def test_nested_containers() -> None:
     net = Sequential(Block(), Sequential(ReLU(), Linear(4, 2, rng=np.random.default_rng(4))))
-    result = check(net, x_batch())
+    result = check(net, x_batch(4, 3))
     assert result.ok
     assert {"layers.0.fc.W", "layers.0.norm.gamma", "layers.1.layers.1.W"} <= set(rows(result))
 
@@ -590,7 +583,7 @@ class AffineOfInputs:
 
 @pytest.mark.parametrize("bug", [1.0, 1.01])
 def test_inputs_cached_under_parameter_names_are_inputs_not_parameters(bug: float) -> None:
-    result = check(AffineOfInputs(bug), x_batch(), weights((3, 2)), weights((2,), seed=2))
+    result = check(AffineOfInputs(bug), x_batch(4, 3), weights((3, 2)), weights((2,), seed=2))
     assert rows(result) == {"x": "ok", "W": "ok", "b": "ok" if bug == 1.0 else "FAIL"}
     assert [e.kind for e in result.entries] == ["input"] * 3
 
@@ -600,7 +593,7 @@ def test_read_only_parameters_are_checked_on_writeable_copies() -> None:
     for value in layer.params.values():
         value.flags.writeable = False
     saved = dict(layer.params)
-    assert check(layer, x_batch()).ok
+    assert check(layer, x_batch(4, 3)).ok
     assert all(layer.params[k] is v and not v.flags.writeable for k, v in saved.items())
 
 
@@ -721,7 +714,7 @@ USAGE_ERRORS = [
 )
 def test_usage_errors_from_check_name_layer_and_parameter(make: Any, needles: list[str]) -> None:
     with pytest.raises(GradcheckUsageError) as info:
-        check(make(), x_batch())
+        check(make(), x_batch(4, 3))
     message = str(info.value)
     for needle in needles:
         assert needle in message
@@ -729,12 +722,12 @@ def test_usage_errors_from_check_name_layer_and_parameter(make: Any, needles: li
 
 def test_a_layer_class_instead_of_an_instance_is_a_usage_error_saying_so() -> None:
     with pytest.raises(GradcheckUsageError, match=r"Linear: got the class Linear.*instance"):
-        check(Linear, x_batch())
+        check(Linear, x_batch(4, 3))
 
 
 def test_complex_input_is_a_usage_error_naming_it() -> None:
     with pytest.raises(GradcheckUsageError, match=r"Linear: input 'x' is complex128"):
-        check(Linear(3, 2, rng=np.random.default_rng(1)), x_batch() + 0j)
+        check(Linear(3, 2, rng=np.random.default_rng(1)), x_batch(4, 3) + 0j)
 
 
 @pytest.mark.parametrize(
@@ -747,12 +740,12 @@ def test_complex_input_is_a_usage_error_naming_it() -> None:
 )
 def test_extra_loss_that_is_not_one_float_is_a_usage_error(extra_loss: Any, needle: str) -> None:
     with pytest.raises(GradcheckUsageError) as info:
-        check(Linear(3, 2, rng=np.random.default_rng(1)), x_batch(), extra_loss=extra_loss)
+        check(Linear(3, 2, rng=np.random.default_rng(1)), x_batch(4, 3), extra_loss=extra_loss)
     assert str(info.value).startswith("Linear: ") and needle in str(info.value)
 
 
 def test_missing_input_gradient_can_be_skipped_with_inputs_false() -> None:
-    result = check(NoInputGrad(), x_batch(), inputs=False)
+    result = check(NoInputGrad(), x_batch(4, 3), inputs=False)
     assert result.ok
     assert rows(result) == {"W": "ok"}
 

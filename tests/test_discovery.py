@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import QUIET_PLUGINS
 
 from pytest_gradcheck import Options
 from pytest_gradcheck.__main__ import main
 from pytest_gradcheck.discovery import find_targets, is_stub
 
 # Plugins of this environment that slow every in-process run down and play no part here.
-QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 PKG_INIT = '"""A tiny layer package."""\n'
 

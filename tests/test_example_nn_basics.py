@@ -35,12 +35,6 @@ from example_nn import (
 from example_nn import train as train_script
 from example_nn.layers import Layer, Module
 
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
-
-
 # --------------------------------------------------------------------------
 # Shapes and the layer protocol
 # --------------------------------------------------------------------------

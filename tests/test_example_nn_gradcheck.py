@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import rows
 
 from example_nn import (
     BatchNorm1d,
@@ -41,10 +42,6 @@ def distinct(*shape: int, seed: int = 0) -> np.ndarray:
     n = int(np.prod(shape))
     values = (np.arange(n) - n / 2) * 0.01 + 0.005
     return np.random.default_rng(seed).permutation(values).reshape(shape)
-
-
-def rows(result: Any) -> dict[str, str]:
-    return {e.name: e.status for e in result.entries}
 
 
 # ---------------------------------------------------------------------------------------------

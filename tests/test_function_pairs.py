@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import QUIET_PLUGINS
 
 from pytest_gradcheck import GradcheckUsageError, check
 
 # Plugins of this environment that slow every in-process run down and play no part here.
-QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 
 def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -102,11 +102,6 @@ def dropout_forward(x: np.ndarray, dropout_param: dict[str, Any]) -> tuple[np.nd
 def dropout_backward(dout: np.ndarray, cache: Any) -> np.ndarray:
     dropout_param, mask = cache
     return dout * mask if dropout_param["mode"] == "train" else dout
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
 
 
 def test_affine_pair_differentiates_every_array_argument_in_order(rng: np.random.Generator):

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import QUIET_PLUGINS
 
 import pytest_gradcheck
 from pytest_gradcheck import Param, check
 
 # Plugins of this environment that slow every in-process run down and play no part here.
-QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 # A library whose layers never store parameter gradients: backward hands each one to an
 # optimizer's update(param, grad), which changes the parameter in place.

@@ -21,6 +21,7 @@ from buggy_layers import (
     BatchNormMeanConstant,
     LinearBiasGradMean,
 )
+from helpers import global_streams
 
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
 from pytest_gradcheck import GradcheckUsageError, check
@@ -291,11 +292,6 @@ def fingerprint(obj: Any) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def global_streams() -> tuple[Any, Any]:
-    state = np.random.get_state()
-    return (state[0], state[1].tobytes(), *state[2:]), random.getstate()
 
 
 @pytest.mark.parametrize("mode", ["fast", "sample"])

@@ -15,18 +15,10 @@ from buggy_layers import (
     CLASSIC_BUGS,
     LinearWeightGradTransposed,
 )
+from helpers import x_batch
 
 from example_nn import BatchNorm1d, Linear, MaxPool2d, ReLU, Sequential, Softmax, Tanh
-from pytest_gradcheck import CheckResult, check
-
-
-def x_batch(n: int = 6, d: int = 4, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, d))
-
-
-def statuses(result: CheckResult) -> dict[str, str]:
-    return {e.name: e.status for e in result.entries}
-
+from pytest_gradcheck import check
 
 # ---------------------------------------------------------------------------------------------
 # Kinks

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import global_streams, x_batch
 
 from example_nn import BatchNorm1d, Dropout, Linear, ReLU, Sequential
 from pytest_gradcheck import (
@@ -29,10 +30,6 @@ from pytest_gradcheck import (
 
 # A module-level generator: reachable only if registered (random_sources=[...] or the hook).
 MODULE_RNG = np.random.default_rng(2024)
-
-
-def x_batch(n: int = 6, d: int = 4, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, d))
 
 
 def deep_state(obj: Any, _seen: set[int] | None = None) -> Any:
@@ -59,11 +56,6 @@ def deep_state(obj: Any, _seen: set[int] | None = None) -> Any:
     if hasattr(obj, "__dict__"):
         return ("object", id(obj), type(obj).__name__, deep_state(vars(obj), seen))
     return ("other", id(obj), repr(obj))
-
-
-def global_streams() -> tuple[Any, ...]:
-    mt = np.random.get_state()
-    return (mt[0], mt[1].tobytes(), *mt[2:], random.getstate())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ import json
 from typing import Any
 
 import pytest
+from helpers import QUIET_PLUGINS
 
 pytest.importorskip("xdist")
 
-# Plugins of this environment that slow every run down and play no part here.
-QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 LAYERS_TEST = """
 import numpy as np

@@ -1,0 +1,29 @@
+"""Helpers shared by the test modules (import them: `from helpers import x_batch`)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+
+from pytest_gradcheck import CheckResult
+
+# Plugins of this environment that slow every pytester run down and play no part in it.
+QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
+
+
+def x_batch(n: int = 6, d: int = 4, seed: int = 0) -> np.ndarray:
+    """A batch of n standard-normal rows of width d."""
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+def rows(result: CheckResult) -> dict[str, str]:
+    """Each checked array's name and status, as the report lists them."""
+    return {e.name: e.status for e in result.entries}
+
+
+def global_streams() -> tuple[Any, ...]:
+    """The states of numpy's global RNG and Python's `random`, comparable with ==."""
+    mt = np.random.get_state()
+    return (mt[0], mt[1].tobytes(), *mt[2:], random.getstate())
