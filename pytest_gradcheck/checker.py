@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import modes, numeric
+from . import modes, numeric, streams
 from .access import FunctionPairAccess, LayerAccess, Param, layer_label
 from .errors import GradcheckUsageError, NondeterministicLayerError
 from .options import Options
@@ -366,8 +366,9 @@ class Checker:
             )
 
         # Not default_rng(seed) itself: inputs drawn with default_rng(0) would equal the
-        # cotangent, making x.T @ g symmetric and hiding transposed gradients.
-        g = np.random.default_rng([opts.seed, 0x67726164]).standard_normal(out1.shape)
+        # cotangent, making x.T @ g symmetric and hiding transposed gradients (the purpose is
+        # mixed into the seed sequence; see `streams`).
+        g = streams.stream(opts.seed, streams.COTANGENT).standard_normal(out1.shape)
 
         def objective(out: Any) -> float:
             total = float(np.vdot(g, out))
@@ -432,7 +433,7 @@ class Checker:
             and opts.rtol is None
         ):
             measured = modes.noise_probe(
-                targets[0], evaluate, f_zero, np.random.default_rng([opts.seed, 0x6E6F6973])
+                targets[0], evaluate, f_zero, streams.stream(opts.seed, streams.NOISE_PROBE)
             )
             hidden = numeric.precision_from_noise(measured, terms_abs_sum)
             if hidden != "float64":

@@ -24,7 +24,6 @@ import importlib
 import inspect
 import pkgutil
 import textwrap
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import streams
 from .errors import GradcheckUsageError
 
 CLASS = "class"
@@ -76,7 +76,7 @@ class Target:
 def case_rng(seed: int, name: str) -> np.random.Generator:
     """The generator handed to `make_case`: fixed by the run's seed and the target's name only,
     so serial runs, xdist workers and the CLI build identical cases."""
-    return np.random.default_rng([zlib.crc32(name.encode()), int(seed)])
+    return streams.stream(seed, streams.DISCOVERY_CASE, streams.key(name))
 
 
 def split_specs(values: Iterable[str]) -> list[str]:

@@ -15,14 +15,13 @@ checker does not care which ran. Only `numeric` does arithmetic on the numbers.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from . import numeric
+from . import numeric, streams
 from .errors import GradcheckUsageError
 
 # Evaluations the checker spends measuring the objective's noise when a float64 check fails
@@ -359,30 +358,6 @@ class _Search:
         return num, False
 
 
-class Streams:
-    """Seeded random streams, one per checked array, depending on (seed, array name) alone.
-
-    So the elements sampled or the direction taken for an array do not change when other
-    arrays are added or left out (params=...), and a failure reproduces from the seed. Stream i
-    is one PCG64 stream jumped ahead by i * 2**96 draws, i a 32-bit hash of the name (disjoint
-    for any realistic use): ~1.5 us per array where a fresh default_rng((seed, i)) costs ~8 us.
-    """
-
-    STRIDE = 1 << 96
-    TAG = 0x6D6F646573  # keeps these streams apart from others seeded with the same seed
-
-    def __init__(self, seed: int) -> None:
-        self.bit_generator = np.random.PCG64(np.random.SeedSequence([seed, self.TAG]))
-        self.start = self.bit_generator.state
-        self.generator = np.random.Generator(self.bit_generator)
-
-    def stream(self, i: int) -> np.random.Generator:
-        """The generator positioned at the start of stream i (it is reused: draw, then move on)."""
-        self.bit_generator.state = self.start
-        self.bit_generator.advance(i * self.STRIDE)
-        return self.generator
-
-
 def noise_probe(
     t: Checked,
     evaluate: Callable[[], float],
@@ -437,17 +412,17 @@ def run_mode(
     notes: list[str],
 ) -> list[ArrayVerdict]:
     """Check every target in the mode `opts.mode`; per-array random choices come from the seed
-    (see `Streams`)."""
+    (see `streams.KeyedStreams`)."""
     verdicts = []
     directional = []
-    streams: Streams | None = None
+    keyed: streams.KeyedStreams | None = None
     for t in targets:
         mode = array_mode(opts.mode, t.array.size, opts.auto_limit)
         if mode == "full":
             verdicts.append(elementwise(t, evaluate, f_zero, eps, tol))
             continue
-        streams = streams or Streams(opts.seed)
-        rng = streams.stream(zlib.crc32(t.name.encode()))
+        keyed = keyed or streams.KeyedStreams(opts.seed, streams.ARRAY_CHOICES)
+        rng = keyed.stream(t.name)
         if mode == "sample":
             verdicts.append(sample(t, evaluate, f_zero, eps, tol, opts.samples, rng))
         else:
