@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -100,15 +100,26 @@ def _vanishing_step(t: Checked, eps: float) -> GradcheckUsageError:
     )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How evaluations are spent: the mode and its settings (see `Options`)."""
+
+    mode: str  # full, sample, fast or auto
+    seed: int  # fixes the elements sampled and the directions taken, per array
+    samples: int  # sample mode: elements per array
+    directions: int  # fast mode: random directions per array
+    auto_limit: int  # auto mode: the largest array checked in full
+
+
 def elementwise(
     t: Checked,
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     indices: np.ndarray | None = None,
 ) -> ArrayVerdict:
     """Central differences at every element (or at `indices`)."""
+    eps, tol = judging.step, judging.tolerance
     flat = t.array.reshape(-1)
     assert t.analytic is not None
     f_plus, f_minus, h_plus, h_minus = numeric.central_values(flat, evaluate, eps, indices)
@@ -124,17 +135,16 @@ def sample(
     t: Checked,
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     k: int,
     rng: np.random.Generator,
 ) -> ArrayVerdict:
     """Central differences at k seeded elements of the array (all of them if it is smaller)."""
     n = t.array.size
     if k >= n:
-        return elementwise(t, evaluate, f_zero, eps, tol)
+        return elementwise(t, evaluate, f_zero, judging)
     indices = np.sort(rng.choice(n, size=k, replace=False))
-    return elementwise(t, evaluate, f_zero, eps, tol, indices)
+    return elementwise(t, evaluate, f_zero, judging, indices)
 
 
 def direction(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -220,8 +230,7 @@ def fast(
     t: Checked,
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     directions: int,
     rng: np.random.Generator,
 ) -> ArrayVerdict:
@@ -236,6 +245,7 @@ def fast(
     the one-sided slopes) has its share taken out of the mismatch, and the search goes on until
     what is left is within tolerance. Later directions leave the elements found out.
     """
+    eps, tol = judging.step, judging.tolerance
     n = t.array.size
     line = _Line(t, evaluate, eps)
     if n:
@@ -275,7 +285,7 @@ def fast(
         # over many elements, or there are more kinks than the search may chase. Full mode's
         # verdict settles it, where affordable.
         if n <= FALLBACK_LIMIT:
-            v = elementwise(t, evaluate, f_zero, eps, tol)
+            v = elementwise(t, evaluate, f_zero, judging)
             v.note = (f"{t.name}: a random direction disagreed and no single element explained "
                       "it; the array was checked element by element")
             return v
@@ -403,38 +413,42 @@ def array_mode(mode: str, size: int, auto_limit: int) -> str:
 
 
 def run_mode(
-    opts: Any,
-    targets: Sequence[Checked],
+    plan: Plan,
+    arrays: Sequence[Checked],
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     notes: list[str],
 ) -> list[ArrayVerdict]:
-    """Check every target in the mode `opts.mode`; per-array random choices come from the seed
-    (see `streams.KeyedStreams`)."""
+    """Check every array in the mode `plan.mode`, judged by `judging`; per-array random choices
+    come from the seed and the array's name (see `streams.KeyedStreams`). Notes on how verdicts
+    were reached are appended to `notes`.
+
+    A step that vanishes next to an array's values is a `GradcheckUsageError` naming the array
+    only (its `label` is None): the caller knows the layer.
+    """
     verdicts = []
     directional = []
     keyed: streams.KeyedStreams | None = None
-    for t in targets:
-        mode = array_mode(opts.mode, t.array.size, opts.auto_limit)
+    for t in arrays:
+        mode = array_mode(plan.mode, t.array.size, plan.auto_limit)
         if mode == "full":
-            verdicts.append(elementwise(t, evaluate, f_zero, eps, tol))
+            verdicts.append(elementwise(t, evaluate, f_zero, judging))
             continue
-        keyed = keyed or streams.KeyedStreams(opts.seed, streams.ARRAY_CHOICES)
+        keyed = keyed or streams.KeyedStreams(plan.seed, streams.ARRAY_CHOICES)
         rng = keyed.stream(t.name)
         if mode == "sample":
-            verdicts.append(sample(t, evaluate, f_zero, eps, tol, opts.samples, rng))
+            verdicts.append(sample(t, evaluate, f_zero, judging, plan.samples, rng))
         else:
             directional.append(f"{t.name} ({t.array.size})")
-            v = fast(t, evaluate, f_zero, eps, tol, opts.directions, rng)
+            v = fast(t, evaluate, f_zero, judging, plan.directions, rng)
             verdicts.append(v)
             if v.note:
                 notes.append(v.note)
-    if opts.mode == "auto" and directional:
+    if plan.mode == "auto" and directional:
         notes.append(
-            f"mode=auto: arrays over {opts.auto_limit} elements were checked along "
-            f"{opts.directions} random direction(s) each, with group testing to locate wrong "
+            f"mode=auto: arrays over {plan.auto_limit} elements were checked along "
+            f"{plan.directions} random direction(s) each, with group testing to locate wrong "
             f"elements: {', '.join(directional)}; the others element by element"
         )
     return verdicts
