@@ -13,6 +13,7 @@ import pytest
 from example_nn import Linear
 from pytest_gradcheck import GradcheckUsageError, NondeterministicLayerError, check, numeric
 from pytest_gradcheck.checker import Checker, _Restorer
+from pytest_gradcheck.discovery import CLASS, Case, DiscoveredTarget, to_case
 from pytest_gradcheck.state import RandomSource, SeededGlobalNumpy, SeededGlobalPython
 
 
@@ -287,3 +288,26 @@ def test_an_options_error_has_no_layer_label() -> None:
 )
 def test_is_float_array(value: Any, expected: bool) -> None:
     assert numeric.is_float_array(value) is expected
+
+
+# -- names ----------------------------------------------------------------------------------
+
+
+def test_a_case_holds_its_layer_and_still_takes_the_old_name_target() -> None:
+    layer = Linear(4, 3, rng=np.random.default_rng(1))
+    x = x_batch()
+    case = Case(layer, (x,), {"mode": "fast"})
+    assert (case.layer, case.inputs, case.options) == (layer, (x,), {"mode": "fast"})
+    old = Case(target=layer, inputs=(x,))
+    assert old.layer is layer and old.target is layer and old.options == {}
+    old.target = "other"
+    assert old.layer == "other"
+    with pytest.raises(TypeError, match="takes the layer once"):
+        Case(layer, target=layer)
+
+
+def test_a_declared_case_without_a_layer_names_the_field_to_fill() -> None:
+    target = DiscoveredTarget("pkg.Linear", CLASS, Linear)
+    fill = r"put the layer instance in Case\(layer=\.\.\.\)"
+    with pytest.raises(GradcheckUsageError, match=fill):
+        to_case(Case(None, (x_batch(),)), target)
