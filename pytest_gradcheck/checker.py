@@ -1,12 +1,14 @@
 """One gradient check from start to finish, in five phases (`Checker.run` calls them in order).
 
-Before the phases, everything reachable from the layer and the inputs is recorded (`Snapshot`),
-and so are the random streams; all of it is put back at the end, whatever happens.
+Before the phases, the layer is adapted (`LayerAccess`), everything reachable from it and the
+inputs is recorded (`Snapshot`), the global random streams are seeded from the check seed and
+the private ones recorded; all of it is put back at the end, every piece even if putting back
+another one fails.
 
-1. `prepare`: adapt the layer, make float64 working copies of the inputs, force training mode,
-   seed the global streams from the check seed, run a first forward (it may create parameters
-   lazily), select the parameters and move low-precision ones to float64 copies: the checked
-   arrays (`CheckedArray`).
+1. `prepare`: make float64 working copies of the inputs, force training mode, add the random
+   streams hooks name, run a first forward (it may create parameters lazily), select the
+   parameters and move low-precision ones to float64 copies: the checked arrays
+   (`CheckedArray`).
 2. `record_forward`: take a baseline, run a second forward to learn what a forward pass changes
    (the `Patch`), which random streams it draws from and which inputs it modifies in place.
 3. `analytic_pass`: the second forward must repeat the first output bit for bit (otherwise one
@@ -118,7 +120,7 @@ class NumericPasses:
     verdicts: list[modes.ArrayVerdict]  # aligned with `AnalyticPass.arrays`
 
 
-class _Restorer:
+class Restorer:
     """Undo steps, run in reverse order of registration when the block ends.
 
     Every step runs even if an earlier one raises, and the first error is the one that
@@ -131,7 +133,7 @@ class _Restorer:
     def push(self, step: Callable[[], object]) -> None:
         self._steps.append(step)
 
-    def __enter__(self) -> _Restorer:
+    def __enter__(self) -> Restorer:
         return self
 
     def __exit__(
@@ -178,7 +180,7 @@ class Checker:
         start = time.perf_counter()
         try:
             self.access = self._adapt()
-            with _Restorer() as undo:
+            with Restorer() as undo:
                 roots = self.access.state_roots()
                 original = Snapshot([*roots, *self.user_inputs],
                                     names=[self.label] * len(roots))
@@ -205,7 +207,7 @@ class Checker:
         self,
         global_streams: Sequence[RandomSource],
         private: Sequence[RandomSource],
-        undo: _Restorer,
+        undo: Restorer,
     ) -> Setup:
         """Working inputs, training mode, the random streams (those a hook names join the
         private ones, with their restore registered with `undo`), the first forward, and the

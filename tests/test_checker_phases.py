@@ -12,7 +12,7 @@ import pytest
 
 from example_nn import Linear
 from pytest_gradcheck import GradcheckUsageError, NondeterministicLayerError, check, numeric
-from pytest_gradcheck.checker import Checker, _Restorer
+from pytest_gradcheck.checker import Checker, Restorer
 from pytest_gradcheck.discovery import CLASS, Case, DiscoveredTarget, to_case
 from pytest_gradcheck.state import RandomSource, SeededGlobalNumpy, SeededGlobalPython
 
@@ -60,7 +60,7 @@ def test_restorer_runs_every_step_last_first_and_raises_the_first_error() -> Non
 
         return step
 
-    with pytest.raises(RuntimeError, match=r"^third$"), _Restorer() as undo:
+    with pytest.raises(RuntimeError, match=r"^third$"), Restorer() as undo:
         undo.push(lambda: ran.append("first"))
         undo.push(failing("second"))
         undo.push(failing("third"))
@@ -73,7 +73,7 @@ def test_restorer_lets_the_blocks_own_error_through() -> None:
     def fail() -> None:
         raise RuntimeError("restore")
 
-    with pytest.raises(ValueError, match="check"), _Restorer() as undo:
+    with pytest.raises(ValueError, match="check"), Restorer() as undo:
         undo.push(lambda: ran.append("snapshot"))
         undo.push(fail)
         raise ValueError("check")
