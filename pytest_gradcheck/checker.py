@@ -1,18 +1,24 @@
-"""One gradient check from start to finish: setup, analytic pass, numeric passes, verdict.
+"""One gradient check from start to finish, in five phases (`Checker.run` calls them in order).
 
-The order of events, and why:
-1. Record everything reachable from the layer and the inputs (`Snapshot`) and the random
-   streams, so all of it is put back in `finally`, whatever happens.
-2. Seed the global streams from the check seed, force training mode, run a first forward (it
-   may create parameters lazily), then list the parameters and move low-precision ones to
-   float64 copies.
-3. Take a baseline, run a second forward to learn what a forward pass changes (the `Patch`) and
-   which random streams it draws from; it must repeat the first output bit for bit (otherwise
-   one more forward from the same state must, or an unreset random source is in use), and it
-   serves as the analytic pass's forward.
-4. The single backward; whatever it changed (an optimizer step inside backward) is undone.
-5. The numeric evaluations chosen by the mode (`modes.py`), each preceded by the patch and the
-   resets of the random streams forward draws from.
+Before the phases, the layer is adapted (`LayerAccess`), everything reachable from it and the
+inputs is recorded (`Snapshot`), the global random streams are seeded from the check seed and
+the private ones recorded; all of it is put back at the end, every piece even if putting back
+another one fails.
+
+1. `prepare`: make float64 working copies of the inputs, force training mode, add the random
+   streams hooks name, run a first forward (it may create parameters lazily), select the
+   parameters and move low-precision ones to float64 copies: the checked arrays
+   (`CheckedArray`).
+2. `record_forward`: take a baseline, run a second forward to learn what a forward pass changes
+   (the `Patch`), which random streams it draws from and which inputs it modifies in place.
+3. `analytic_pass`: the second forward must repeat the first output bit for bit (otherwise one
+   more forward from the same state must, or an unreset random source is in use) and serves as
+   the analytic pass's forward; then the single backward, whose changes (an optimizer step
+   inside backward) are undone.
+4. `numeric_passes`: the evaluations chosen by the mode (`modes.py`), each preceded by the patch
+   and the resets of the random streams forward draws from, judged by one `numeric.Judging`.
+5. `judge`: the passes that judge again when the first verdicts cannot be trusted (a stream used
+   only by some evaluations; a layer computing in low precision inside), then the `CheckResult`.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from . import modes, numeric
+from . import modes, numeric, streams
 from .access import FunctionPairAccess, LayerAccess, Param, layer_label
 from .errors import GradcheckUsageError, NondeterministicLayerError
+from .numeric import is_float_array
 from .options import Options
 from .result import (
     FAIL,
@@ -47,39 +56,399 @@ from .state import (
 )
 
 
-def _is_float_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
-
-
 @dataclass
-class Target:
+class CheckedArray:
     """One array to check: a working float64 array perturbed in place, and its gradient."""
 
     name: str
-    kind: str
+    kind: str  # "input" or "param"
     array: np.ndarray  # the live array the layer reads
-    orig_dtype: str
-    analytic: np.ndarray | None = None
+    orig_dtype: str  # the dtype the user's array had
+    analytic: np.ndarray | None = None  # backward's gradient, once the analytic pass has run
     # Other names of the same array (tied weights): its gradient is the sum over all of them.
     aliases: list[str] = field(default_factory=list)
 
 
-class Checker:
-    """Runs one check; see the module docstring for the order of events."""
+@dataclass
+class Setup:
+    """What `Checker.prepare` leaves for the later phases."""
 
-    def __init__(self, target: Any, inputs: Sequence[Any], opts: Options, hook: Any) -> None:
-        self.target = target
+    work: list[Any]  # the inputs forward is called with: float64 copies of the user's arrays
+    input_names: list[str]
+    sources: list[RandomSource]  # every random stream, reset before each setup forward
+    first_out: np.ndarray  # the first forward's output
+    params: list[Param]  # the selected, differentiable parameters
+    param_arrays: list[np.ndarray]  # their live arrays after promotion, aligned with `params`
+    low: list[str]  # dtypes below float64 that parameters kept (they could not be replaced)
+    arrays: list[CheckedArray]  # inputs first, then one per distinct parameter array
+    input_rows: list[Entry]  # inputs that are not checked: integer, passed through
+    param_rows: list[Entry]  # parameters that are not checked: not differentiable, not selected
+
+
+@dataclass
+class ForwardRecord:
+    """What one forward pass does, from a second forward from the baseline (`record_forward`)."""
+
+    baseline: Snapshot  # the state before it; the analytic pass ends by restoring it
+    out: np.ndarray  # its output
+    patch: Patch  # what it changed
+    used: list[RandomSource]  # the streams it drew from
+    mutated: bool  # it modified an input in place
+    prepare: Callable[[], None]  # applies the patch and resets the used streams
+    call_inputs: Callable[[], list[Any]]  # one evaluation's inputs (fresh copies if mutated)
+    loss_terms: list[Callable[[], float]]  # added to the objective sum(g * out)
+    precision: str  # what the output and the parameters kept in low precision allow
+
+
+@dataclass
+class AnalyticPass:
+    """The objective and backward's gradients (`analytic_pass`)."""
+
+    cotangent: np.ndarray  # g: the objective is sum(g * out) plus the loss terms
+    f_zero: float  # the objective at the unperturbed point
+    terms_abs_sum: float  # sum of the objective's |terms|: the scale of its rounding noise
+    arrays: list[CheckedArray]  # the arrays to check, each with its analytic gradient
+    param_rows: list[Entry]  # `Setup.param_rows` and the parameters backward gave no gradient
+
+
+@dataclass
+class NumericPasses:
+    """The verdicts of one run of the mode, and how they were reached."""
+
+    judging: numeric.Judging
+    evaluate: Callable[[], float]  # one evaluation of the objective
+    verdicts: list[modes.ArrayVerdict]  # aligned with `AnalyticPass.arrays`
+
+
+class Restorer:
+    """Undo steps, run in reverse order of registration when the block ends.
+
+    Every step runs even if an earlier one raises, and the first error is the one that
+    propagates: the check's own if it raised, else the first failing step's.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[Callable[[], object]] = []
+
+    def push(self, step: Callable[[], object]) -> None:
+        self._steps.append(step)
+
+    def __enter__(self) -> Restorer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        first: BaseException | None = None
+        while self._steps:
+            step = self._steps.pop()
+            try:
+                step()
+            except BaseException as err:
+                if first is None:
+                    first = err
+        if exc is None and first is not None:
+            raise first
+
+
+class Checker:
+    """Runs one check; see the module docstring for the phases."""
+
+    access: LayerAccess
+
+    def __init__(self, layer: Any, inputs: Sequence[Any], opts: Options, hook: Any) -> None:
+        self.layer = layer
         self.user_inputs = list(inputs)
         self.opts = opts
         self.hook = hook
-        self.label = opts.label or layer_label(target)
+        self.label: str = opts.label or layer_label(layer)
         self.forward_calls = 0
         self.backward_calls = 0
         self.notes: list[str] = []
         self.param_dtypes: dict[str, str] = {}  # parameter dtypes as the layer had them
         self._input_arrays: list[np.ndarray] = []  # the working copies of the array inputs
+        self.plan = modes.Plan(opts.mode, opts.seed, opts.samples, opts.directions,
+                               opts.auto_limit)
+
+    # -- the check --------------------------------------------------------------------------
+
+    def run(self) -> CheckResult:
+        """The five phases, with the layer, the inputs and every random stream put back."""
+        start = time.perf_counter()
+        try:
+            self.access = self._adapt()
+            with Restorer() as undo:
+                roots = self.access.state_roots()
+                original = Snapshot([*roots, *self.user_inputs],
+                                    names=[self.label] * len(roots))
+                undo.push(original.restore)
+                np_global = SeededGlobalNumpy(self.opts.seed)
+                undo.push(np_global.give_back)
+                py_global = SeededGlobalPython(self.opts.seed)
+                undo.push(py_global.give_back)
+                private = self._private_sources(original)
+                for src in private:
+                    undo.push(src.restore)
+                setup = self.prepare([np_global, py_global], private, undo)
+                record = self.record_forward(setup)
+                analytic = self.analytic_pass(setup, record)
+                passes = self.numeric_passes(setup, record, analytic)
+                result = self.judge(setup, record, analytic, passes)
+        except GradcheckUsageError as exc:
+            self._claim(exc)  # every usage error raised during a check concerns this layer
+            raise
+        result.elapsed = time.perf_counter() - start
+        return result
+
+    def prepare(
+        self,
+        global_streams: Sequence[RandomSource],
+        private: Sequence[RandomSource],
+        undo: Restorer,
+    ) -> Setup:
+        """Working inputs, training mode, the random streams (those a hook names join the
+        private ones, with their restore registered with `undo`), the first forward, and the
+        arrays to check."""
+        access = self.access
+        work = self._working_inputs()
+        if isinstance(access, FunctionPairAccess):
+            access.bind(work)
+        forced = access.force_train_mode()
+        if forced:
+            self.notes.append("forced training mode: " + ", ".join(forced))
+        private = list(private)
+        for obj in access.random_sources():
+            if all(obj is not s.obj for s in private):
+                src = RandomSource(obj, "hook")
+                undo.push(src.restore)
+                private.append(src)
+        sources = [*global_streams, *private]
+
+        # First forward: lazily created parameters come to exist.
+        _reset(sources)
+        first_out = np.array(self._output(self._forward(work)), copy=True)
+        self._input_arrays = [a for a in work if isinstance(a, np.ndarray)]
+        params, param_rows = self._select_params(self._not_inputs(access.parameters()))
+        param_arrays, low = self._promote(params)
+        input_names = access.input_names(len(work))
+        arrays, input_rows = self._checked_inputs(work, input_names)
+        arrays += self._checked_params(params, param_arrays)
+        return Setup(work, input_names, sources, first_out, params, param_arrays, low, arrays,
+                     input_rows, param_rows)
+
+    def record_forward(self, setup: Setup) -> ForwardRecord:
+        """What one forward pass changes, and which random streams it draws from."""
+        work = setup.work
+        loss_terms = self._loss_terms()
+        live = [a for a in work if isinstance(a, np.ndarray)]
+        # Optional entries (running statistics) that forward updates in place must be patched.
+        required = [a for p, a in zip(setup.params, setup.param_arrays) if p.required]
+        baseline = Snapshot([*self.access.state_roots(), *work], exclude=[*required, *live])
+        saved_inputs = [a.copy() for a in live]
+        _reset(setup.sources)
+        out = np.array(self._output(self._forward(work)), copy=True)
+        patch = baseline.patch()
+        used = [s for s in setup.sources if s.changed()]
+        mutated = [i for i, (a, b) in enumerate(zip(live, saved_inputs)) if not
+                   np.array_equal(a, b, equal_nan=True)]
+        if mutated:
+            self.notes.append(
+                "forward modifies its input in place: every evaluation got its own copy"
+            )
+            for a, b in zip(live, saved_inputs):
+                np.copyto(a, b)
+        prepare = self._preparer(patch, used)
+        call_inputs = self._input_feeder(work, {id(live[i]) for i in mutated})
+        if used:
+            self.notes.append(
+                "random streams reset before every evaluation: "
+                + ", ".join(s.label for s in used)
+            )
+        precision = numeric.precision_of(out.dtype, *setup.low)
+        if precision != "float64":
+            j = self.judging(precision)
+            self.notes.append(
+                f"the layer computes in {precision} even on float64 arrays: step {j.step:g} and "
+                f"rtol {j.rtol:g} follow that precision; errors below about {j.rtol:g} go unseen"
+            )
+        return ForwardRecord(baseline, out, patch, used, bool(mutated), prepare, call_inputs,
+                             loss_terms, precision)
+
+    def analytic_pass(self, setup: Setup, record: ForwardRecord) -> AnalyticPass:
+        """The objective at the unperturbed point and backward's gradients; what backward
+        changed is undone."""
+        # Not default_rng(seed) itself: inputs drawn with default_rng(0) would equal the
+        # cotangent, making x.T @ g symmetric and hiding transposed gradients (the purpose is
+        # mixed into the seed sequence; see `streams`).
+        g = streams.stream(self.opts.seed, streams.COTANGENT).standard_normal(record.out.shape)
+
+        # The forward just made from the baseline serves as the analytic pass's forward when it
+        # agrees bit for bit with the first one (same random state, so an unreset random source
+        # would show). Otherwise (lazy creation drew random numbers, parameters were promoted,
+        # inputs are modified in place) one more forward from the same state must agree with it.
+        out = record.out
+        if record.mutated or not np.array_equal(setup.first_out, record.out, equal_nan=True):
+            record.prepare()
+            out = np.asarray(self._output(self._forward(record.call_inputs())))
+            if not np.array_equal(record.out, out, equal_nan=True):
+                self._nondeterministic(record.out, out)
+        f_zero = _objective(g, out, record.loss_terms)
+        self._zero_grads(setup.params)
+        dins = self._backward(g.copy())
+        self._collect_input_grads(setup.arrays, dins, setup.input_names)
+        late = self._late_params(setup.params)
+        param_rows = list(setup.param_rows)
+        arrays = self._collect_param_grads(
+            [*setup.arrays,
+             *(CheckedArray(p.name, "param", p.get(), str(p.get().dtype)) for p in late)],
+            [*setup.params, *late],
+            param_rows,
+        )
+        self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"])
+        if not arrays:
+            raise self._usage(
+                "nothing to check: no floating-point input (or inputs=False) and "
+                "no parameter with a gradient was found; see the supported conventions in the "
+                "README, or teach yours with a pytest_gradcheck_layer_parameters hook"
+            )
+        terms_abs_sum = (float(np.sum(np.abs(out * g)))
+                         + sum(abs(t()) for t in record.loss_terms))
+        return AnalyticPass(g, f_zero, terms_abs_sum, arrays, param_rows)
+
+    def numeric_passes(
+        self, setup: Setup, record: ForwardRecord, analytic: AnalyticPass
+    ) -> NumericPasses:
+        """The mode's evaluations, judged with the noise the objective's precision implies."""
+        judging = self.judging(
+            record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision)
+        )
+        evaluate = self._evaluator(
+            record.prepare if (record.patch or record.used) else None,
+            setup.work if not record.mutated else record.call_inputs,
+            analytic.cotangent,
+            record.loss_terms,
+        )
+        verdicts = self._run_modes(analytic, evaluate, judging, self.notes)
+        return NumericPasses(judging, evaluate, verdicts)
+
+    def judge(
+        self,
+        setup: Setup,
+        record: ForwardRecord,
+        analytic: AnalyticPass,
+        passes: NumericPasses,
+    ) -> CheckResult:
+        """Judge again where the verdicts cannot be trusted, then the result."""
+        passes = self.recheck_unreset_streams(setup, record, analytic, passes)
+        passes = self.rejudge_hidden_precision(analytic, passes)
+        j = passes.judging
+        entries = [self._entry(a, v) for a, v in zip(analytic.arrays, passes.verdicts)]
+        return CheckResult(
+            label=self.label,
+            seed=self.opts.seed,
+            mode=self.opts.mode,
+            precision=j.precision,
+            eps=j.step,
+            rtol=j.rtol,
+            atol=j.tolerance.atol,
+            entries=[*setup.input_rows, *entries, *analytic.param_rows],
+            notes=self.notes,
+            forward_calls=self.forward_calls,
+            backward_calls=self.backward_calls,
+        )
+
+    def recheck_unreset_streams(
+        self,
+        setup: Setup,
+        record: ForwardRecord,
+        analytic: AnalyticPass,
+        passes: NumericPasses,
+    ) -> NumericPasses:
+        """A stream no forward drew from while setting up was left alone; if some evaluation
+        drew from it after all, the numbers are unreliable: redo with every stream reset."""
+        if not any(s.changed() for s in setup.sources if s not in record.used):
+            return passes
+        self.notes.append("a random stream was used only by some evaluations: rechecked "
+                          "with every stream reset before every evaluation")
+        evaluate = self._evaluator(
+            self._preparer(record.patch, setup.sources),
+            setup.work if not record.mutated else record.call_inputs,
+            analytic.cotangent,
+            record.loss_terms,
+        )
+        verdicts = self._run_modes(analytic, evaluate, passes.judging, [])
+        return NumericPasses(passes.judging, evaluate, verdicts)
+
+    def rejudge_hidden_precision(
+        self, analytic: AnalyticPass, passes: NumericPasses
+    ) -> NumericPasses:
+        """A layer can compute in float32 inside and still return float64 (x.astype(float32)
+        @ W.astype(float32)). Its noise then fails a correct backward, so before blaming the
+        backward, measure the noise (a few evaluations, spent on failures only) and, if only
+        low precision explains it, judge again with that precision's step and tolerance."""
+        if (
+            all(v.ok for v in passes.verdicts)
+            or passes.judging.precision != "float64"
+            or self.opts.eps is not None
+            or self.opts.rtol is not None
+        ):
+            return passes
+        measured = modes.noise_probe(
+            analytic.arrays[0], passes.evaluate, analytic.f_zero,
+            streams.stream(self.opts.seed, streams.NOISE_PROBE),
+        )
+        terms = analytic.terms_abs_sum
+        hidden = numeric.precision_from_noise(measured, terms)
+        if hidden == "float64":
+            return passes
+        judging = self.judging(hidden, max(measured, numeric.objective_noise(terms, hidden)))
+        self.notes.append(
+            f"the objective's measured noise ({measured:.1e}, {measured / terms:.0e}"
+            f" of its terms) shows the layer computes in {hidden} inside although it "
+            f"returns float64: judged again with step {judging.step:g} and rtol "
+            f"{judging.rtol:g}; errors below about {judging.rtol:g} go unseen"
+        )
+        verdicts = self._run_modes(analytic, passes.evaluate, judging, [])
+        return NumericPasses(judging, passes.evaluate, verdicts)
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def judging(self, precision: str, noise: float = 0.0) -> numeric.Judging:
+        """The one place the options meet a precision's defaults: step and rtol as given, else
+        the precision's; the tolerance for an objective of rounding noise `noise`."""
+        opts = self.opts
+        return numeric.judging(precision, noise, step=opts.eps, rtol=opts.rtol, atol=opts.atol)
+
+    def _run_modes(
+        self,
+        analytic: AnalyticPass,
+        evaluate: Callable[[], float],
+        judging: numeric.Judging,
+        notes: list[str],
+    ) -> list[modes.ArrayVerdict]:
+        try:
+            return modes.run_mode(self.plan, analytic.arrays, evaluate, analytic.f_zero, judging,
+                                  notes)
+        except GradcheckUsageError as exc:
+            if exc.label is not None:
+                raise
+            # The modes' own errors (a vanishing step) name only the array.
+            raise self._usage(str(exc)) from None
 
     # -- running the layer ------------------------------------------------------------------
+
+    def _usage(self, message: str) -> GradcheckUsageError:
+        """A usage error about this layer: the message after its label."""
+        return GradcheckUsageError(f"{self.label}: {message}", label=self.label)
+
+    def _claim(self, exc: GradcheckUsageError) -> None:
+        """Give `exc` (raised by an adapter or a hook while running this layer) its label, so
+        `_run_modes` does not take it for one of the modes' own."""
+        if exc.label is None:
+            exc.label = self.label
 
     def _forward(self, inputs: Sequence[Any]) -> Any:
         self.forward_calls += 1
@@ -88,9 +457,7 @@ class Checker:
         except GradcheckUsageError:
             raise
         except Exception as exc:
-            raise GradcheckUsageError(
-                f"{self.label}: forward raised {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._usage(f"forward raised {type(exc).__name__}: {exc}") from exc
 
     def _backward(self, dout: np.ndarray) -> Sequence[Any]:
         self.backward_calls += 1
@@ -99,25 +466,124 @@ class Checker:
         except GradcheckUsageError:
             raise
         except Exception as exc:
-            raise GradcheckUsageError(
-                f"{self.label}: backward raised {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._usage(f"backward raised {type(exc).__name__}: {exc}") from exc
 
-    # -- setup ------------------------------------------------------------------------------
+    def _output(self, out: Any) -> np.ndarray:
+        arr = np.asarray(out)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise self._usage(
+                f"forward returned {arr.dtype} values; the output must be a floating-point array"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise self._usage(
+                "forward produced non-finite values (nan or inf) on the given inputs; check the "
+                "inputs' scale or the layer's numerics"
+            )
+        return arr
+
+    def _loss_terms(self) -> list[Callable[[], float]]:
+        terms = [(t, "a pytest_gradcheck_loss_terms term") for t in self.access.loss_terms()]
+        if self.opts.extra_loss is not None:
+            fn = self.opts.extra_loss
+            subject = getattr(self.access, "layer", self.layer)
+            terms.append(((lambda: fn(subject)), "extra_loss"))
+        return [self._guarded_term(t, what) for t, what in terms]
+
+    def _guarded_term(self, term: Callable[[], Any], what: str) -> Callable[[], float]:
+        """`term` as a float, with a usage error naming the layer if it raises or returns
+        something that is not one number."""
+        usage, claim = self._usage, self._claim
+
+        def call() -> float:
+            try:
+                return float(term())
+            except GradcheckUsageError as exc:
+                claim(exc)
+                raise
+            except Exception as exc:
+                raise usage(
+                    f"{what} raised {type(exc).__name__}: {exc}; it must take the layer and "
+                    "return one float"
+                ) from exc
+
+        return call
+
+    @staticmethod
+    def _preparer(patch: Patch, used: Sequence[RandomSource]) -> Callable[[], None]:
+        steps = [patch.compile()] if patch else []
+        steps += [s.resetter() for s in used]
+        if not steps:
+            return lambda: None
+        if len(steps) == 1:
+            return steps[0]
+        tup = tuple(steps)
+
+        def prepare() -> None:
+            for f in tup:
+                f()
+
+        return prepare
+
+    def _evaluator(
+        self,
+        prepare: Callable[[], None] | None,
+        inputs: list[Any] | Callable[[], list[Any]],
+        g: np.ndarray,
+        loss_terms: list[Callable[[], float]],
+    ) -> Callable[[], float]:
+        """One numeric evaluation: undo what forward changes, forward, the scalar objective.
+
+        Full mode calls this 2N times, so everything above the bare forward pass and
+        float(np.vdot(g, out)) is overhead: this is `_forward` and `_objective` inlined, with
+        no call at all for an empty patch (prepare=None) or for inputs that need no fresh copy
+        (`inputs` a list rather than a feeder).
+        """
+        forward = self.access.forward
+        vdot = np.vdot
+        terms = tuple(loss_terms)
+        feeder = inputs if callable(inputs) else None
+        fixed: list[Any] = [] if callable(inputs) else inputs
+
+        def evaluate() -> float:
+            if prepare is not None:
+                prepare()
+            self.forward_calls += 1
+            try:
+                out = forward(fixed if feeder is None else feeder())
+            except GradcheckUsageError as exc:
+                self._claim(exc)
+                raise
+            except Exception as exc:
+                raise self._usage(f"forward raised {type(exc).__name__}: {exc}") from exc
+            total = float(vdot(g, out))
+            for term in terms:
+                total += term()
+            return total
+
+        return evaluate
+
+    @staticmethod
+    def _input_feeder(work: list[Any], mutated: set[int]) -> Callable[[], list[Any]]:
+        if not mutated:
+            return lambda: work
+        return lambda: [x.copy() if id(x) in mutated else x for x in work]
+
+    # -- preparing --------------------------------------------------------------------------
 
     def _adapt(self) -> LayerAccess:
-        access = self.hook.pytest_gradcheck_adapt(obj=self.target, label=self.opts.label,
-                                                  hook=self.hook)
-        if access is None and isinstance(self.target, type) and callable(
-            getattr(self.target, "forward", None)
+        access: LayerAccess | None = self.hook.pytest_gradcheck_adapt(
+            obj=self.layer, label=self.opts.label, hook=self.hook
+        )
+        if access is None and isinstance(self.layer, type) and callable(
+            getattr(self.layer, "forward", None)
         ):
-            raise GradcheckUsageError(
-                f"{self.label}: got the class {self.target.__name__}, not a layer: pass an "
-                f"instance, e.g. {self.target.__name__}(...)"
+            raise self._usage(
+                f"got the class {self.layer.__name__}, not a layer: pass an "
+                f"instance, e.g. {self.layer.__name__}(...)"
             )
         if access is None:
-            raise GradcheckUsageError(
-                f"{self.label}: cannot check a {type(self.target).__name__}: a layer needs "
+            raise self._usage(
+                f"cannot check a {type(self.layer).__name__}: a layer needs "
                 "forward() and backward() methods, a cs231n-style pair is passed as "
                 "(forward_fn, backward_fn); for other shapes implement the "
                 "pytest_gradcheck_adapt hook"
@@ -127,33 +593,80 @@ class Checker:
         self.label = access.label
         return access
 
+    def _private_sources(self, snap: Snapshot) -> list[RandomSource]:
+        seen: set[int] = set()
+        sources = []
+        extra = [(o, "registered") for o in self.opts.random_sources]
+        for obj, label in [*snap.random_objects, *extra]:
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                sources.append(RandomSource(obj, label))
+        return sources
+
     def _working_inputs(self) -> list[Any]:
         names = self.access.input_names(len(self.user_inputs))
         for name, x in zip(names, self.user_inputs):
             if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.complexfloating):
-                raise GradcheckUsageError(
-                    f"{self.label}: input {name!r} is {x.dtype}; complex arrays are not "
+                raise self._usage(
+                    f"input {name!r} is {x.dtype}; complex arrays are not "
                     "supported (the check differentiates real functions): pass the real and "
                     "imaginary parts as separate float inputs"
                 )
         work = []
         for x in self.user_inputs:
-            if _is_float_array(x):
+            if is_float_array(x):
                 work.append(np.array(x, dtype=np.float64, order="C", copy=True))
             elif isinstance(x, np.ndarray):
                 work.append(x.copy())
             else:
                 work.append(x)
-        if any(_is_float_array(x) and x.dtype.itemsize < 8 for x in self.user_inputs):
+        if any(is_float_array(x) and x.dtype.itemsize < 8 for x in self.user_inputs):
             self.notes.append("low-precision inputs were checked on float64 copies")
         return work
+
+    def _checked_inputs(
+        self, work: list[Any], names: list[str]
+    ) -> tuple[list[CheckedArray], list[Entry]]:
+        """The float inputs to check (unless inputs=False); rows for the others."""
+        arrays: list[CheckedArray] = []
+        rows: list[Entry] = []
+        for name, x, user_x in zip(names, work, self.user_inputs):
+            if is_float_array(x):
+                if self.opts.inputs:
+                    arrays.append(CheckedArray(name, "input", x, str(user_x.dtype)))
+            elif isinstance(x, np.ndarray) and (
+                np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.bool_)
+            ):
+                rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype), INTEGER_INPUT,
+                                  size=x.size))
+            elif isinstance(x, (list, tuple, float, int, complex)) and not isinstance(x, bool):
+                # Values the checker cannot perturb: say so rather than skip them silently.
+                shape = (len(x),) if isinstance(x, (list, tuple)) else ()
+                rows.append(Entry(name, "input", shape, type(x).__name__, PASSED_THROUGH))
+        return arrays, rows
+
+    def _checked_params(
+        self, params: list[Param], param_arrays: list[np.ndarray]
+    ) -> list[CheckedArray]:
+        """One checked array per distinct parameter array: tied weights are checked once."""
+        by_array: dict[int, CheckedArray] = {}
+        for p, a in zip(params, param_arrays):
+            if id(a) in by_array:
+                by_array[id(a)].aliases.append(p.name)
+                continue
+            by_array[id(a)] = CheckedArray(p.name, "param", a, self.param_dtypes[p.name])
+        for c in by_array.values():
+            if c.aliases:
+                self.notes.append(
+                    f"{', '.join(c.aliases)} share the array of {c.name} (tied weights): "
+                    "checked once, against the sum of their gradients"
+                )
+        return list(by_array.values())
 
     def _select_params(
         self, params: list[Param], validate: bool = True
     ) -> tuple[list[Param], list[Entry]]:
         """Differentiable, selected parameters; rows for the others."""
-        from fnmatch import fnmatchcase
-
         checked, rows = [], []
         for p in params:
             value = p.get()
@@ -169,8 +682,8 @@ class Checker:
             ):
                 rows.append(Entry(p.name, "param", shape, dtype, NOT_SELECTED, size=value.size))
             elif complex_:
-                raise GradcheckUsageError(
-                    f"{self.label}: parameter {p.name!r} is {value.dtype}; complex parameters "
+                raise self._usage(
+                    f"parameter {p.name!r} is {value.dtype}; complex parameters "
                     "are not supported (the check differentiates real functions): store the "
                     "real and imaginary parts as separate float parameters, or leave it out "
                     "with params=[...]"
@@ -181,8 +694,8 @@ class Checker:
             names = [p.name for p in params]
             for pat in self.opts.params:
                 if not any(fnmatchcase(n, pat) for n in names):
-                    raise GradcheckUsageError(
-                        f"{self.label}: params={list(self.opts.params)!r}: {pat!r} matches no "
+                    raise self._usage(
+                        f"params={list(self.opts.params)!r}: {pat!r} matches no "
                         f"parameter; parameters are: {', '.join(names) or 'none'}"
                     )
         return checked, rows
@@ -222,8 +735,8 @@ class Checker:
             elif want and value.dtype != np.float64:
                 low.append(str(value.dtype))
             if not value.flags.writeable or not value.flags.c_contiguous:
-                raise GradcheckUsageError(
-                    f"{self.label}: parameter {p.name!r} is not a writeable contiguous array, so "
+                raise self._usage(
+                    f"parameter {p.name!r} is not a writeable contiguous array, so "
                     "it cannot be perturbed in place; store it as a plain numpy array"
                 )
             arrays.append(value)
@@ -232,351 +745,7 @@ class Checker:
                               + ", ".join(promoted))
         return arrays, low
 
-    # -- the check --------------------------------------------------------------------------
-
-    def run(self) -> CheckResult:
-        start = time.perf_counter()
-        self.access = self._adapt()
-        roots = self.access.state_roots()
-        original = Snapshot([*roots, *self.user_inputs], names=[self.label] * len(roots))
-        np_global = SeededGlobalNumpy(self.opts.seed)
-        try:
-            py_global = SeededGlobalPython(self.opts.seed)
-            try:
-                private = self._private_sources(original)
-                try:
-                    result = self._run(np_global, py_global, private)
-                finally:
-                    for src in private:
-                        src.restore()
-            finally:
-                py_global.give_back()
-        finally:
-            np_global.give_back()
-            original.restore()
-        result.elapsed = time.perf_counter() - start
-        return result
-
-    def _private_sources(self, snap: Snapshot) -> list[RandomSource]:
-        seen: set[int] = set()
-        sources = []
-        extra = [(o, "registered") for o in self.opts.random_sources]
-        for obj, label in [*snap.random_objects, *extra]:
-            if id(obj) not in seen:
-                seen.add(id(obj))
-                sources.append(RandomSource(obj, label))
-        return sources
-
-    def _run(
-        self,
-        np_global: SeededGlobalNumpy,
-        py_global: SeededGlobalPython,
-        private: list[RandomSource],
-    ) -> CheckResult:
-        opts = self.opts
-        access = self.access
-        work = self._working_inputs()
-        if isinstance(access, FunctionPairAccess):
-            access.bind(work)
-        forced = access.force_train_mode()
-        if forced:
-            self.notes.append("forced training mode: " + ", ".join(forced))
-
-        for obj in access.random_sources():
-            if all(obj is not s.obj for s in private):
-                private.append(RandomSource(obj, "hook"))
-        sources: list[RandomSource] = [np_global, py_global, *private]
-
-        def reset_all() -> None:
-            for s in sources:
-                s.restore()
-
-        # First forward: lazily created parameters come to exist.
-        reset_all()
-        out_w = np.array(self._output(self._forward(work)), copy=True)
-        self._input_arrays = [a for a in work if isinstance(a, np.ndarray)]
-        params, rows = self._select_params(self._not_inputs(access.parameters()))
-        param_arrays, low = self._promote(params)
-        input_names = access.input_names(len(work))
-
-        targets: list[Target] = []
-        input_rows: list[Entry] = []
-        for name, x, user_x in zip(input_names, work, self.user_inputs):
-            if _is_float_array(x):
-                if opts.inputs:
-                    targets.append(Target(name, "input", x, str(user_x.dtype)))
-            elif isinstance(x, np.ndarray) and (
-                np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.bool_)
-            ):
-                input_rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype),
-                                        INTEGER_INPUT, size=x.size))
-            elif isinstance(x, (list, tuple, float, int, complex)) and not isinstance(x, bool):
-                # Values the checker cannot perturb: say so rather than skip them silently.
-                shape = (len(x),) if isinstance(x, (list, tuple)) else ()
-                input_rows.append(Entry(name, "input", shape, type(x).__name__, PASSED_THROUGH))
-        by_array: dict[int, Target] = {}
-        for p, a in zip(params, param_arrays):
-            if id(a) in by_array:
-                by_array[id(a)].aliases.append(p.name)
-                continue
-            by_array[id(a)] = Target(p.name, "param", a, self.param_dtypes[p.name])
-            targets.append(by_array[id(a)])
-        for t in by_array.values():
-            if t.aliases:
-                self.notes.append(
-                    f"{', '.join(t.aliases)} share the array of {t.name} (tied weights): "
-                    "checked once, against the sum of their gradients"
-                )
-
-        # What one forward pass changes, and which random streams it draws from.
-        loss_terms = self._loss_terms()
-        live = [a for a in work if isinstance(a, np.ndarray)]
-        # Optional entries (running statistics) that forward updates in place must be patched.
-        required = [a for p, a in zip(params, param_arrays) if p.required]
-        baseline = Snapshot([*access.state_roots(), *work], exclude=[*required, *live])
-        saved_inputs = [a.copy() for a in live]
-        reset_all()
-        out1 = np.array(self._output(self._forward(work)), copy=True)
-        patch = baseline.patch()
-        used = [s for s in sources if s.changed()]
-        mutated = [i for i, (a, b) in enumerate(zip(live, saved_inputs)) if not
-                   np.array_equal(a, b, equal_nan=True)]
-        if mutated:
-            self.notes.append(
-                "forward modifies its input in place: every evaluation got its own copy"
-            )
-            for a, b in zip(live, saved_inputs):
-                np.copyto(a, b)
-        prepare = self._preparer(patch, used)
-        call_inputs = self._input_feeder(work, {id(live[i]) for i in mutated})
-        if used:
-            self.notes.append(
-                "random streams reset before every evaluation: "
-                + ", ".join(s.label for s in used)
-            )
-
-        precision = numeric.precision_of(out1.dtype, *low)
-        eps_default, rtol_default = numeric.PRECISION_DEFAULTS[precision]
-        eps = opts.eps if opts.eps is not None else eps_default
-        rtol = opts.rtol if opts.rtol is not None else rtol_default
-        if precision != "float64":
-            self.notes.append(
-                f"the layer computes in {precision} even on float64 arrays: step {eps:g} and "
-                f"rtol {rtol:g} follow that precision; errors below about {rtol:g} go unseen"
-            )
-
-        # Not default_rng(seed) itself: inputs drawn with default_rng(0) would equal the
-        # cotangent, making x.T @ g symmetric and hiding transposed gradients.
-        g = np.random.default_rng([opts.seed, 0x67726164]).standard_normal(out1.shape)
-
-        def objective(out: Any) -> float:
-            total = float(np.vdot(g, out))
-            for term in loss_terms:
-                total += term()
-            return total
-
-        # Analytic pass. The forward just made from the baseline serves as its forward when it
-        # agrees bit for bit with the first one (same random state, so an unreset random source
-        # would show). Otherwise (lazy creation drew random numbers, parameters were promoted,
-        # inputs are modified in place) one more forward from the same state must agree with it.
-        out_a = out1
-        if mutated or not np.array_equal(out_w, out1, equal_nan=True):
-            prepare()
-            out_a = np.asarray(self._output(self._forward(call_inputs())))
-            if not np.array_equal(out1, out_a, equal_nan=True):
-                self._nondeterministic(out1, out_a)
-        f_zero = objective(out_a)
-        self._zero_grads(params)
-        dins = self._backward(g.copy())
-        self._collect_input_grads(targets, dins, input_names)
-        late = self._late_params(params)
-        targets = self._collect_param_grads(
-            [*targets, *(Target(p.name, "param", p.get(), str(p.get().dtype)) for p in late)],
-            [*params, *late],
-            rows,
-        )
-        self._undo_backward(baseline, [t for t in targets if t.kind == "param"])
-        if not targets:
-            raise GradcheckUsageError(
-                f"{self.label}: nothing to check: no floating-point input (or inputs=False) and "
-                "no parameter with a gradient was found; see the supported conventions in the "
-                "README, or teach yours with a pytest_gradcheck_layer_parameters hook"
-            )
-        terms_abs_sum = float(np.sum(np.abs(out_a * g))) + sum(abs(t()) for t in loss_terms)
-        noise = numeric.objective_noise(terms_abs_sum, precision)
-        tol = numeric.make_tolerance(rtol, opts.atol, noise, eps)
-
-        evaluate = self._evaluator(
-            prepare if (patch or used) else None, work if not mutated else call_inputs, g,
-            loss_terms,
-        )
-        verdicts = self._run_mode(opts, targets, evaluate, f_zero, eps, tol, self.notes)
-        # A stream no forward drew from while setting up was left alone; if some evaluation did
-        # draw from it after all, the numbers are unreliable: redo with every stream reset.
-        if any(s.changed() for s in sources if s not in used):
-            self.notes.append("a random stream was used only by some evaluations: rechecked "
-                              "with every stream reset before every evaluation")
-            prepare = self._preparer(patch, sources)
-            evaluate = self._evaluator(prepare, work if not mutated else call_inputs, g,
-                                       loss_terms)
-            verdicts = self._run_mode(opts, targets, evaluate, f_zero, eps, tol, [])
-
-        # A layer can compute in float32 inside and still return float64 (x.astype(float32) @
-        # W.astype(float32)). Its noise then fails a correct backward, so before blaming the
-        # backward, measure the noise (a few evaluations, spent on failures only) and, if only
-        # low precision explains it, judge again with that precision's step and tolerance.
-        if (
-            not all(v.ok for v in verdicts)
-            and precision == "float64"
-            and opts.eps is None
-            and opts.rtol is None
-        ):
-            measured = modes.noise_probe(
-                targets[0], evaluate, f_zero, np.random.default_rng([opts.seed, 0x6E6F6973])
-            )
-            hidden = numeric.precision_from_noise(measured, terms_abs_sum)
-            if hidden != "float64":
-                precision = hidden
-                eps, rtol = numeric.PRECISION_DEFAULTS[hidden]
-                noise = max(measured, numeric.objective_noise(terms_abs_sum, hidden))
-                tol = numeric.make_tolerance(rtol, opts.atol, noise, eps)
-                self.notes.append(
-                    f"the objective's measured noise ({measured:.1e}, "
-                    f"{measured / terms_abs_sum:.0e}"
-                    f" of its terms) shows the layer computes in {hidden} inside although it "
-                    f"returns float64: judged again with step {eps:g} and rtol {rtol:g}; errors "
-                    f"below about {rtol:g} go unseen"
-                )
-                verdicts = self._run_mode(opts, targets, evaluate, f_zero, eps, tol, [])
-
-        entries = [self._entry(t, v) for t, v in zip(targets, verdicts)]
-        result = CheckResult(
-            label=self.label,
-            seed=opts.seed,
-            mode=opts.mode,
-            precision=precision,
-            eps=eps,
-            rtol=rtol,
-            atol=tol.atol,
-            entries=[*input_rows, *entries, *rows],
-            notes=self.notes,
-            forward_calls=self.forward_calls,
-            backward_calls=self.backward_calls,
-        )
-        return result
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _run_mode(self, *args: Any) -> list[modes.ArrayVerdict]:
-        """`modes.run_mode`, whose own usage errors (a vanishing step) name only the array:
-        they get the layer's name in front, as every other usage error has."""
-        try:
-            return modes.run_mode(*args)
-        except GradcheckUsageError as exc:
-            if str(exc).startswith(f"{self.label}: "):
-                raise
-            raise GradcheckUsageError(f"{self.label}: {exc}") from None
-
-    def _output(self, out: Any) -> np.ndarray:
-        arr = np.asarray(out)
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise GradcheckUsageError(
-                f"{self.label}: forward returned {arr.dtype} values; the output must be a "
-                "floating-point array"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise GradcheckUsageError(
-                f"{self.label}: forward produced non-finite values (nan or inf) on the given "
-                "inputs; check the inputs' scale or the layer's numerics"
-            )
-        return arr
-
-    def _loss_terms(self) -> list[Callable[[], float]]:
-        terms = [(t, "a pytest_gradcheck_loss_terms term") for t in self.access.loss_terms()]
-        if self.opts.extra_loss is not None:
-            fn = self.opts.extra_loss
-            subject = getattr(self.access, "layer", self.target)
-            terms.append(((lambda: fn(subject)), "extra_loss"))
-        return [self._guarded_term(t, what) for t, what in terms]
-
-    def _guarded_term(self, term: Callable[[], Any], what: str) -> Callable[[], float]:
-        """`term` as a float, with a usage error naming the layer if it raises or returns
-        something that is not one number."""
-        label = self.label
-
-        def call() -> float:
-            try:
-                return float(term())
-            except GradcheckUsageError:
-                raise
-            except Exception as exc:
-                raise GradcheckUsageError(
-                    f"{label}: {what} raised {type(exc).__name__}: {exc}; it must take the "
-                    "layer and return one float"
-                ) from exc
-
-        return call
-
-    @staticmethod
-    def _preparer(patch: Patch, used: Sequence[RandomSource]) -> Callable[[], None]:
-        steps = [patch.compile()] if patch else []
-        steps += [s.resetter() for s in used]
-        if not steps:
-            return lambda: None
-        if len(steps) == 1:
-            return steps[0]
-        tup = tuple(steps)
-
-        def prepare() -> None:
-            for f in tup:
-                f()
-
-        return prepare
-
-    def _evaluator(
-        self,
-        prepare: Callable[[], None] | None,
-        inputs: list[Any] | Callable[[], list[Any]],
-        g: np.ndarray,
-        loss_terms: list[Callable[[], float]],
-    ) -> Callable[[], float]:
-        """One numeric evaluation: undo what forward changes, forward, the scalar objective.
-
-        Full mode calls this 2N times, so everything above the bare forward pass and
-        float(np.vdot(g, out)) is overhead: this is `_forward` and `objective` inlined, with no
-        call at all for an empty patch (prepare=None) or for inputs that need no fresh copy
-        (`inputs` a list rather than a feeder).
-        """
-        forward = self.access.forward
-        vdot = np.vdot
-        terms = tuple(loss_terms)
-        feeder = inputs if callable(inputs) else None
-        fixed: list[Any] = [] if callable(inputs) else inputs
-
-        def evaluate() -> float:
-            if prepare is not None:
-                prepare()
-            self.forward_calls += 1
-            try:
-                out = forward(fixed if feeder is None else feeder())
-            except GradcheckUsageError:
-                raise
-            except Exception as exc:
-                raise GradcheckUsageError(
-                    f"{self.label}: forward raised {type(exc).__name__}: {exc}"
-                ) from exc
-            total = float(vdot(g, out))
-            for term in terms:
-                total += term()
-            return total
-
-        return evaluate
-
-    @staticmethod
-    def _input_feeder(work: list[Any], mutated: set[int]) -> Callable[[], list[Any]]:
-        if not mutated:
-            return lambda: work
-        return lambda: [x.copy() if id(x) in mutated else x for x in work]
+    # -- the analytic pass ------------------------------------------------------------------
 
     def _nondeterministic(self, a: np.ndarray, b: np.ndarray) -> None:
         diff = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("nan")
@@ -586,7 +755,8 @@ class Checker:
             "cannot reset (for example a module-level generator or one created inside "
             "forward). Keep the generator on the layer (self.rng = np.random.default_rng()), "
             "pass it as random_sources=[gen], or return it from a "
-            "pytest_gradcheck_random_sources hook implementation in conftest.py."
+            "pytest_gradcheck_random_sources hook implementation in conftest.py.",
+            label=self.label,
         )
 
     def _zero_grads(self, params: list[Param]) -> None:
@@ -597,27 +767,27 @@ class Checker:
                 grad[...] = 0
 
     def _collect_input_grads(
-        self, targets: list[Target], dins: Sequence[Any], names: list[str]
+        self, arrays: list[CheckedArray], dins: Sequence[Any], names: list[str]
     ) -> None:
         if len(dins) > len(names):
-            raise GradcheckUsageError(
-                f"{self.label}: backward returned {len(dins)} input gradients for "
+            raise self._usage(
+                f"backward returned {len(dins)} input gradients for "
                 f"{len(names)} input(s); return one gradient per forward input, in order "
                 "(None for an input without one)"
             )
         by_name = {n: i for i, n in enumerate(names)}
-        for t in targets:
-            if t.kind != "input":
+        for a in arrays:
+            if a.kind != "input":
                 continue
-            i = by_name[t.name]
+            i = by_name[a.name]
             grad = dins[i] if i < len(dins) else None
             if grad is None:
-                raise GradcheckUsageError(
-                    f"{self.label}: backward returned no gradient for input {t.name!r}; return "
+                raise self._usage(
+                    f"backward returned no gradient for input {a.name!r}; return "
                     "it from backward (a tuple for several inputs), set self.dinputs, or pass "
                     "inputs=False to check parameters only"
                 )
-            t.analytic = self._grad_array(grad, t, "input")
+            a.analytic = self._grad_array(grad, a, "input")
 
     def _late_params(self, params: list[Param]) -> list[Param]:
         """Parameters recognisable only once backward has created their gradient (`w`/`dw`)."""
@@ -629,20 +799,20 @@ class Checker:
         for p in late:
             value = p.get()
             if value.dtype != np.float64 or not value.flags.c_contiguous:
-                raise GradcheckUsageError(
-                    f"{self.label}: parameter {p.name!r} was recognised only after backward "
+                raise self._usage(
+                    f"parameter {p.name!r} was recognised only after backward "
                     f"created its gradient, and is {value.dtype}: create the gradient in "
                     "__init__, or name the pair W/dW, b/db, weights/dweights, ..."
                 )
         return late
 
-    def _undo_backward(self, baseline: Snapshot, params: list[Target]) -> None:
+    def _undo_backward(self, baseline: Snapshot, params: list[CheckedArray]) -> None:
         """Put back whatever backward changed (an optimizer step inside backward, caches), so
         the numeric evaluations see the same parameters as the analytic pass."""
-        before = [baseline.saved_array(t.array) for t in params]
+        before = [baseline.saved_array(a.array) for a in params]
         stepped = [
-            t.name for t, b in zip(params, before) if b is not None and not np.array_equal(
-                t.array, b, equal_nan=True)
+            a.name for a, b in zip(params, before) if b is not None and not np.array_equal(
+                a.array, b, equal_nan=True)
         ]
         if stepped:
             self.notes.append(
@@ -652,68 +822,70 @@ class Checker:
         baseline.restore()
 
     def _collect_param_grads(
-        self, targets: list[Target], params: list[Param], rows: list[Entry]
-    ) -> list[Target]:
-        """Attach gradients; returns the targets left once optional gradient-less entries
+        self, arrays: list[CheckedArray], params: list[Param], rows: list[Entry]
+    ) -> list[CheckedArray]:
+        """Attach gradients; returns the arrays left once optional gradient-less entries
         (running statistics in a parameter dict) have moved to `rows` as not differentiated."""
         by_name = {p.name: p for p in params}
         kept = []
-        for t in targets:
-            if t.kind != "param":
-                kept.append(t)
+        for a in arrays:
+            if a.kind != "param":
+                kept.append(a)
                 continue
-            p = by_name[t.name]
+            p = by_name[a.name]
             grad = p.grad() if p.grad is not None else None
-            for alias in t.aliases:
+            for alias in a.aliases:
                 q = by_name[alias]
                 extra = q.grad() if q.grad is not None else None
                 if grad is not None and extra is not None:
-                    grad = np.asarray(grad, dtype=np.float64) + self._grad_array(extra, t, alias)
+                    grad = np.asarray(grad, dtype=np.float64) + self._grad_array(extra, a, alias)
             if grad is None and not p.required:
-                rows.append(Entry(t.name, "param", tuple(t.array.shape), t.orig_dtype,
-                                  NOT_DIFFERENTIATED, size=t.array.size))
+                rows.append(Entry(a.name, "param", tuple(a.array.shape), a.orig_dtype,
+                                  NOT_DIFFERENTIATED, size=a.array.size))
                 continue
             if grad is None:
-                raise GradcheckUsageError(
-                    f"{self.label}: parameter {t.name!r} has no gradient after backward; "
+                raise self._usage(
+                    f"parameter {a.name!r} has no gradient after backward; "
                     "backward must store it (grads[name] or d<name>), or exclude the parameter "
                     "with params=[...]"
                 )
-            t.analytic = self._grad_array(grad, t, "parameter")
-            kept.append(t)
+            a.analytic = self._grad_array(grad, a, "parameter")
+            kept.append(a)
         return kept
 
-    def _grad_array(self, grad: Any, t: Target, what: str) -> np.ndarray:
+    def _grad_array(self, grad: Any, a: CheckedArray, what: str) -> np.ndarray:
         if np.iscomplexobj(grad):
-            raise GradcheckUsageError(
-                f"{self.label}: gradient of {what} {t.name!r} is complex; backward must return "
+            raise self._usage(
+                f"gradient of {what} {a.name!r} is complex; backward must return "
                 "a real floating-point array"
             )
         try:
             arr = np.array(grad, dtype=np.float64, copy=True)
         except (TypeError, ValueError) as exc:
-            raise GradcheckUsageError(
-                f"{self.label}: gradient of {what} {t.name!r} is a {type(grad).__name__} that "
+            raise self._usage(
+                f"gradient of {what} {a.name!r} is a {type(grad).__name__} that "
                 f"is not an array of numbers ({exc}); backward must return (or store) one "
                 "float array per input and parameter"
             ) from None
-        if arr.shape != t.array.shape:
-            raise GradcheckUsageError(
-                f"{self.label}: gradient of {what} {t.name!r} has shape {arr.shape}, expected "
-                f"{t.array.shape}; backward must return one gradient element per element"
+        if arr.shape != a.array.shape:
+            raise self._usage(
+                f"gradient of {what} {a.name!r} has shape {arr.shape}, expected "
+                f"{a.array.shape}; backward must return one gradient element per element"
             )
         return arr
 
-    def _entry(self, t: Target, v: modes.ArrayVerdict) -> Entry:
-        shape = tuple(t.array.shape)
+    # -- the result -------------------------------------------------------------------------
+
+    def _entry(self, a: CheckedArray, v: modes.ArrayVerdict) -> Entry:
+        shape = tuple(a.array.shape)
         worst_index = None
         if v.worst is not None:
             worst_index = tuple(int(i) for i in np.unravel_index(v.worst, shape))
         return Entry(
-            name=t.name,
-            kind=t.kind,
+            name=a.name,
+            kind=a.kind,
             shape=shape,
-            dtype=t.orig_dtype,
+            dtype=a.orig_dtype,
             status=OK if v.ok else FAIL,
             max_rel_error=float(v.worst_error),
             worst_index=worst_index,
@@ -722,6 +894,19 @@ class Checker:
             kinks=v.kinks,
             failed=v.failed,
             checked=v.checked,
-            size=t.array.size,
+            size=a.array.size,
             failed_mask=v.failed_mask,
         )
+
+
+def _reset(sources: Sequence[RandomSource]) -> None:
+    for s in sources:
+        s.restore()
+
+
+def _objective(g: np.ndarray, out: Any, loss_terms: Sequence[Callable[[], float]]) -> float:
+    """sum(g * out) plus the loss terms: the scalar whose gradient backward computes."""
+    total = float(np.vdot(g, out))
+    for term in loss_terms:
+        total += term()
+    return total

@@ -21,6 +21,7 @@ from .access import (
 )
 from .discovery import CLASS, DECLARATION, PAIR, Case, SkipCase, Target, how_to_declare, to_case
 from .errors import GradcheckUsageError
+from .numeric import is_float_array as _is_float_array
 
 hookimpl = pluggy.HookimplMarker("pytest")
 
@@ -77,10 +78,6 @@ def pytest_gradcheck_sublayers(layer: Any) -> list[tuple[str, Any]]:
         elif is_layer(value) and not isinstance(value, type):
             children.append((name, value))
     return children
-
-
-def _is_float_array(value: Any) -> bool:
-    return isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
 
 
 def _grad_attr(names: Collection[str], pname: str) -> str | None:

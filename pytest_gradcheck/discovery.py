@@ -1,10 +1,10 @@
 """Discovery: find layer classes and forward/backward function pairs in modules and packages.
 
-A *target* is either a layer class (defined in the scanned package, with `forward` and
-`backward`) or a module-level pair of functions `X_forward` / `X_backward`. A target becomes a
-check through `pytest_gradcheck_make_case`, which returns a `Case`; the built-in implementation
-reads the target's `gradcheck_case` declaration (see `pytest_gradcheck.conventions` and
-docs/hooks.md).
+A *target* (`DiscoveredTarget`) is either a layer class (defined in the scanned package, with
+`forward` and `backward`) or a module-level pair of functions `X_forward` / `X_backward`. A
+target becomes a check through `pytest_gradcheck_make_case`, which returns a `Case` (the layer
+to check and its inputs); the built-in implementation reads the target's `gradcheck_case`
+declaration (see `pytest_gradcheck.conventions` and docs/hooks.md).
 
 Left out on purpose, so they never show up as checks at all:
 
@@ -24,14 +24,14 @@ import importlib
 import inspect
 import pkgutil
 import textwrap
-import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from . import streams
 from .errors import GradcheckUsageError
 
 CLASS = "class"
@@ -41,18 +41,41 @@ BACKWARD_SUFFIX = "_backward"
 DECLARATION = "gradcheck_case"
 
 
-@dataclass
+@dataclass(init=False)
 class Case:
     """A checkable instance and its inputs, as returned by `pytest_gradcheck_make_case`.
 
-    `target` is a layer object or a `(forward_fn, backward_fn)` pair; `inputs` are the
+    `layer` is a layer object or a `(forward_fn, backward_fn)` pair; `inputs` are the
     positional arguments of forward; `options` are check options (rtol, params, mode, ...)
-    applied on top of the run's options.
+    applied on top of the run's options. `target` is the field's earlier name, still
+    accepted as a keyword and an attribute.
     """
 
-    target: Any
-    inputs: tuple[Any, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+    layer: Any
+    inputs: tuple[Any, ...]
+    options: dict[str, Any]
+
+    def __init__(
+        self,
+        layer: Any = None,
+        inputs: tuple[Any, ...] = (),
+        options: dict[str, Any] | None = None,
+        *,
+        target: Any = None,
+    ) -> None:
+        if target is not None and layer is not None:
+            raise TypeError("Case() takes the layer once: as layer= (or target=, its old name)")
+        self.layer = layer if target is None else target
+        self.inputs = inputs
+        self.options = {} if options is None else options
+
+    @property
+    def target(self) -> Any:
+        return self.layer
+
+    @target.setter
+    def target(self, value: Any) -> None:
+        self.layer = value
 
 
 class SkipCase(Exception):
@@ -61,7 +84,7 @@ class SkipCase(Exception):
 
 
 @dataclass(frozen=True)
-class Target:
+class DiscoveredTarget:
     """One discovered layer class or function pair."""
 
     name: str  # qualified: "pkg.module.Linear", or "pkg.module.affine" for a pair
@@ -73,10 +96,14 @@ class Target:
         return self.name.rpartition(".")[2]
 
 
+# The earlier name, still imported by modules that build targets.
+Target = DiscoveredTarget
+
+
 def case_rng(seed: int, name: str) -> np.random.Generator:
     """The generator handed to `make_case`: fixed by the run's seed and the target's name only,
     so serial runs, xdist workers and the CLI build identical cases."""
-    return np.random.default_rng([zlib.crc32(name.encode()), int(seed)])
+    return streams.stream(seed, streams.DISCOVERY_CASE, streams.key(name))
 
 
 def split_specs(values: Iterable[str]) -> list[str]:
@@ -177,9 +204,9 @@ def _line(obj: Any) -> int:
         return 0
 
 
-def targets_in_module(module: ModuleType) -> list[Target]:
+def targets_in_module(module: ModuleType) -> list[DiscoveredTarget]:
     """Layer classes and function pairs defined in `module`, in source order."""
-    found: list[tuple[int, Target]] = []
+    found: list[tuple[int, DiscoveredTarget]] = []
     namespace: Mapping[str, Any] = vars(module)
     for name, obj in namespace.items():
         if name.startswith("_") or not _defined_in(obj, module):
@@ -187,18 +214,19 @@ def targets_in_module(module: ModuleType) -> list[Target]:
         qual = f"{module.__name__}.{name}"
         if inspect.isclass(obj):
             if is_layer_class(obj):
-                found.append((_line(obj), Target(qual, CLASS, obj)))
+                found.append((_line(obj), DiscoveredTarget(qual, CLASS, obj)))
         elif inspect.isfunction(obj) and name.endswith(FORWARD_SUFFIX):
             stem = name[: -len(FORWARD_SUFFIX)]
             backward = namespace.get(stem + BACKWARD_SUFFIX)
             if stem and inspect.isfunction(backward) and _defined_in(backward, module):
                 pair = (obj, backward)
-                found.append((_line(obj), Target(f"{module.__name__}.{stem}", PAIR, pair)))
+                pair_name = f"{module.__name__}.{stem}"
+                found.append((_line(obj), DiscoveredTarget(pair_name, PAIR, pair)))
     found.sort(key=lambda t: t[0])
     return [t for _, t in found]
 
 
-def find_targets(specs: Iterable[str]) -> list[Target]:
+def find_targets(specs: Iterable[str]) -> list[DiscoveredTarget]:
     """Every target in the named modules/packages (submodules included), without duplicates.
 
     Raises `GradcheckUsageError` for a name that cannot be imported; any other exception
@@ -215,21 +243,21 @@ def find_targets(specs: Iterable[str]) -> list[Target]:
     return targets
 
 
-def to_case(value: Any, target: Target) -> Case:
+def to_case(value: Any, target: DiscoveredTarget) -> Case:
     """Normalise what a `gradcheck_case` declaration returned into a `Case`.
 
     Layer classes: a `Case`, or `(layer, inputs)` / `(layer, inputs, options)` where `inputs`
     is a tuple of forward's arguments (a single array is taken as the only input).
-    Function pairs: a `Case` (its target may be None: the discovered pair), or the tuple of
+    Function pairs: a `Case` (its layer may be None: the discovered pair), or the tuple of
     arguments of the forward function.
     """
     if isinstance(value, Case):
-        if value.target is None and target.kind == PAIR:
-            value.target = target.obj
-        if value.target is None:
+        if value.layer is None and target.kind == PAIR:
+            value.layer = target.obj
+        if value.layer is None:
             raise GradcheckUsageError(
                 f"{target.name}: {DECLARATION} returned a Case without "
-                "a target; put the layer instance in Case(target=...)"
+                "a layer; put the layer instance in Case(layer=...)"
             )
         value.inputs = _as_inputs(value.inputs)
         value.options = dict(value.options or {})
@@ -255,13 +283,7 @@ def _as_inputs(inputs: Any) -> tuple[Any, ...]:
     return (inputs,)
 
 
-def declaration_of(target: Target) -> Any:
-    """The target's `gradcheck_case` (for a pair: an attribute of the forward function)."""
-    holder = target.obj[0] if target.kind == PAIR else target.obj
-    return getattr(holder, DECLARATION, None)
-
-
-def how_to_declare(target: Target) -> str:
+def how_to_declare(target: DiscoveredTarget) -> str:
     """The fix to suggest when a target has no usable declaration."""
     if target.kind == PAIR:
         fwd = target.obj[0].__name__
@@ -276,7 +298,7 @@ def how_to_declare(target: Target) -> str:
     )
 
 
-def build_case(target: Target, hook: Any, seed: int) -> Case:
+def build_case(target: DiscoveredTarget, hook: Any, seed: int) -> Case:
     """Ask the hooks for the target's `Case`; raise `SkipCase` if none can be built."""
     case = hook.pytest_gradcheck_make_case(
         target=target.obj, name=target.name, rng=case_rng(seed, target.name)

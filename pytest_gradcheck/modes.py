@@ -15,14 +15,13 @@ checker does not care which ran. Only `numeric` does arithmetic on the numbers.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from . import numeric
+from . import numeric, streams
 from .errors import GradcheckUsageError
 
 # Evaluations the checker spends measuring the objective's noise when a float64 check fails
@@ -101,15 +100,26 @@ def _vanishing_step(t: Checked, eps: float) -> GradcheckUsageError:
     )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How evaluations are spent: the mode and its settings (see `Options`)."""
+
+    mode: str  # full, sample, fast or auto
+    seed: int  # fixes the elements sampled and the directions taken, per array
+    samples: int  # sample mode: elements per array
+    directions: int  # fast mode: random directions per array
+    auto_limit: int  # auto mode: the largest array checked in full
+
+
 def elementwise(
     t: Checked,
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     indices: np.ndarray | None = None,
 ) -> ArrayVerdict:
     """Central differences at every element (or at `indices`)."""
+    eps, tol = judging.step, judging.tolerance
     flat = t.array.reshape(-1)
     assert t.analytic is not None
     f_plus, f_minus, h_plus, h_minus = numeric.central_values(flat, evaluate, eps, indices)
@@ -125,17 +135,16 @@ def sample(
     t: Checked,
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     k: int,
     rng: np.random.Generator,
 ) -> ArrayVerdict:
     """Central differences at k seeded elements of the array (all of them if it is smaller)."""
     n = t.array.size
     if k >= n:
-        return elementwise(t, evaluate, f_zero, eps, tol)
+        return elementwise(t, evaluate, f_zero, judging)
     indices = np.sort(rng.choice(n, size=k, replace=False))
-    return elementwise(t, evaluate, f_zero, eps, tol, indices)
+    return elementwise(t, evaluate, f_zero, judging, indices)
 
 
 def direction(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -221,8 +230,7 @@ def fast(
     t: Checked,
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     directions: int,
     rng: np.random.Generator,
 ) -> ArrayVerdict:
@@ -237,6 +245,7 @@ def fast(
     the one-sided slopes) has its share taken out of the mismatch, and the search goes on until
     what is left is within tolerance. Later directions leave the elements found out.
     """
+    eps, tol = judging.step, judging.tolerance
     n = t.array.size
     line = _Line(t, evaluate, eps)
     if n:
@@ -276,7 +285,7 @@ def fast(
         # over many elements, or there are more kinks than the search may chase. Full mode's
         # verdict settles it, where affordable.
         if n <= FALLBACK_LIMIT:
-            v = elementwise(t, evaluate, f_zero, eps, tol)
+            v = elementwise(t, evaluate, f_zero, judging)
             v.note = (f"{t.name}: a random direction disagreed and no single element explained "
                       "it; the array was checked element by element")
             return v
@@ -359,30 +368,6 @@ class _Search:
         return num, False
 
 
-class Streams:
-    """Seeded random streams, one per checked array, depending on (seed, array name) alone.
-
-    So the elements sampled or the direction taken for an array do not change when other
-    arrays are added or left out (params=...), and a failure reproduces from the seed. Stream i
-    is one PCG64 stream jumped ahead by i * 2**96 draws, i a 32-bit hash of the name (disjoint
-    for any realistic use): ~1.5 us per array where a fresh default_rng((seed, i)) costs ~8 us.
-    """
-
-    STRIDE = 1 << 96
-    TAG = 0x6D6F646573  # keeps these streams apart from others seeded with the same seed
-
-    def __init__(self, seed: int) -> None:
-        self.bit_generator = np.random.PCG64(np.random.SeedSequence([seed, self.TAG]))
-        self.start = self.bit_generator.state
-        self.generator = np.random.Generator(self.bit_generator)
-
-    def stream(self, i: int) -> np.random.Generator:
-        """The generator positioned at the start of stream i (it is reused: draw, then move on)."""
-        self.bit_generator.state = self.start
-        self.bit_generator.advance(i * self.STRIDE)
-        return self.generator
-
-
 def noise_probe(
     t: Checked,
     evaluate: Callable[[], float],
@@ -428,38 +413,42 @@ def array_mode(mode: str, size: int, auto_limit: int) -> str:
 
 
 def run_mode(
-    opts: Any,
-    targets: Sequence[Checked],
+    plan: Plan,
+    arrays: Sequence[Checked],
     evaluate: Callable[[], float],
     f_zero: float,
-    eps: float,
-    tol: numeric.Tolerance,
+    judging: numeric.Judging,
     notes: list[str],
 ) -> list[ArrayVerdict]:
-    """Check every target in the mode `opts.mode`; per-array random choices come from the seed
-    (see `Streams`)."""
+    """Check every array in the mode `plan.mode`, judged by `judging`; per-array random choices
+    come from the seed and the array's name (see `streams.KeyedStreams`). Notes on how verdicts
+    were reached are appended to `notes`.
+
+    A step that vanishes next to an array's values is a `GradcheckUsageError` naming the array
+    only (its `label` is None): the caller knows the layer.
+    """
     verdicts = []
     directional = []
-    streams: Streams | None = None
-    for t in targets:
-        mode = array_mode(opts.mode, t.array.size, opts.auto_limit)
+    keyed: streams.KeyedStreams | None = None
+    for t in arrays:
+        mode = array_mode(plan.mode, t.array.size, plan.auto_limit)
         if mode == "full":
-            verdicts.append(elementwise(t, evaluate, f_zero, eps, tol))
+            verdicts.append(elementwise(t, evaluate, f_zero, judging))
             continue
-        streams = streams or Streams(opts.seed)
-        rng = streams.stream(zlib.crc32(t.name.encode()))
+        keyed = keyed or streams.KeyedStreams(plan.seed, streams.ARRAY_CHOICES)
+        rng = keyed.stream(t.name)
         if mode == "sample":
-            verdicts.append(sample(t, evaluate, f_zero, eps, tol, opts.samples, rng))
+            verdicts.append(sample(t, evaluate, f_zero, judging, plan.samples, rng))
         else:
             directional.append(f"{t.name} ({t.array.size})")
-            v = fast(t, evaluate, f_zero, eps, tol, opts.directions, rng)
+            v = fast(t, evaluate, f_zero, judging, plan.directions, rng)
             verdicts.append(v)
             if v.note:
                 notes.append(v.note)
-    if opts.mode == "auto" and directional:
+    if plan.mode == "auto" and directional:
         notes.append(
-            f"mode=auto: arrays over {opts.auto_limit} elements were checked along "
-            f"{opts.directions} random direction(s) each, with group testing to locate wrong "
+            f"mode=auto: arrays over {plan.auto_limit} elements were checked along "
+            f"{plan.directions} random direction(s) each, with group testing to locate wrong "
             f"elements: {', '.join(directional)}; the others element by element"
         )
     return verdicts

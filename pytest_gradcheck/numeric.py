@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -47,6 +47,11 @@ class Tolerance:
         err = np.where(scale == 0, 0.0, err)
         # NaN/inf anywhere is a failure, never a silent pass.
         return np.where(np.isfinite(analytic) & np.isfinite(numeric), err, np.inf)
+
+
+def is_float_array(x: Any) -> TypeGuard[np.ndarray]:
+    """A numpy array of real floating-point numbers (what central differences can perturb)."""
+    return isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
 
 
 def precision_of(*dtypes: np.dtype[Any] | str) -> str:
@@ -90,6 +95,33 @@ def precision_from_noise(noise: float, terms_abs_sum: float) -> str:
 def make_tolerance(rtol: float, atol: float, noise: float, step: float) -> Tolerance:
     """Tolerance for central differences with step `step` on an objective of noise `noise`."""
     return Tolerance(rtol=rtol, atol=atol + NOISE_FACTOR * noise / step)
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How derivatives are judged: the precision the objective is computed in, the step of the
+    central differences, and what counts as agreement."""
+
+    precision: str  # float64, float32 or float16
+    step: float
+    rtol: float
+    tolerance: Tolerance  # rtol, and atol with the objective's noise floor at this step
+
+
+def judging(
+    precision: str,
+    noise: float = 0.0,
+    *,
+    step: float | None = None,
+    rtol: float | None = None,
+    atol: float = 0.0,
+) -> Judging:
+    """The judging for an objective computed in `precision` with rounding noise `noise`: the
+    precision's default step and rtol (PRECISION_DEFAULTS) unless given, and the tolerance."""
+    default_step, default_rtol = PRECISION_DEFAULTS[precision]
+    step = default_step if step is None else step
+    rtol = default_rtol if rtol is None else rtol
+    return Judging(precision, step, rtol, make_tolerance(rtol, atol, noise, step))
 
 
 def perturbed_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

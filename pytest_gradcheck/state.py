@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .streams import global_seed
+
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), np.generic, range, slice)
 _OPAQUE = (
     types.ModuleType,
@@ -132,7 +134,7 @@ class SeededGlobalNumpy(RandomSource):
     """
 
     def __init__(self, seed: int) -> None:
-        self.seed = seed
+        self.seed = global_seed(seed)
         self.obj = np.random.mtrand._rand
         self.label = "numpy global RNG"
         self._reseed_resets = _legacy_mt19937(self.obj)
@@ -142,7 +144,7 @@ class SeededGlobalNumpy(RandomSource):
         self._write_raw = raw[1] if raw is not None else None
         self.user_state = self.get()
         self._user_raw = self._raw() if self._raw is not None else None
-        np.random.seed(seed)
+        np.random.seed(self.seed)
         # Not RandomSource.__init__: its get() would cost another ~30 us.
         self._seeded_raw = self._raw() if self._raw is not None else None
         self._saved: Any = None if self._raw is not None else self.get()
@@ -230,7 +232,7 @@ class SeededGlobalPython(RandomSource):
 
     def __init__(self, seed: int) -> None:
         self.user_state = random.getstate()
-        random.seed(seed)
+        random.seed(global_seed(seed))
         super().__init__(random._inst, "Python random")  # type: ignore[attr-defined]
 
     def give_back(self) -> None:
