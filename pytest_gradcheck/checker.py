@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from . import modes, numeric, streams
-from .access import FunctionPairAccess, LayerAccess, Param, layer_label
+from .access import (
+    FunctionPairAccess,
+    LayerAccess,
+    Param,
+    arm_gradients,
+    layer_label,
+    unwritten_gradient_error,
+)
 from .errors import GradcheckUsageError, NondeterministicLayerError
 from .numeric import is_float_array
 from .options import Options
@@ -297,7 +304,10 @@ class Checker:
                 self._nondeterministic(record.out, out)
         f_zero = _objective(g, out, record.loss_terms)
         self._zero_grads(setup.params)
+        unwritten = arm_gradients(setup.params)
         dins = self._backward(g.copy())
+        if stale := unwritten():
+            raise unwritten_gradient_error(self.label, setup.params, stale)
         self._collect_input_grads(setup.arrays, dins, setup.input_names)
         late = self._late_params(setup.params)
         param_rows = list(setup.param_rows)

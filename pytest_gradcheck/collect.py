@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .api import run_check
-from .discovery import PAIR, SkipCase, Target, build_case, find_targets
+from .discovery import PAIR, DiscoveredTarget, SkipCase, build_case, find_targets
 from .errors import GradcheckUsageError
 from .items import SKIPPED_PROPERTY, fail_if_wrong, keep_result, marker_options, usage_errors_fail
 
@@ -49,7 +49,7 @@ class GradcheckCollector(pytest.Collector):
 class GradcheckItem(pytest.Item):
     """Gradient-checks one discovered target; skipped with the reason if it cannot be built."""
 
-    def __init__(self, *, target: Target, **kwargs: Any) -> None:
+    def __init__(self, *, target: DiscoveredTarget, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target = target
         self.add_marker(pytest.mark.gradcheck)
@@ -66,7 +66,7 @@ class GradcheckItem(pytest.Item):
             opts = opts.updated(
                 {"label": self.target.name, **case.options}, f"{self.target.name}: case"
             )
-            result = run_check(case.target, case.inputs, opts, hook=hook)
+            result = run_check(case.layer, case.inputs, opts, hook=hook)
         keep_result(self, result)
         fail_if_wrong(result)
 

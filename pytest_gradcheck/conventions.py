@@ -19,7 +19,16 @@ from .access import (
     dict_param,
     instance_attributes,
 )
-from .discovery import CLASS, DECLARATION, PAIR, Case, SkipCase, Target, how_to_declare, to_case
+from .discovery import (
+    CLASS,
+    DECLARATION,
+    PAIR,
+    Case,
+    DiscoveredTarget,
+    SkipCase,
+    how_to_declare,
+    to_case,
+)
 from .errors import GradcheckUsageError
 from .numeric import is_float_array as _is_float_array
 
@@ -217,7 +226,7 @@ def pytest_gradcheck_make_case(target: Any, name: str, rng: np.random.Generator)
     `X_forward.gradcheck_case = lambda rng: (args...)` on the forward function.
     """
     kind = PAIR if isinstance(target, tuple) else CLASS
-    t = Target(name, kind, target)
+    t = DiscoveredTarget(name, kind, target)
     holder = target[0] if kind == PAIR else target
     declare = getattr(holder, DECLARATION, None)
     if declare is None:

@@ -97,7 +97,6 @@ class DiscoveredTarget:
 
 
 # The earlier name, still imported by modules that build targets.
-Target = DiscoveredTarget
 
 
 def case_rng(seed: int, name: str) -> np.random.Generator:

@@ -537,7 +537,6 @@ def test_prefilled_grads_that_backward_writes_pass() -> None:
     assert rows(result) == {"x": "ok", "W": "ok", "b": "ok"}
 
 
-@pytest.mark.xfail(strict=False, reason="wired into the checker's analytic pass")
 def test_prefilled_gradient_backward_never_writes_is_a_usage_error() -> None:
     layer = PrefilledGrads(forget_b=True)
     before = {k: v.copy() for k, v in layer.grads.items()}
