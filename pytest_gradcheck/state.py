@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import collections
 import contextlib
+import gc
 import random
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ _OPAQUE = (
     types.CodeType,
     types.FrameType,
 )
+_NOT_WALKED = (*_ATOMIC, *_OPAQUE)
 _RANDOM_TYPES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
 
 
@@ -134,6 +136,7 @@ class SeededGlobalNumpy(RandomSource):
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.obj = np.random.mtrand._rand
+        self._bit_generator = self.obj._bit_generator
         self.label = "numpy global RNG"
         self._reseed_resets = _legacy_mt19937(self.obj)
         # Raw MT19937 bytes (well under a microsecond to read or write) where that works.
@@ -148,21 +151,38 @@ class SeededGlobalNumpy(RandomSource):
         self._saved: Any = None if self._raw is not None else self.get()
 
     @property
-    def saved(self) -> Any:  # type: ignore[override]
+    def saved(self) -> Any:
         """The state right after seeding (built on demand: only the slow paths need it)."""
         if self._saved is None:
             self._saved = np.random.RandomState(self.seed).get_state()
         return self._saved
 
+    def _swapped(self) -> bool:
+        return (np.random.mtrand._rand is not self.obj
+                or self.obj._bit_generator is not self._bit_generator)
+
+    def _put_back_generator(self) -> None:
+        """Undo a forward that replaced numpy's global RandomState or its bit generator
+        (`np.random.set_bit_generator`, `mtrand._rand = ...`): the saved states fit only the
+        original generator, and `set_state` raises ValueError on another kind."""
+        np.random.mtrand._rand = self.obj
+        if self.obj._bit_generator is not self._bit_generator:
+            # Acts on mtrand._rand, just put back; re-wires the C-level generator as well.
+            _set_bit_generator(self._bit_generator)
+
     def restore(self) -> None:
+        if self._swapped():
+            self._put_back_generator()
         # Reseeding reproduces the saved state bit for bit (gauss cache included), ~20x cheaper
         # than set_state.
         if self._reseed_resets:
-            np.random.seed(self.seed)
+            self.obj.seed(self.seed)
         else:
             self.set(self.saved)
 
     def changed(self) -> bool:
+        if self._swapped():
+            return True
         if self._raw is None:
             return super().changed()
         # From a freshly seeded state any draw rewrites the key or moves `pos`; the gauss cache
@@ -172,20 +192,32 @@ class SeededGlobalNumpy(RandomSource):
     def resetter(self) -> Callable[[], None]:
         if not self._reseed_resets:
             return self.restore
-        seed, reseed = self.seed, np.random.seed
-        return lambda: reseed(seed)
+        seed, reseed, swapped, put_back = (
+            self.seed, self.obj.seed, self._swapped, self._put_back_generator)
+
+        def reset() -> None:
+            if swapped():  # ~0.1 us; a forward that swaps the generator swaps it every time
+                put_back()
+            reseed(seed)
+
+        return reset
 
     def give_back(self) -> None:
+        """Put the user's generator and its state back, whatever forward did to them."""
+        self._put_back_generator()
         if self._write_raw is not None and self._user_raw is not None:
             has_gauss, gauss = self.user_state[3], self.user_state[4]
             if not has_gauss and gauss == 0.0:
                 # Reseeding empties the gauss cache as the user's was; the generator itself is
                 # then written back raw: ~2 us where set_state costs ~35 us.
-                np.random.seed(self.seed)
+                self.obj.seed(self.seed)
                 self._write_raw(self._user_raw)
                 return
         self.set(self.user_state)
 
+
+# Captured at import: a forward may rebind the module attribute too.
+_set_bit_generator = np.random.mtrand.set_bit_generator
 
 # (bit generator, state address, size) of the global RandomState, once its layout is verified.
 _MT_RAW: tuple[Any, int, int] | None = None
@@ -231,10 +263,10 @@ class SeededGlobalPython(RandomSource):
     def __init__(self, seed: int) -> None:
         self.user_state = random.getstate()
         random.seed(seed)
-        super().__init__(random._inst, "Python random")  # type: ignore[attr-defined]
+        super().__init__(random._inst, "Python random")
 
     def give_back(self) -> None:
-        random.setstate(self.user_state)
+        self.obj.setstate(self.user_state)  # not random.setstate: forward may rebind it
 
 
 class Patch:
@@ -316,66 +348,79 @@ class Snapshot:
         self.random_objects: list[tuple[Any, str]] = []
         self._seen: set[int] = set()
         self._keep: list[Any] = []  # keeps visited objects alive so ids stay unique
-        for i, root in enumerate(roots):
-            self._visit(root, names[i] if i < len(names) else f"root{i}")
+        self._walk([(root, names[i] if i < len(names) else f"root{i}")
+                    for i, root in enumerate(roots)])
 
-    def _visit(self, obj: Any, path: str) -> None:
-        if isinstance(obj, (*_ATOMIC, *_OPAQUE)):
-            return
+    def _walk(self, roots: list[tuple[Any, _Path]]) -> None:
+        """Depth-first, in the order a recursive walk would take, with an explicit stack: a
+        linked chain of many thousand nodes must not exhaust Python's recursion limit. Paths
+        stay (parent, suffix) pairs until one is needed, so a deep chain costs no quadratic
+        string building."""
+        stack = roots[::-1]
+        visit = self._visit
+        # The walk allocates a few objects per node and frees none: on a large graph the
+        # cyclic collector would run again and again over everything kept so far.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while stack:
+                obj, path = stack.pop()
+                children = visit(obj, path)
+                if children:
+                    stack.extend(reversed(children))
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _visit(self, obj: Any, path: _Path) -> list[tuple[Any, _Path]]:
+        """Records obj; returns the objects it holds, to be visited next."""
+        if isinstance(obj, _NOT_WALKED):
+            return []
         if id(obj) in self._seen:
-            return
+            return []
         self._seen.add(id(obj))
         self._keep.append(obj)
+        children: list[tuple[Any, _Path]] = []
         if isinstance(obj, np.ndarray):
             if obj.flags.writeable:
                 self.arrays.append((obj, obj.copy()))
             if obj.dtype == object:  # a container: its elements are recorded too
-                for i, v in enumerate(obj.flat):
-                    self._visit(v, f"{path}.flat[{i}]")
-            return
-        if isinstance(obj, random.SystemRandom):
-            return  # the operating system's entropy: no state to record or restore
-        if isinstance(obj, _RANDOM_TYPES):
-            self.random_objects.append((obj, path))
-            return
-        if isinstance(obj, dict):
+                children += [(v, (path, f".flat[{i}]")) for i, v in enumerate(obj.flat)]
+        elif isinstance(obj, random.SystemRandom):
+            return []  # the operating system's entropy: no state to record or restore
+        elif isinstance(obj, _RANDOM_TYPES):
+            self.random_objects.append((obj, _render(path)))
+            return []
+        elif isinstance(obj, dict):
             self.dicts.append((obj, dict(obj)))
             for k, v in list(obj.items()):
                 if not isinstance(k, _ATOMIC):  # objects hashed by identity can change
-                    self._visit(k, f"{path} key {k!r}")
-                self._visit(v, f"{path}[{k!r}]")
-            return
-        if isinstance(obj, list):
+                    children.append((k, (path, f" key {k!r}")))
+                children.append((v, (path, f"[{k!r}]")))
+        elif isinstance(obj, list):
             self.lists.append((obj, list(obj)))
-            for i, v in enumerate(list(obj)):
-                self._visit(v, f"{path}[{i}]")
-            return
-        if isinstance(obj, set):
+            children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+        elif isinstance(obj, set):
             self.sets.append((obj, set(obj)))
-            for v in list(obj):
-                self._visit(v, f"{path} element")
-            return
-        if isinstance(obj, (collections.deque, bytearray, array.array)):
+            children += [(v, (path, " element")) for v in list(obj)]
+        elif isinstance(obj, (collections.deque, bytearray, array.array)):
             self.sequences.append(_Sequence(obj))
             if isinstance(obj, collections.deque):
-                for i, v in enumerate(list(obj)):
-                    self._visit(v, f"{path}[{i}]")
-            return
-        if isinstance(obj, (tuple, frozenset)):
-            for i, v in enumerate(obj):
-                self._visit(v, f"{path}[{i}]")
-            return
+                children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+        elif isinstance(obj, (tuple, frozenset)):
+            children += [(v, (path, f"[{i}]")) for i, v in enumerate(obj)]
+        # Attributes and slots, of plain objects and of container subclasses alike (a dict
+        # subclass with a counter attribute).
         d = getattr(obj, "__dict__", None)
         if isinstance(d, dict):
             self.objects.append((obj, dict(d)))
-            for k, v in list(d.items()):
-                self._visit(v, f"{path}.{k}")
+            children += [(v, (path, f".{k}")) for k, v in list(d.items())]
         slots = _slot_values(obj)
         if slots:
             self.slotted.append((obj, slots))
-            for desc, v in slots:
-                if v is not _UNSET_SLOT:
-                    self._visit(v, f"{path}.{desc.__name__}")
+            children += [(v, (path, f".{desc.__name__}"))
+                         for desc, v in slots if v is not _UNSET_SLOT]
+        return children
 
     def saved_array(self, arr: np.ndarray) -> np.ndarray | None:
         """The recorded copy of `arr` (by identity), or None if it was not reachable."""
@@ -454,6 +499,18 @@ class Snapshot:
                 p.arrays.append((arr, saved_a))
                 p.descriptions.append(f"array {arr.shape} changed in place")
         return p
+
+
+# A path in messages, built only when needed: a name, or (parent path, suffix).
+_Path = str | tuple[Any, str]
+
+
+def _render(path: _Path) -> str:
+    parts = []
+    while isinstance(path, tuple):
+        path, suffix = path
+        parts.append(suffix)
+    return path + "".join(reversed(parts))
 
 
 class _Sequence:
