@@ -19,7 +19,7 @@ import gc
 import random
 import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -307,13 +307,13 @@ class Patch:
             for obj, desc, value in slots:
                 _set_slot(obj, desc, value)
             for d, saved in dicts:
-                d.clear()
-                d.update(saved)
+                dict.clear(d)
+                dict.update(d, saved)
             for lst, saved_l in lists:
-                lst[:] = saved_l
+                list.__setitem__(lst, slice(None), saved_l)
             for s, saved_s in sets:
-                s.clear()
-                s.update(saved_s)
+                set.clear(s)
+                set.update(s, saved_s)
             for put_back in sequences:
                 put_back()
 
@@ -329,6 +329,12 @@ class Snapshot:
 
     Arrays in `exclude` (by identity) are recorded for the final restore but left out of
     patches, because the checker itself perturbs and puts them back.
+
+    With `protect_bytes`, writeable arrays of at least that many bytes are not copied but made
+    read-only until `restore()` (a layer holding its training data must not cost a copy of it).
+    A write into one then raises numpy's read-only ValueError instead of going unrestored; see
+    `is_protection_fault`, `run_protected`, and `release` for the arrays the caller itself
+    writes into.
     """
 
     def __init__(
@@ -336,8 +342,14 @@ class Snapshot:
         roots: Iterable[Any],
         exclude: Iterable[np.ndarray] = (),
         names: Sequence[str] = (),
+        protect_bytes: int | None = None,
     ) -> None:
         self.exclude = {id(a) for a in exclude}
+        self.protect_bytes = protect_bytes
+        self.copied_bytes = 0
+        # Read-only until restore(): arrays owning their data first, then views of them.
+        self.protected: list[np.ndarray] = []
+        self._big: list[np.ndarray] = []
         self.arrays: list[tuple[np.ndarray, np.ndarray]] = []
         self.objects: list[tuple[Any, dict[str, Any]]] = []
         self.slotted: list[tuple[Any, list[tuple[Any, Any]]]] = []
@@ -350,6 +362,71 @@ class Snapshot:
         self._keep: list[Any] = []  # keeps visited objects alive so ids stay unique
         self._walk([(root, names[i] if i < len(names) else f"root{i}")
                     for i, root in enumerate(roots)])
+        self._protect(self._big)
+        del self._big
+
+    def _record(self, arr: np.ndarray, first: bool = False) -> None:
+        if first:
+            self.arrays.insert(0, (arr, arr.copy()))
+        else:
+            self.arrays.append((arr, arr.copy()))
+        self.copied_bytes += arr.nbytes
+        _count_copy(arr.nbytes)
+
+    def _protect(self, big: list[np.ndarray]) -> None:
+        """Make `big` read-only, or copy those that cannot be protected soundly.
+
+        Setting an array read-only leaves views made earlier writeable, so a view is protected
+        only together with the array owning its memory (views made from then on are read-only
+        too). Memory owned by something else (a bytearray, an mmap) is copied as before.
+        """
+        owners: dict[int, np.ndarray] = {}
+        views: list[np.ndarray] = []
+        for arr in big:
+            owner = arr if arr.base is None else arr.base
+            if not isinstance(owner, np.ndarray) or owner.base is not None:
+                self._record(arr)
+                continue
+            owners.setdefault(id(owner), owner)
+            if owner is not arr:
+                views.append(arr)
+        for owner in owners.values():
+            if owner.flags.writeable:
+                owner.flags.writeable = False
+                self.protected.append(owner)
+        mine = {id(a) for a in self.protected}
+        for view in views:
+            if id(view.base) not in mine:
+                # A writeable view of memory its owner was told not to write: other views may
+                # write it too, so only a copy is safe.
+                self._record(view)
+                continue
+            view.flags.writeable = False
+            self.protected.append(view)
+
+    def release(self, arrays: Iterable[Any]) -> None:
+        """Make protected arrays writeable again, recording a copy to restore them from: for
+        the arrays the caller itself writes into (the parameters it perturbs, the gradients
+        zeroed before backward). A view is released with the array owning its memory and every
+        protected view of it."""
+        for arr in arrays:
+            if not isinstance(arr, np.ndarray) or not self.protected:
+                continue
+            owner = arr if arr.base is None else arr.base
+            if not any(owner is p for p in self.protected):
+                continue
+            group = [p for p in self.protected if p is owner or p.base is owner]
+            self.protected = [p for p in self.protected if all(p is not g for g in group)]
+            for p in group:  # owner first: a view can be made writeable only after its base
+                p.flags.writeable = True
+            # Restored before the copies taken at construction: a small view copied then may
+            # have been written through since, and its bits from then must win.
+            self._record(owner, first=True)
+
+    def _unprotect(self) -> None:
+        protected, self.protected = self.protected, []
+        for arr in protected:  # owners first
+            arr.flags.writeable = True
 
     def _walk(self, roots: list[tuple[Any, _Path]]) -> None:
         """Depth-first, in the order a recursive walk would take, with an explicit stack: a
@@ -382,8 +459,13 @@ class Snapshot:
         self._keep.append(obj)
         children: list[tuple[Any, _Path]] = []
         if isinstance(obj, np.ndarray):
-            if obj.flags.writeable:
-                self.arrays.append((obj, obj.copy()))
+            if not obj.flags.writeable:
+                pass
+            elif (self.protect_bytes is not None and obj.nbytes >= self.protect_bytes
+                  and obj.dtype != object and id(obj) not in self.exclude):
+                self._big.append(obj)
+            else:
+                self._record(obj)
             if obj.dtype == object:  # a container: its elements are recorded too
                 children += [(v, (path, f".flat[{i}]")) for i, v in enumerate(obj.flat)]
         elif isinstance(obj, random.SystemRandom):
@@ -430,7 +512,17 @@ class Snapshot:
         return None
 
     def restore(self) -> None:
-        """Put every recorded container and array back as it was (identity and bits)."""
+        """Put every recorded container and array back as it was (identity and bits), and end
+        the protection of big arrays (whatever else fails: a read-only array left behind would
+        be a changed user array)."""
+        try:
+            self._put_back()
+        finally:
+            self._unprotect()
+
+    def _put_back(self) -> None:
+        # Containers through the base class methods: a subclass's clear/update/__setitem__
+        # may have side effects (a write counter) on state already put back.
         for obj, saved in self.objects:
             d = obj.__dict__
             if d.keys() != saved.keys() or any(d[k] is not v for k, v in saved.items()):
@@ -441,15 +533,15 @@ class Snapshot:
                 _set_slot(obj, desc, v)
         for dct, saved_d in self.dicts:
             if dct.keys() != saved_d.keys() or any(dct[k] is not v for k, v in saved_d.items()):
-                dct.clear()
-                dct.update(saved_d)
+                dict.clear(dct)
+                dict.update(dct, saved_d)
         for lst, saved_l in self.lists:
             if len(lst) != len(saved_l) or any(a is not b for a, b in zip(lst, saved_l)):
-                lst[:] = saved_l
+                list.__setitem__(lst, slice(None), saved_l)
         for st, saved_s in self.sets:
             if st != saved_s:
-                st.clear()
-                st.update(saved_s)
+                set.clear(st)
+                set.update(st, saved_s)
         for seq in self.sequences:
             if seq.changed():
                 seq.put_back()
@@ -511,6 +603,63 @@ def _render(path: _Path) -> str:
         path, suffix = path
         parts.append(suffix)
     return path + "".join(reversed(parts))
+
+
+# Arrays from this size on are protected rather than copied by the checker's first snapshot.
+PROTECT_BYTES = 1 << 20
+
+_copied_total = 0
+
+
+def _count_copy(nbytes: int) -> None:
+    global _copied_total
+    _copied_total += nbytes
+
+
+def copied_bytes() -> int:
+    """Bytes of array data all snapshots have copied since import: lets tests pin the cost of
+    state control by counting rather than timing."""
+    return _copied_total
+
+
+# What numpy (and buffer consumers such as Cython memoryviews) say on a write into a
+# read-only array.
+_READ_ONLY_MESSAGES = ("read-only", "readonly", "not writeable", "not writable")
+
+
+def is_protection_fault(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a write into a read-only array."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        text = str(e).lower()
+        if any(m in text for m in _READ_ONLY_MESSAGES):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+_T = TypeVar("_T")
+
+
+def run_protected(attempt: Callable[[int | None], _T]) -> _T:
+    """`attempt(PROTECT_BYTES)`; if it stumbled on a protected array (a forward or backward
+    that writes into a big array in place), `attempt(None)`, which copies every array instead.
+
+    `attempt(protect_bytes)` is one whole check: it snapshots with
+    `Snapshot(..., protect_bytes=protect_bytes)`, releases what it writes into itself, and
+    restores in `finally`, so the second attempt starts from the user's state.
+    """
+    try:
+        return attempt(PROTECT_BYTES)
+    except Exception as exc:
+        if not is_protection_fault(exc):
+            raise
+    return attempt(None)
 
 
 class _Sequence:
