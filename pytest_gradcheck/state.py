@@ -3,9 +3,10 @@
 A check runs hundreds of evaluations that must each start from the same state, and must leave
 the user's objects and random streams bit for bit as they were. Two tools serve that:
 
-- `Snapshot` records everything reachable from some roots once, restores it all at the end, and
-  `Snapshot.patch()` compiles the few pieces one forward pass really changes into a `Patch` that
-  is cheap enough to apply before every evaluation (O(what changed), not a deep copy).
+- `Snapshot` records everything reachable from some roots once (big arrays made read-only
+  rather than copied, on request), restores it all at the end, and `Snapshot.patch()` compiles
+  the few pieces one forward pass really changes into a `Patch` that is cheap enough to apply
+  before every evaluation (O(what changed), not a deep copy).
 - `RandomSource` wraps each random stream (numpy's global RNG, Python's `random`, private
   Generators/RandomStates) with save/restore and a cheap reset for the global streams.
 """
@@ -334,7 +335,9 @@ class Snapshot:
     read-only until `restore()` (a layer holding its training data must not cost a copy of it).
     A write into one then raises numpy's read-only ValueError instead of going unrestored; see
     `is_protection_fault`, `run_protected`, and `release` for the arrays the caller itself
-    writes into.
+    writes into. Views made before the snapshot keep their own flag: reachable ones are
+    protected or copied with the rest, but a write through a view reachable from nowhere the
+    walk goes (a closure cell, a module global) is not caught, as no state there is restored.
     """
 
     def __init__(
