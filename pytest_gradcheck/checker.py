@@ -60,6 +60,7 @@ from .state import (
     SeededGlobalNumpy,
     SeededGlobalPython,
     Snapshot,
+    run_protected,
 )
 
 
@@ -185,12 +186,22 @@ class Checker:
     def run(self) -> CheckResult:
         """The five phases, with the layer, the inputs and every random stream put back."""
         start = time.perf_counter()
+        result = run_protected(self._attempt)
+        result.elapsed = time.perf_counter() - start
+        return result
+
+    def _attempt(self, protect_bytes: int | None) -> CheckResult:
+        """One whole check. With `protect_bytes`, arrays that big are made read-only rather
+        than copied; a forward that writes into one makes `run_protected` try again without."""
+        self.notes, self.forward_calls, self.backward_calls = [], 0, 0
         try:
             self.access = self._adapt()
             with Restorer() as undo:
                 roots = self.access.state_roots()
                 original = Snapshot([*roots, *self.user_inputs],
-                                    names=[self.label] * len(roots))
+                                    names=[self.label] * len(roots),
+                                    protect_bytes=protect_bytes)
+                self._original = original
                 undo.push(original.restore)
                 np_global = SeededGlobalNumpy(self.opts.seed)
                 undo.push(np_global.give_back)
@@ -207,7 +218,6 @@ class Checker:
         except GradcheckUsageError as exc:
             self._claim(exc)  # every usage error raised during a check concerns this layer
             raise
-        result.elapsed = time.perf_counter() - start
         return result
 
     def prepare(
@@ -239,6 +249,10 @@ class Checker:
         first_out = np.array(self._output(self._forward(work)), copy=True)
         self._input_arrays = [a for a in work if isinstance(a, np.ndarray)]
         params, param_rows = self._select_params(self._not_inputs(access.parameters()))
+        # The checker perturbs parameters and zeroes gradients in place: no protection there.
+        self._original.release(
+            [a for p in params for a in (p.get(), p.grad() if p.grad is not None else None)]
+        )
         param_arrays, low = self._promote(params)
         input_names = access.input_names(len(work))
         arrays, input_rows = self._checked_inputs(work, input_names)

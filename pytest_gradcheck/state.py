@@ -3,9 +3,10 @@
 A check runs hundreds of evaluations that must each start from the same state, and must leave
 the user's objects and random streams bit for bit as they were. Two tools serve that:
 
-- `Snapshot` records everything reachable from some roots once, restores it all at the end, and
-  `Snapshot.patch()` compiles the few pieces one forward pass really changes into a `Patch` that
-  is cheap enough to apply before every evaluation (O(what changed), not a deep copy).
+- `Snapshot` records everything reachable from some roots once (big arrays made read-only
+  rather than copied, on request), restores it all at the end, and `Snapshot.patch()` compiles
+  the few pieces one forward pass really changes into a `Patch` that is cheap enough to apply
+  before every evaluation (O(what changed), not a deep copy).
 - `RandomSource` wraps each random stream (numpy's global RNG, Python's `random`, private
   Generators/RandomStates) with save/restore and a cheap reset for the global streams.
 """
@@ -15,10 +16,11 @@ from __future__ import annotations
 import array
 import collections
 import contextlib
+import gc
 import random
 import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,6 +36,7 @@ _OPAQUE = (
     types.CodeType,
     types.FrameType,
 )
+_NOT_WALKED = (*_ATOMIC, *_OPAQUE)
 _RANDOM_TYPES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
 
 
@@ -136,6 +139,7 @@ class SeededGlobalNumpy(RandomSource):
     def __init__(self, seed: int) -> None:
         self.seed = global_seed(seed)
         self.obj = np.random.mtrand._rand
+        self._bit_generator = self.obj._bit_generator
         self.label = "numpy global RNG"
         self._reseed_resets = _legacy_mt19937(self.obj)
         # Raw MT19937 bytes (well under a microsecond to read or write) where that works.
@@ -150,21 +154,38 @@ class SeededGlobalNumpy(RandomSource):
         self._saved: Any = None if self._raw is not None else self.get()
 
     @property
-    def saved(self) -> Any:  # type: ignore[override]
+    def saved(self) -> Any:
         """The state right after seeding (built on demand: only the slow paths need it)."""
         if self._saved is None:
             self._saved = np.random.RandomState(self.seed).get_state()
         return self._saved
 
+    def _swapped(self) -> bool:
+        return (np.random.mtrand._rand is not self.obj
+                or self.obj._bit_generator is not self._bit_generator)
+
+    def _put_back_generator(self) -> None:
+        """Undo a forward that replaced numpy's global RandomState or its bit generator
+        (`np.random.set_bit_generator`, `mtrand._rand = ...`): the saved states fit only the
+        original generator, and `set_state` raises ValueError on another kind."""
+        np.random.mtrand._rand = self.obj
+        if self.obj._bit_generator is not self._bit_generator:
+            # Acts on mtrand._rand, just put back; re-wires the C-level generator as well.
+            _set_bit_generator(self._bit_generator)
+
     def restore(self) -> None:
+        if self._swapped():
+            self._put_back_generator()
         # Reseeding reproduces the saved state bit for bit (gauss cache included), ~20x cheaper
         # than set_state.
         if self._reseed_resets:
-            np.random.seed(self.seed)
+            self.obj.seed(self.seed)
         else:
             self.set(self.saved)
 
     def changed(self) -> bool:
+        if self._swapped():
+            return True
         if self._raw is None:
             return super().changed()
         # From a freshly seeded state any draw rewrites the key or moves `pos`; the gauss cache
@@ -174,20 +195,32 @@ class SeededGlobalNumpy(RandomSource):
     def resetter(self) -> Callable[[], None]:
         if not self._reseed_resets:
             return self.restore
-        seed, reseed = self.seed, np.random.seed
-        return lambda: reseed(seed)
+        seed, reseed, swapped, put_back = (
+            self.seed, self.obj.seed, self._swapped, self._put_back_generator)
+
+        def reset() -> None:
+            if swapped():  # ~0.1 us; a forward that swaps the generator swaps it every time
+                put_back()
+            reseed(seed)
+
+        return reset
 
     def give_back(self) -> None:
+        """Put the user's generator and its state back, whatever forward did to them."""
+        self._put_back_generator()
         if self._write_raw is not None and self._user_raw is not None:
             has_gauss, gauss = self.user_state[3], self.user_state[4]
             if not has_gauss and gauss == 0.0:
                 # Reseeding empties the gauss cache as the user's was; the generator itself is
                 # then written back raw: ~2 us where set_state costs ~35 us.
-                np.random.seed(self.seed)
+                self.obj.seed(self.seed)
                 self._write_raw(self._user_raw)
                 return
         self.set(self.user_state)
 
+
+# Captured at import: a forward may rebind the module attribute too.
+_set_bit_generator = np.random.mtrand.set_bit_generator
 
 # (bit generator, state address, size) of the global RandomState, once its layout is verified.
 _MT_RAW: tuple[Any, int, int] | None = None
@@ -233,10 +266,10 @@ class SeededGlobalPython(RandomSource):
     def __init__(self, seed: int) -> None:
         self.user_state = random.getstate()
         random.seed(global_seed(seed))
-        super().__init__(random._inst, "Python random")  # type: ignore[attr-defined]
+        super().__init__(random._inst, "Python random")
 
     def give_back(self) -> None:
-        random.setstate(self.user_state)
+        self.obj.setstate(self.user_state)  # not random.setstate: forward may rebind it
 
 
 class Patch:
@@ -277,13 +310,13 @@ class Patch:
             for obj, desc, value in slots:
                 _set_slot(obj, desc, value)
             for d, saved in dicts:
-                d.clear()
-                d.update(saved)
+                dict.clear(d)
+                dict.update(d, saved)
             for lst, saved_l in lists:
-                lst[:] = saved_l
+                list.__setitem__(lst, slice(None), saved_l)
             for s, saved_s in sets:
-                s.clear()
-                s.update(saved_s)
+                set.clear(s)
+                set.update(s, saved_s)
             for put_back in sequences:
                 put_back()
 
@@ -299,6 +332,14 @@ class Snapshot:
 
     Arrays in `exclude` (by identity) are recorded for the final restore but left out of
     patches, because the checker itself perturbs and puts them back.
+
+    With `protect_bytes`, writeable arrays of at least that many bytes are not copied but made
+    read-only until `restore()` (a layer holding its training data must not cost a copy of it).
+    A write into one then raises numpy's read-only ValueError instead of going unrestored; see
+    `is_protection_fault`, `run_protected`, and `release` for the arrays the caller itself
+    writes into. Views made before the snapshot keep their own flag: reachable ones are
+    protected or copied with the rest, but a write through a view reachable from nowhere the
+    walk goes (a closure cell, a module global) is not caught, as no state there is restored.
     """
 
     def __init__(
@@ -306,8 +347,14 @@ class Snapshot:
         roots: Iterable[Any],
         exclude: Iterable[np.ndarray] = (),
         names: Sequence[str] = (),
+        protect_bytes: int | None = None,
     ) -> None:
         self.exclude = {id(a) for a in exclude}
+        self.protect_bytes = protect_bytes
+        self.copied_bytes = 0
+        # Read-only until restore(): arrays owning their data first, then views of them.
+        self.protected: list[np.ndarray] = []
+        self._big: list[np.ndarray] = []
         self.arrays: list[tuple[np.ndarray, np.ndarray]] = []
         self.objects: list[tuple[Any, dict[str, Any]]] = []
         self.slotted: list[tuple[Any, list[tuple[Any, Any]]]] = []
@@ -318,66 +365,149 @@ class Snapshot:
         self.random_objects: list[tuple[Any, str]] = []
         self._seen: set[int] = set()
         self._keep: list[Any] = []  # keeps visited objects alive so ids stay unique
-        for i, root in enumerate(roots):
-            self._visit(root, names[i] if i < len(names) else f"root{i}")
+        self._walk([(root, names[i] if i < len(names) else f"root{i}")
+                    for i, root in enumerate(roots)])
+        self._protect(self._big)
+        del self._big
 
-    def _visit(self, obj: Any, path: str) -> None:
-        if isinstance(obj, (*_ATOMIC, *_OPAQUE)):
-            return
+    def _record(self, arr: np.ndarray, first: bool = False) -> None:
+        if first:
+            self.arrays.insert(0, (arr, arr.copy()))
+        else:
+            self.arrays.append((arr, arr.copy()))
+        self.copied_bytes += arr.nbytes
+        _count_copy(arr.nbytes)
+
+    def _protect(self, big: list[np.ndarray]) -> None:
+        """Make `big` read-only, or copy those that cannot be protected soundly.
+
+        Setting an array read-only leaves views made earlier writeable, so a view is protected
+        only together with the array owning its memory (views made from then on are read-only
+        too). Memory owned by something else (a bytearray, an mmap) is copied as before.
+        """
+        owners: dict[int, np.ndarray] = {}
+        views: list[np.ndarray] = []
+        for arr in big:
+            owner = arr if arr.base is None else arr.base
+            if not isinstance(owner, np.ndarray) or owner.base is not None:
+                self._record(arr)
+                continue
+            owners.setdefault(id(owner), owner)
+            if owner is not arr:
+                views.append(arr)
+        for owner in owners.values():
+            if owner.flags.writeable:
+                owner.flags.writeable = False
+                self.protected.append(owner)
+        mine = {id(a) for a in self.protected}
+        for view in views:
+            if id(view.base) not in mine:
+                # A writeable view of memory its owner was told not to write: other views may
+                # write it too, so only a copy is safe.
+                self._record(view)
+                continue
+            view.flags.writeable = False
+            self.protected.append(view)
+
+    def release(self, arrays: Iterable[Any]) -> None:
+        """Make protected arrays writeable again, recording a copy to restore them from: for
+        the arrays the caller itself writes into (the parameters it perturbs, the gradients
+        zeroed before backward). A view is released with the array owning its memory and every
+        protected view of it."""
+        for arr in arrays:
+            if not isinstance(arr, np.ndarray) or not self.protected:
+                continue
+            owner = arr if arr.base is None else arr.base
+            if not any(owner is p for p in self.protected):
+                continue
+            group = [p for p in self.protected if p is owner or p.base is owner]
+            self.protected = [p for p in self.protected if all(p is not g for g in group)]
+            for p in group:  # owner first: a view can be made writeable only after its base
+                p.flags.writeable = True
+            # Restored before the copies taken at construction: a small view copied then may
+            # have been written through since, and its bits from then must win.
+            self._record(owner, first=True)
+
+    def _unprotect(self) -> None:
+        protected, self.protected = self.protected, []
+        for arr in protected:  # owners first
+            arr.flags.writeable = True
+
+    def _walk(self, roots: list[tuple[Any, _Path]]) -> None:
+        """Depth-first, in the order a recursive walk would take, with an explicit stack: a
+        linked chain of many thousand nodes must not exhaust Python's recursion limit. Paths
+        stay (parent, suffix) pairs until one is needed, so a deep chain costs no quadratic
+        string building."""
+        stack = roots[::-1]
+        visit = self._visit
+        # The walk allocates a few objects per node and frees none: on a large graph the
+        # cyclic collector would run again and again over everything kept so far.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while stack:
+                obj, path = stack.pop()
+                children = visit(obj, path)
+                if children:
+                    stack.extend(reversed(children))
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _visit(self, obj: Any, path: _Path) -> list[tuple[Any, _Path]]:
+        """Records obj; returns the objects it holds, to be visited next."""
+        if isinstance(obj, _NOT_WALKED):
+            return []
         if id(obj) in self._seen:
-            return
+            return []
         self._seen.add(id(obj))
         self._keep.append(obj)
+        children: list[tuple[Any, _Path]] = []
         if isinstance(obj, np.ndarray):
-            if obj.flags.writeable:
-                self.arrays.append((obj, obj.copy()))
+            if not obj.flags.writeable:
+                pass
+            elif (self.protect_bytes is not None and obj.nbytes >= self.protect_bytes
+                  and obj.dtype != object and id(obj) not in self.exclude):
+                self._big.append(obj)
+            else:
+                self._record(obj)
             if obj.dtype == object:  # a container: its elements are recorded too
-                for i, v in enumerate(obj.flat):
-                    self._visit(v, f"{path}.flat[{i}]")
-            return
-        if isinstance(obj, random.SystemRandom):
-            return  # the operating system's entropy: no state to record or restore
-        if isinstance(obj, _RANDOM_TYPES):
-            self.random_objects.append((obj, path))
-            return
-        if isinstance(obj, dict):
+                children += [(v, (path, f".flat[{i}]")) for i, v in enumerate(obj.flat)]
+        elif isinstance(obj, random.SystemRandom):
+            return []  # the operating system's entropy: no state to record or restore
+        elif isinstance(obj, _RANDOM_TYPES):
+            self.random_objects.append((obj, _render(path)))
+            return []
+        elif isinstance(obj, dict):
             self.dicts.append((obj, dict(obj)))
             for k, v in list(obj.items()):
                 if not isinstance(k, _ATOMIC):  # objects hashed by identity can change
-                    self._visit(k, f"{path} key {k!r}")
-                self._visit(v, f"{path}[{k!r}]")
-            return
-        if isinstance(obj, list):
+                    children.append((k, (path, f" key {k!r}")))
+                children.append((v, (path, f"[{k!r}]")))
+        elif isinstance(obj, list):
             self.lists.append((obj, list(obj)))
-            for i, v in enumerate(list(obj)):
-                self._visit(v, f"{path}[{i}]")
-            return
-        if isinstance(obj, set):
+            children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+        elif isinstance(obj, set):
             self.sets.append((obj, set(obj)))
-            for v in list(obj):
-                self._visit(v, f"{path} element")
-            return
-        if isinstance(obj, (collections.deque, bytearray, array.array)):
+            children += [(v, (path, " element")) for v in list(obj)]
+        elif isinstance(obj, (collections.deque, bytearray, array.array)):
             self.sequences.append(_Sequence(obj))
             if isinstance(obj, collections.deque):
-                for i, v in enumerate(list(obj)):
-                    self._visit(v, f"{path}[{i}]")
-            return
-        if isinstance(obj, (tuple, frozenset)):
-            for i, v in enumerate(obj):
-                self._visit(v, f"{path}[{i}]")
-            return
+                children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+        elif isinstance(obj, (tuple, frozenset)):
+            children += [(v, (path, f"[{i}]")) for i, v in enumerate(obj)]
+        # Attributes and slots, of plain objects and of container subclasses alike (a dict
+        # subclass with a counter attribute).
         d = getattr(obj, "__dict__", None)
         if isinstance(d, dict):
             self.objects.append((obj, dict(d)))
-            for k, v in list(d.items()):
-                self._visit(v, f"{path}.{k}")
+            children += [(v, (path, f".{k}")) for k, v in list(d.items())]
         slots = _slot_values(obj)
         if slots:
             self.slotted.append((obj, slots))
-            for desc, v in slots:
-                if v is not _UNSET_SLOT:
-                    self._visit(v, f"{path}.{desc.__name__}")
+            children += [(v, (path, f".{desc.__name__}"))
+                         for desc, v in slots if v is not _UNSET_SLOT]
+        return children
 
     def saved_array(self, arr: np.ndarray) -> np.ndarray | None:
         """The recorded copy of `arr` (by identity), or None if it was not reachable."""
@@ -387,7 +517,17 @@ class Snapshot:
         return None
 
     def restore(self) -> None:
-        """Put every recorded container and array back as it was (identity and bits)."""
+        """Put every recorded container and array back as it was (identity and bits), and end
+        the protection of big arrays (whatever else fails: a read-only array left behind would
+        be a changed user array)."""
+        try:
+            self._put_back()
+        finally:
+            self._unprotect()
+
+    def _put_back(self) -> None:
+        # Containers through the base class methods: a subclass's clear/update/__setitem__
+        # may have side effects (a write counter) on state already put back.
         for obj, saved in self.objects:
             d = obj.__dict__
             if d.keys() != saved.keys() or any(d[k] is not v for k, v in saved.items()):
@@ -398,15 +538,15 @@ class Snapshot:
                 _set_slot(obj, desc, v)
         for dct, saved_d in self.dicts:
             if dct.keys() != saved_d.keys() or any(dct[k] is not v for k, v in saved_d.items()):
-                dct.clear()
-                dct.update(saved_d)
+                dict.clear(dct)
+                dict.update(dct, saved_d)
         for lst, saved_l in self.lists:
             if len(lst) != len(saved_l) or any(a is not b for a, b in zip(lst, saved_l)):
-                lst[:] = saved_l
+                list.__setitem__(lst, slice(None), saved_l)
         for st, saved_s in self.sets:
             if st != saved_s:
-                st.clear()
-                st.update(saved_s)
+                set.clear(st)
+                set.update(st, saved_s)
         for seq in self.sequences:
             if seq.changed():
                 seq.put_back()
@@ -456,6 +596,75 @@ class Snapshot:
                 p.arrays.append((arr, saved_a))
                 p.descriptions.append(f"array {arr.shape} changed in place")
         return p
+
+
+# A path in messages, built only when needed: a name, or (parent path, suffix).
+_Path = str | tuple[Any, str]
+
+
+def _render(path: _Path) -> str:
+    parts = []
+    while isinstance(path, tuple):
+        path, suffix = path
+        parts.append(suffix)
+    return path + "".join(reversed(parts))
+
+
+# Arrays from this size on are protected rather than copied by the checker's first snapshot.
+PROTECT_BYTES = 1 << 20
+
+_copied_total = 0
+
+
+def _count_copy(nbytes: int) -> None:
+    global _copied_total
+    _copied_total += nbytes
+
+
+def copied_bytes() -> int:
+    """Bytes of array data all snapshots have copied since import: lets tests pin the cost of
+    state control by counting rather than timing."""
+    return _copied_total
+
+
+# What numpy (and buffer consumers such as Cython memoryviews) say on a write into a
+# read-only array.
+_READ_ONLY_MESSAGES = ("read-only", "readonly", "not writeable", "not writable")
+
+
+def is_protection_fault(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a write into a read-only array."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        text = str(e).lower()
+        if any(m in text for m in _READ_ONLY_MESSAGES):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+_T = TypeVar("_T")
+
+
+def run_protected(attempt: Callable[[int | None], _T]) -> _T:
+    """`attempt(PROTECT_BYTES)`; if it stumbled on a protected array (a forward or backward
+    that writes into a big array in place), `attempt(None)`, which copies every array instead.
+
+    `attempt(protect_bytes)` is one whole check: it snapshots with
+    `Snapshot(..., protect_bytes=protect_bytes)`, releases what it writes into itself, and
+    restores in `finally`, so the second attempt starts from the user's state.
+    """
+    try:
+        return attempt(PROTECT_BYTES)
+    except Exception as exc:
+        if not is_protection_fault(exc):
+            raise
+    return attempt(None)
 
 
 class _Sequence:

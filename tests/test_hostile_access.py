@@ -343,8 +343,6 @@ class CountingSeq(Seq):
         return super().forward(x)
 
 
-@pytest.mark.xfail(strict=False, reason="restore of list/dict subclass attributes lands with "
-                   "state.py")
 def test_list_subclass_own_attributes_are_restored() -> None:
     seq = CountingSeq([linear(3, 4)])
     seq.count = 41
