@@ -119,6 +119,7 @@ def elementwise(
     indices: np.ndarray | None = None,
 ) -> ArrayVerdict:
     """Central differences at every element (or at `indices`)."""
+    judging = judging.for_array(t.array)
     eps, tol = judging.step, judging.tolerance
     flat = t.array.reshape(-1)
     assert t.analytic is not None
@@ -245,6 +246,7 @@ def fast(
     the one-sided slopes) has its share taken out of the mismatch, and the search goes on until
     what is left is within tolerance. Later directions leave the elements found out.
     """
+    judging = judging.for_array(t.array)
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
     line = _Line(t, evaluate, eps)

@@ -106,6 +106,13 @@ class Judging:
     step: float
     rtol: float
     tolerance: Tolerance  # rtol, and atol with the objective's noise floor at this step
+    noise: float = 0.0  # the objective's rounding noise that `tolerance` allows for
+    atol: float = 0.0  # the caller's absolute tolerance, before the noise floor
+
+    def for_array(self, values: np.ndarray) -> Judging:
+        """The judging of one checked array (its step and the tolerance at that step); the
+        modes ask for it once per array. Every array shares one step for now."""
+        return self
 
 
 def judging(
@@ -121,7 +128,7 @@ def judging(
     default_step, default_rtol = PRECISION_DEFAULTS[precision]
     step = default_step if step is None else step
     rtol = default_rtol if rtol is None else rtol
-    return Judging(precision, step, rtol, make_tolerance(rtol, atol, noise, step))
+    return Judging(precision, step, rtol, make_tolerance(rtol, atol, noise, step), noise, atol)
 
 
 def perturbed_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
