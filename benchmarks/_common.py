@@ -228,12 +228,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain-text table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+    widths = [max(len(c) for c in col) for col in zip(columns, *rows)]
     lines = [
         " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        for row in (header, *rows)
+        for row in (columns, *rows)
     ]
     rule = "-+-".join("-" * w for w in widths)
     return "\n".join([lines[0], rule, *lines[1:]])
