@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python benchmarks/bench.py                  # all three tables (~5 minutes)
+    python benchmarks/bench.py                  # all three tables (~6-8 minutes)
     python benchmarks/bench.py --quick          # fewer repeats and seeds (under 2 minutes)
     python benchmarks/bench.py --tables A,C --json bench.json
 
