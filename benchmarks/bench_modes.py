@@ -1,42 +1,34 @@
-"""Cost of each gradcheck mode, against the bare-loop floor and torch.autograd.gradcheck.
-
-Run from the repository root:
-
-    python benchmarks/bench_modes.py            # best of several interleaved repeats
-    python benchmarks/bench_modes.py --quick    # fewer repeats; torch slow mode on small layers
-
-Every figure is measured in this one run and process, so the ratios compare like with like on
-whatever the machine is doing right now. Each timing is the best of several repeats, and the
-repeats of one layer are interleaved (floor, full, sample, ... floor, full, ...) so that a burst of
-load from other processes on a shared machine hits all columns alike rather than one.
+"""Table B: every mode of check() on five layers, against the floor of full mode and torch.
 
 The floor is the bare work of full mode written as a tight loop, with no state or random-stream
 control at all: one forward and one backward, then for every checked element: perturb it up,
 forward, the scalar objective float(np.vdot(g, out)), perturb it down, forward, objective, put it
 back, store the difference quotient. Anything check(mode="full") spends above that is overhead.
 
-torch is optional (`pip install -e .[bench]`); without it the torch columns read n/a. The torch
-layers are the same functions in float64, with the same parameter values, checked with
-torch.autograd.gradcheck over the input and every parameter, as a torch user would write it.
+The torch layers are the same functions in float64, with the same parameter values, checked
+with torch.autograd.gradcheck over the input and every parameter, as a torch user would write
+it: no wrapper in the timed runs; calls are counted in a separate untimed run.
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
-import os
-import platform
-import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
-
-# Runnable as a plain script from a checkout, without installing the package first.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import (
+    fmt_s,
+    fmt_x,
+    measure,
+    ratio,
+    table,
+    to_torch,
+    torch,
+    torch_calls,
+    torch_gradcheck,
+)
 
 from example_nn import (
     BatchNorm1d,
@@ -47,17 +39,14 @@ from example_nn import (
     Sequential,
     iter_layers,
 )
-from pytest_gradcheck import Options, check
+from pytest_gradcheck import CheckResult, Options, check
 
-try:
-    import torch
+if torch is not None:
     import torch.nn.functional as F
-except ImportError:  # torch is a benchmark-only extra, never a runtime dependency
-    torch = None
-    F = None
 
 MODES = ("full", "sample", "fast", "auto")
 EPS = 1e-6
+QUICK_TORCH_SLOW_LIMIT = 5_000  # torch's slow mode at 25k elements takes ~25 s
 
 
 @dataclass
@@ -69,7 +58,6 @@ class Case:
     inputs: tuple[np.ndarray, ...]
     torch_fn: Callable[..., Any] | None = None
     torch_inputs: tuple[Any, ...] = ()
-    torch_prepare: Callable[[], None] | None = None
 
     def arrays(self) -> list[np.ndarray]:
         """The arrays check() perturbs: float inputs, then every layer's params."""
@@ -86,11 +74,6 @@ class Case:
 # -- the layers ------------------------------------------------------------------------------
 
 
-def _t(a: np.ndarray) -> Any:
-    """A float64 leaf tensor with a copy of `a`, requiring grad (gradcheck's inputs)."""
-    return torch.tensor(np.array(a, dtype=np.float64), requires_grad=True)
-
-
 def linear_case(name: str, n_in: int, n_out: int, batch: int) -> Case:
     rng = np.random.default_rng(1)
     layer = Linear(n_in, n_out, rng=rng)
@@ -100,7 +83,8 @@ def linear_case(name: str, n_in: int, n_out: int, batch: int) -> Case:
     if torch is not None:
         # torch stores the weight as (out, in): the transpose of example_nn's W.
         case.torch_fn = F.linear
-        case.torch_inputs = (_t(x), _t(layer.params["W"].T), _t(layer.params["b"]))
+        p = layer.params
+        case.torch_inputs = (to_torch(x), to_torch(p["W"].T), to_torch(p["b"]))
     return case
 
 
@@ -112,7 +96,7 @@ def conv_case() -> Case:
     case = Case("conv2d 3->8 k3 on 4x3x16x16", layer, (x,))
     if torch is not None:
         case.torch_fn = lambda x, w, b: F.conv2d(x, w, b, padding=1)
-        case.torch_inputs = (_t(x), _t(layer.params["W"]), _t(layer.params["b"]))
+        case.torch_inputs = (to_torch(x), to_torch(layer.params["W"]), to_torch(layer.params["b"]))
     return case
 
 
@@ -129,7 +113,8 @@ def batchnorm_case() -> Case:
         rm, rv = torch.zeros(64, dtype=torch.float64), torch.ones(64, dtype=torch.float64)
         case.torch_fn = lambda x, g, b: F.batch_norm(x, rm, rv, g, b, training=True,
                                                      momentum=0.1, eps=1e-5)
-        case.torch_inputs = (_t(x), _t(layer.params["gamma"]), _t(layer.params["beta"]))
+        p = layer.params
+        case.torch_inputs = (to_torch(x), to_torch(p["gamma"]), to_torch(p["beta"]))
     return case
 
 
@@ -154,10 +139,9 @@ def network_case() -> Case:
             return F.linear(h, w2, b2)
 
         case.torch_fn = net
-        case.torch_inputs = (
-            _t(x), _t(l1.params["W"].T), _t(l1.params["b"]), _t(bn.params["gamma"]),
-            _t(bn.params["beta"]), _t(l2.params["W"].T), _t(l2.params["b"]),
-        )
+        arrays = (x, l1.params["W"].T, l1.params["b"], bn.params["gamma"], bn.params["beta"],
+                  l2.params["W"].T, l2.params["b"])
+        case.torch_inputs = tuple(to_torch(a) for a in arrays)
     return case
 
 
@@ -205,183 +189,70 @@ def bare_loop(case: Case) -> int:
     return calls
 
 
-def run_check(case: Case, mode: str) -> Any:
-    return check(case.layer, *case.inputs, mode=mode)
+def _record(results: dict[str, CheckResult], case: Case, mode: str) -> None:
+    results[mode] = check(case.layer, *case.inputs, mode=mode)
 
 
-class TorchCounter:
-    """Wraps a torch function to count forward calls and backward passes through its output."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        self.forward = 0
-        self.backward = 0
-
-    def _hook(self, grad: Any) -> None:
-        self.backward += 1
-
-    def __call__(self, *args: Any) -> Any:
-        self.forward += 1
-        out = self.fn(*args)
-        if out.requires_grad:
-            out.register_hook(self._hook)
-        return out
-
-
-def run_torch(case: Case, fast: bool) -> TorchCounter:
-    counter = TorchCounter(case.torch_fn)
-    ok = torch.autograd.gradcheck(counter, case.torch_inputs, fast_mode=fast)
-    if not ok:  # gradcheck raises by default; this is belt and braces
-        raise RuntimeError(f"torch gradcheck failed on {case.name}")
-    return counter
-
-
-@dataclass
-class Timing:
-    times: list[float] = field(default_factory=list)
-    calls: str = ""
-    note: str = ""
-
-    @property
-    def best(self) -> float | None:
-        return min(self.times) if self.times else None
-
-
-def measure(
-    jobs: dict[str, Callable[[], Any]], repeats: int, budget: float
-) -> dict[str, list[float]]:
-    """Best-of timings, interleaved: every round runs each job once, in the same order.
-
-    A job stops repeating once it has had `repeats` runs or spent `budget` seconds, so a 30 s
-    torch run is timed once while a 2 ms one gets every repeat. As in `timeit`, the garbage
-    collector is off while a job is timed (and runs between rounds), so a collection
-    triggered by one job's garbage is not billed to another.
-    """
-    times: dict[str, list[float]] = {k: [] for k in jobs}
-    for _ in range(repeats):
-        gc.collect()
-        for name, job in jobs.items():
-            if times[name] and sum(times[name]) >= budget:
-                continue
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                job()
-                times[name].append(time.perf_counter() - start)
-            finally:
-                gc.enable()
-    return times
-
-
-# -- the table -------------------------------------------------------------------------------
-
-
-def _s(t: float | None) -> str:
-    if t is None:
-        return "n/a"
-    if t >= 1:
-        return f"{t:.2f} s"
-    if t >= 1e-3:
-        return f"{t * 1e3:.1f} ms"
-    return f"{t * 1e6:.0f} us"
-
-
-def _x(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    line = "  ".join("-" * w for w in widths)
-    fmt = [" | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                      enumerate(zip(row, widths))) for row in (header, *rows)]
-    return "\n".join([fmt[0], line.replace("  ", "-+-"), *fmt[1:]])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="fewer repeats; torch slow mode only on layers under 5,000 elements")
-    ap.add_argument("--repeats", type=int, default=None, help="rounds per layer (default 5, 2)")
-    ap.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
-    args = ap.parse_args(argv)
-    repeats = args.repeats or (2 if args.quick else 5)
-    budget = 4.0 if args.quick else 15.0
-    use_torch = torch is not None and not args.no_torch
-
-    print(f"python {platform.python_version()}, numpy {np.__version__}, "
-          f"torch {torch.__version__ if use_torch else 'n/a'}"
-          f"{f' ({torch.get_num_threads()} threads)' if use_torch else ''}, "
-          f"{os.cpu_count()} cpus; best of up to {repeats} interleaved rounds")
-    time_rows, call_rows, summary = [], [], []
+def run(
+    quick: bool, repeats: int, budget: float, use_torch: bool
+) -> tuple[str, list[dict[str, Any]]]:
+    """Measure every layer; return the printed tables and the raw rows."""
+    time_rows, call_rows, raw, verdicts = [], [], [], []
     for case in cases():
         n = case.size
-        jobs: dict[str, Callable[[], Any]] = {"floor": lambda c=case: bare_loop(c)}
+        jobs: dict[str, Callable[[], object]] = {"floor": partial(bare_loop, case)}
+        # The timed runs give our call counts too: CheckResult counts them without a wrapper.
+        results: dict[str, CheckResult] = {}
         for m in MODES:
-            jobs[m] = lambda c=case, m=m: run_check(c, m)
-        calls: dict[str, str] = {"floor": f"{2 * n + 1}/1"}
-        for m in MODES:
-            r = run_check(case, m)
-            if not r.ok:
-                print(f"!! {case.name}: mode={m} reported a failure on a correct layer\n{r}")
-            calls[m] = f"{r.forward_calls}/{r.backward_calls}"
+            jobs[m] = partial(_record, results, case, m)
+        calls: dict[str, tuple[int, int]] = {"floor": (2 * n + 1, 1)}
         skipped = ""
         if use_torch and case.torch_fn is not None:
-            for fast in (False, True):
-                key = "torch fast" if fast else "torch slow"
-                if not fast and args.quick and n > 5000:
+            for key, fast in (("torch slow", False), ("torch fast", True)):
+                if not fast and quick and n > QUICK_TORCH_SLOW_LIMIT:
                     skipped = "torch slow skipped (--quick)"
                     continue
-                c = run_torch(case, fast)
-                calls[key] = f"{c.forward}/{c.backward}"
-                jobs[key] = lambda c=case, f=fast: run_torch(c, f)
+                calls[key] = torch_calls(case.torch_fn, case.torch_inputs, fast)  # untimed
+                jobs[key] = partial(torch_gradcheck, case.torch_fn, case.torch_inputs, fast)
         times = measure(jobs, repeats, budget)
         best = {k: min(v) for k, v in times.items()}
+        for m, r in results.items():
+            if not r.ok:
+                print(f"!! {case.name}: mode={m} reported a failure on a correct layer\n{r}")
+            calls[m] = (r.forward_calls, r.backward_calls)
         floor, full, fast_t = best["floor"], best["full"], best["fast"]
         tfast, tslow = best.get("torch fast"), best.get("torch slow")
+        raw.append({"table": "B", "layer": case.name, "elements": n, "best_s": best,
+                    "times_s": times, "calls": {k: list(v) for k, v in calls.items()}})
         time_rows.append([
-            case.name, f"{n:,}", _s(floor), _s(full), _x(full / floor), _s(best["sample"]),
-            _s(fast_t), _s(best["auto"]), _x(full / fast_t), _s(tslow), _s(tfast),
-            _x(_ratio(tfast, fast_t)),
+            case.name, f"{n:,}", fmt_s(floor), fmt_s(full), fmt_x(full / floor),
+            fmt_s(best["sample"]), fmt_s(fast_t), fmt_s(best["auto"]), fmt_x(full / fast_t),
+            fmt_s(tslow), fmt_s(tfast), fmt_x(ratio(tfast, fast_t)),
         ])
         call_rows.append([
-            case.name, f"{n:,}", calls["floor"], *(calls[m] for m in MODES),
-            calls.get("torch slow", "n/a"), calls.get("torch fast", "n/a"),
+            case.name, f"{n:,}", *(f"{calls[k][0]}/{calls[k][1]}" if k in calls else "n/a"
+                                  for k in ("floor", *MODES, "torch slow", "torch fast")),
         ])
-        summary.append((case, n, full / floor, full / fast_t, _ratio(tfast, fast_t), skipped))
-
-    print()
-    print("Wall time (best of the rounds); full/floor: overhead over the bare loop; "
-          "full/fast: speed-up of fast mode; torch fast/fast: >1x means ours is faster")
-    print(_table(["layer", "elements", "floor", "full", "full/floor", "sample", "fast", "auto",
-                  "full/fast", "torch slow", "torch fast", "torch fast/fast"], time_rows))
-    print()
-    d = Options()
-    print(f"Calls made, forward/backward (sample: {d.samples} elements per array, fast: "
-          f"{d.directions} direction(s) per array, auto: full up to {d.auto_limit:,} elements "
-          "per array, fast above; floor: 2N+1 forward and 1 backward)")
-    print(_table(["layer", "elements", "floor", *MODES, "torch slow", "torch fast"], call_rows))
-    print()
-    print("Targets")
-    for case, n, r_floor, r_fast, r_torch, skipped in summary:
         limit = 1.25 if n >= 10_000 else 2.0
-        verdicts = [f"full {r_floor:.2f}x floor (target <= {limit}x): "
-                    f"{'met' if r_floor <= limit else 'NOT met'}"]
-        if n >= 10_000:
-            verdicts.append(f"fast {r_fast:.0f}x faster than full (target >= 100x): "
-                            f"{'met' if r_fast >= 100 else 'NOT met'}")
-        if r_torch is not None:
-            verdicts.append(f"fast vs torch fast_mode {r_torch:.2f}x: "
-                            f"{'faster' if r_torch > 1 else 'NOT faster'}")
-        if skipped:
-            verdicts.append(skipped)
-        print(f"  {case.name} ({n:,}): " + "; ".join(verdicts))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        verdict = (f"  {case.name} ({n:,}): full {full / floor:.2f}x its floor (target <= "
+                   f"{limit}x: {'met' if full / floor <= limit else 'NOT met'})")
+        verdicts.append(verdict + (f"; {skipped}" if skipped else ""))
+    d = Options()
+    text = "\n".join([
+        "Table B: every mode against the floor of full mode (2N+1 forwards + 1 backward) "
+        "and torch.autograd.gradcheck",
+        table(["layer", "elements", "floor", "full", "full/floor", "sample", "fast", "auto",
+               "full/fast", "torch slow", "torch fast", "torch fast/fast"], time_rows),
+        "Wall time, best of the rounds; full/floor: full mode's overhead over the bare loop; "
+        "torch fast/fast > 1 means ours is faster.",
+        "",
+        f"Calls made, forward/backward (sample: {d.samples} elements per array, fast: "
+        f"{d.directions} direction(s) per array, auto: full up to {d.auto_limit:,} elements "
+        "per array, fast above)",
+        table(["layer", "elements", "floor", *MODES, "torch slow", "torch fast"], call_rows),
+        "",
+        "Full mode over its floor (targets: at most 2x at a few hundred elements, 1.25x from "
+        "10,000 up)",
+        *verdicts,
+    ])
+    return text, raw
