@@ -1,10 +1,11 @@
 """The reference implementations the checker is tested with are themselves correct.
 
-Every function, model and layer in tests/cs231n_style.py is compared here against a plain
-central-difference loop written in this file, independent of pytest_gradcheck, in float64.
-Inputs are chosen away from kinks (ReLU at 0, hinge margins at 0), so a relative error below
-1e-6 is expected everywhere. The mode, seed and running-statistics behaviour that checks must
-respect, and the mutants that checker tests use to provoke a failure on one row, are tested too.
+Every function, model and layer in tests/cs231n_style.py, and the value-and-gradient losses and
+the two-output LSTM cell of example_nn, are compared here against a plain central-difference
+loop written in this file, independent of pytest_gradcheck, in float64. Inputs are chosen away
+from kinks (ReLU at 0, hinge margins at 0), so a relative error below 1e-6 is expected
+everywhere. The mode, seed and running-statistics behaviour that checks must respect, and the
+mutants that checker tests use to provoke a failure on one row, are tested too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import cs231n_style as cs
 import numpy as np
 import pytest
+
+from example_nn import LSTMCell, mse, softmax_cross_entropy
 
 STEP = 1e-5
 TOLERANCE = 1e-6
@@ -542,6 +545,83 @@ def test_nnfs_dropout_draws_from_the_global_generator_in_training_only() -> None
 
 
 # --------------------------------------------------------------------------------------------
+# example_nn: the LSTM cell and the losses
+# --------------------------------------------------------------------------------------------
+
+
+def test_lstm_cell(rng: np.random.Generator) -> None:
+    cell = LSTMCell(4, 3, rng=rng)
+    cell.params["b"] = 0.5 * rng.normal(size=12)
+    x, h_prev, c_prev = rng.normal(size=(5, 4)), rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    h, c = cell.forward(x, h_prev, c_prev)
+    dh, dc = rng.normal(size=h.shape), rng.normal(size=c.shape)
+    dx, dh_prev, dc_prev = cell.backward(dh, dc)
+
+    def objective() -> float:
+        h, c = cell.forward(x, h_prev, c_prev)
+        return float(np.sum(h * dh) + np.sum(c * dc))
+
+    for name, analytic, array in [
+        ("x", dx, x),
+        ("h_prev", dh_prev, h_prev),
+        ("c_prev", dc_prev, c_prev),
+    ]:
+        assert_gradient(name, analytic, numeric_gradient(objective, array))
+    grads = dict(cell.grads)  # numeric_gradient does not call backward, but be explicit
+    for name, param in cell.params.items():
+        assert_gradient(name, grads[name], numeric_gradient(objective, param))
+
+
+def test_lstm_cell_matches_the_function_pair(rng: np.random.Generator) -> None:
+    cell = LSTMCell(4, 3, rng=rng)
+    x, h_prev, c_prev = rng.normal(size=(5, 4)), rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    p = cell.params
+    next_h, next_c, cache = cs.lstm_step_forward(x, h_prev, c_prev, p["Wx"], p["Wh"], p["b"])
+    h, c = cell.forward(x, h_prev, c_prev)
+    np.testing.assert_allclose(h, next_h, rtol=1e-14)
+    np.testing.assert_allclose(c, next_c, rtol=1e-14)
+    dh, dc = rng.normal(size=h.shape), rng.normal(size=c.shape)
+    expected = cs.lstm_step_backward(dh, dc, cache)
+    got = (*cell.backward(dh, dc), cell.grads["Wx"], cell.grads["Wh"], cell.grads["b"])
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_lstm_cell_protocol(rng: np.random.Generator) -> None:
+    cell, inputs = LSTMCell.gradcheck_case(rng)
+    assert isinstance(cell, LSTMCell) and len(inputs) == 3
+    assert set(cell.params) == set(cell.grads) == {"Wx", "Wh", "b"}
+    assert np.array_equal(cell.params["b"][3:6], np.ones(3))  # forget gate starts open
+    h, c = cell.forward(*inputs)
+    assert h.shape == c.shape == inputs[1].shape
+    assert cell.eval() is cell and not cell.training and cell.train().training
+    with pytest.raises(ValueError, match="states"):
+        cell.forward(inputs[0], inputs[1][:, :2], inputs[2])
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        cell.forward(inputs[0][:, :3], inputs[1], inputs[2])
+
+
+@pytest.mark.parametrize("loss", [softmax_cross_entropy, mse], ids=["softmax-ce", "mse"])
+def test_example_nn_losses_are_value_and_gradient(
+    rng: np.random.Generator, loss: Callable[..., tuple[float, np.ndarray]]
+) -> None:
+    args = loss.gradcheck_case(rng)  # type: ignore[attr-defined]
+    assert isinstance(args, tuple) and args[0].dtype == np.float64
+    value, grad = loss(*args)
+    assert isinstance(value, float) and grad.shape == args[0].shape
+    check_value_and_grad(loss, args)
+    assert softmax_cross_entropy(*classification(rng))[0] > 0
+
+
+def test_example_nn_losses_agree_with_the_reference(rng: np.random.Generator) -> None:
+    x, y = classification(rng)
+    value, grad = softmax_cross_entropy(x, y)
+    ref_value, ref_grad = cs.softmax_loss(x, y)
+    assert value == pytest.approx(ref_value, rel=1e-14)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
 # Mutants: wrong in exactly the gradient they name
 # --------------------------------------------------------------------------------------------
 
@@ -613,6 +693,8 @@ def test_mutant_backward_differs_at_the_named_gradient_only(
         cs.svm_loss,
         cs.softmax_loss_naive,
         cs.temporal_softmax_loss,
+        softmax_cross_entropy,
+        mse,
     ],
     ids=lambda fn: fn.__name__,
 )
@@ -704,6 +786,24 @@ def test_mutant_layer_in_an_nnfs_model(rng: np.random.Generator, which: str) -> 
         np.array_equal(a.dinputs, b.dinputs)
         for a, b in zip(models[0].layers[1:], models[1].layers[1:])
     )
+
+
+@pytest.mark.parametrize("which", ["grads.Wx", "grads.Wh", "grads.b", 0, 1, 2])
+def test_mutant_layer_lstm_cell(which: str | int) -> None:
+    cells, outputs = [], []
+    for cls in (LSTMCell, cs.mutant_layer(LSTMCell, which)):
+        cell, inputs = cls.gradcheck_case(np.random.default_rng(0))
+        h, c = cell.forward(*inputs)
+        outputs.append(cell.backward(np.ones_like(h), np.ones_like(c)))
+        cells.append(cell)
+    returned = differing(outputs[1], outputs[0])
+    changed = [
+        k for k in cells[0].grads if not np.array_equal(cells[0].grads[k], cells[1].grads[k])
+    ]
+    if isinstance(which, int):
+        assert returned == [which] and changed == []
+    else:
+        assert returned == [] and changed == [which.partition(".")[2]]
 
 
 def test_the_reference_loop_rejects_the_mutants(rng: np.random.Generator) -> None:
