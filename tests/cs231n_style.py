@@ -13,7 +13,9 @@ Shapes:
   including a two-output LSTM step and an embedding with an integer input;
 - value-and-gradient functions ``loss, grad = f(...)``;
 - models with ``self.params`` and ``loss(X, y=None)`` returning scores, or ``(loss, grads)``;
-- an nnfs-book ``Model`` whose backward starts from its own loss.
+- an nnfs-book ``Model`` whose backward starts from its own loss;
+- layers with other method signatures: ``backward(x, dy)``, ``forward -> (out, cache)`` with
+  ``backward(dout, cache)``, and ``backward -> (dx, grads)``.
 """
 
 from __future__ import annotations
@@ -90,6 +92,26 @@ def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     # The batch mean and variance depend on every sample: remove the shared shift and scale.
     dx = inv_std * (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0))
     return dx, dgamma, dbeta
+
+
+def layernorm_forward(
+    x: Array, gamma: Array, beta: Array, ln_param: dict[str, Any]
+) -> tuple[Array, Cache]:
+    """Per-sample normalisation of (N, D) input over its D features, the same in train and
+    test mode; ``ln_param``: 'eps' (1e-5). Nothing is written into ``ln_param``."""
+    eps = ln_param.get("eps", 1e-5)
+    mean, var = x.mean(axis=1, keepdims=True), x.var(axis=1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * inv_std
+    return gamma * xhat + beta, (xhat, gamma, inv_std)
+
+
+def layernorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
+    xhat, gamma, inv_std = cache
+    dxhat = dout * gamma
+    mean_dxhat = dxhat.mean(axis=1, keepdims=True)
+    dx = inv_std * (dxhat - mean_dxhat - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
 
 
 def dropout_forward(x: Array, dropout_param: dict[str, Any]) -> tuple[Array, Cache]:
@@ -274,12 +296,19 @@ class TwoLayerNet:
         return float(loss), {name: grads[name] for name in p}
 
 
-class FullyConnectedNet:
-    """{affine - [batchnorm] - relu - [dropout]} x (L - 1) - affine - softmax.
+_NORMALIZATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "batchnorm": (batchnorm_forward, batchnorm_backward),
+    "layernorm": (layernorm_forward, layernorm_backward),
+}
 
-    Parameters ``W1..WL``, ``b1..bL`` and, with ``normalization='batchnorm'``,
+
+class FullyConnectedNet:
+    """{affine - [batchnorm or layernorm] - relu - [dropout]} x (L - 1) - affine - softmax.
+
+    Parameters ``W1..WL``, ``b1..bL`` and, with ``normalization`` 'batchnorm' or 'layernorm',
     ``gamma1..gamma(L-1)`` / ``beta1..beta(L-1)``, all cast to ``dtype``. ``bn_params`` holds
-    one dict per hidden layer (empty list without batchnorm); ``dropout_param`` is
+    one dict per hidden layer (``{'mode': 'train'}`` for batchnorm, ``{}`` for layernorm,
+    empty list without normalization); ``dropout_param`` is
     ``{'mode', 'p'}`` (plus 'seed' when ``seed`` is given) when ``dropout_keep_ratio < 1``,
     else empty. ``loss`` switches every mode to 'test' when ``y`` is None, 'train' otherwise.
     """
@@ -296,7 +325,7 @@ class FullyConnectedNet:
         dtype: type[np.floating[Any]] = np.float32,
         seed: int | None = None,
     ) -> None:
-        if normalization not in (None, "batchnorm"):
+        if normalization not in (None, *_NORMALIZATIONS):
             raise ValueError(f"unsupported normalization {normalization!r}")
         self.normalization = normalization
         self.use_dropout = dropout_keep_ratio != 1
@@ -323,6 +352,8 @@ class FullyConnectedNet:
         self.bn_params: list[dict[str, Any]] = []
         if normalization == "batchnorm":
             self.bn_params = [{"mode": "train"} for _ in range(self.num_layers - 1)]
+        elif normalization == "layernorm":
+            self.bn_params = [{} for _ in range(self.num_layers - 1)]
 
     def loss(self, X: Array, y: Array | None = None) -> Any:
         """Scores (N, C) when ``y`` is None, else ``(loss, grads)`` keyed like ``params``."""
@@ -338,10 +369,9 @@ class FullyConnectedNet:
         for k in range(1, self.num_layers):
             h, affine_cache = affine_forward(h, p[f"W{k}"], p[f"b{k}"])
             bn_cache = drop_cache = None
-            if self.normalization == "batchnorm":
-                h, bn_cache = batchnorm_forward(
-                    h, p[f"gamma{k}"], p[f"beta{k}"], self.bn_params[k - 1]
-                )
+            if self.normalization:
+                norm_forward = _NORMALIZATIONS[self.normalization][0]
+                h, bn_cache = norm_forward(h, p[f"gamma{k}"], p[f"beta{k}"], self.bn_params[k - 1])
             h, relu_cache = relu_forward(h)
             if self.use_dropout:
                 h, drop_cache = dropout_forward(h, self.dropout_param)
@@ -359,8 +389,9 @@ class FullyConnectedNet:
             if drop_cache is not None:
                 dh = dropout_backward(dh, drop_cache)
             dh = relu_backward(dh, relu_cache)
-            if bn_cache is not None:
-                dh, grads[f"gamma{k}"], grads[f"beta{k}"] = batchnorm_backward(dh, bn_cache)
+            if self.normalization:
+                norm_backward = _NORMALIZATIONS[self.normalization][1]
+                dh, grads[f"gamma{k}"], grads[f"beta{k}"] = norm_backward(dh, bn_cache)
             dh, grads[f"W{k}"], grads[f"b{k}"] = affine_backward(dh, affine_cache)
         for k in range(1, self.num_layers + 1):
             W = p[f"W{k}"]
@@ -599,6 +630,63 @@ def nnfs_model(
 
 
 # --------------------------------------------------------------------------------------------
+# Other method signatures, each an affine layer ``x @ W + b`` on (N, D) input
+# --------------------------------------------------------------------------------------------
+
+
+class AffineInputBack:
+    """``backward(x, dy)``: the caller hands the input back; gradients land in ``dW``/``db``."""
+
+    def __init__(self, W: Array, b: Array) -> None:
+        self.W, self.b = W, b
+
+    def forward(self, x: Array) -> Array:
+        out: Array = x @ self.W + self.b
+        return out
+
+    def backward(self, x: Array, dy: Array) -> Array:
+        self.dW = x.T @ dy
+        self.db = dy.sum(axis=0)
+        dx: Array = dy @ self.W.T
+        return dx
+
+
+class AffineCacheMethods:
+    """Methods in the function-pair shape: ``forward(x) -> (out, cache)``,
+    ``backward(dout, cache) -> dx``; gradients land in ``grads`` keyed like ``params``."""
+
+    def __init__(self, W: Array, b: Array) -> None:
+        self.params = {"W": W, "b": b}
+        self.grads: dict[str, Array] = {}
+
+    def forward(self, x: Array) -> tuple[Array, Cache]:
+        return x @ self.params["W"] + self.params["b"], x
+
+    def backward(self, dout: Array, cache: Cache) -> Array:
+        self.grads["W"] = cache.T @ dout
+        self.grads["b"] = dout.sum(axis=0)
+        dx: Array = dout @ self.params["W"].T
+        return dx
+
+
+class AffineGradsReturned:
+    """``backward(dout) -> (dx, grads)``: the parameter gradients are returned in a dict keyed
+    like ``params``, never stored on the layer."""
+
+    def __init__(self, W: Array, b: Array) -> None:
+        self.params = {"W": W, "b": b}
+
+    def forward(self, x: Array) -> Array:
+        self._x = x
+        out: Array = x @ self.params["W"] + self.params["b"]
+        return out
+
+    def backward(self, dout: Array) -> tuple[Array, dict[str, Array]]:
+        grads = {"W": self._x.T @ dout, "b": dout.sum(axis=0)}
+        return dout @ self.params["W"].T, grads
+
+
+# --------------------------------------------------------------------------------------------
 # Mutants: each wrong in exactly one gradient
 # --------------------------------------------------------------------------------------------
 
@@ -657,17 +745,24 @@ def mutant_model(cls: type[Any], key: str, scale: float = MUTANT_SCALE) -> type[
     return type(f"{cls.__name__}_wrong_{key}", (cls,), {"loss": loss})
 
 
-def mutant_layer(cls: type[Any], which: str | int, scale: float = MUTANT_SCALE) -> type[Any]:
+def mutant_layer(
+    cls: type[Any], which: str | int | tuple[int, str], scale: float = MUTANT_SCALE
+) -> type[Any]:
     """A subclass of a layer class whose backward gets one gradient wrong by ``scale``.
 
     ``which``: an attribute backward sets (``'dweights'``), a key of a gradient dict
-    attribute (``'grads.Wh'``), or an index into backward's returned tuple (``1``).
+    attribute (``'grads.Wh'``), an index into backward's returned tuple (``1``), or an index
+    and a key into a dict in that tuple (``(1, 'W')`` for ``return dx, {'W': dW, ...}``).
     """
 
     def backward(self: Any, *args: Any) -> Any:
         result = cls.backward(self, *args)
         if isinstance(which, int):
             return tuple(g * scale if i == which else g for i, g in enumerate(result))
+        if isinstance(which, tuple):
+            index, name = which
+            scaled = {k: g * scale if k == name else g for k, g in result[index].items()}
+            return tuple(scaled if i == index else g for i, g in enumerate(result))
         attr, _, key = which.partition(".")
         if key:
             getattr(self, attr)[key] = getattr(self, attr)[key] * scale
@@ -675,4 +770,5 @@ def mutant_layer(cls: type[Any], which: str | int, scale: float = MUTANT_SCALE) 
             setattr(self, attr, getattr(self, attr) * scale)
         return result
 
-    return type(f"{cls.__name__}_wrong_{which}", (cls,), {"backward": backward})
+    suffix = "_".join(map(str, which)) if isinstance(which, tuple) else which
+    return type(f"{cls.__name__}_wrong_{suffix}", (cls,), {"backward": backward})

@@ -175,6 +175,19 @@ def test_batchnorm_test_mode_uses_running_statistics_and_writes_nothing(
         cs.batchnorm_forward(x, gamma, beta, {"mode": "eval"})
 
 
+def test_layernorm(rng: np.random.Generator) -> None:
+    x = rng.normal(2.0, 3.0, size=(4, 6))
+    gamma, beta = 1.0 + 0.3 * rng.normal(size=6), rng.normal(size=6)
+    ln_param: dict[str, Any] = {}
+    out, _ = cs.layernorm_forward(x, gamma, beta, ln_param)
+    xhat = (out - beta) / gamma
+    np.testing.assert_allclose(xhat.mean(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(xhat.std(axis=1), 1.0, rtol=1e-5)
+    assert ln_param == {}
+    args = (x, gamma, beta, ln_param)
+    check_pair(cs.layernorm_forward, cs.layernorm_backward, args, {0: "x", 1: "gamma", 2: "beta"})
+
+
 def test_dropout_train_with_seed(rng: np.random.Generator) -> None:
     x = rng.normal(size=(6, 5))
     check_pair(
@@ -372,6 +385,7 @@ FCN_CASES = {
     "batchnorm": {"normalization": "batchnorm"},
     "dropout": {"dropout_keep_ratio": 0.7},
     "batchnorm+dropout": {"normalization": "batchnorm", "dropout_keep_ratio": 0.7},
+    "layernorm+dropout": {"normalization": "layernorm", "dropout_keep_ratio": 0.7},
 }
 
 
@@ -396,7 +410,8 @@ def test_fully_connected_net(rng: np.random.Generator, options: dict[str, Any]) 
         model.params["beta2"] = 0.5 * rng.normal(size=5)
     X, y = rng.normal(size=(7, 4)), rng.integers(0, 3, size=7)
     # A bias feeding batchnorm shifts every sample alike, and batchnorm removes the shift.
-    check_model(model, X, y, zero=frozenset({"b1", "b2"} if model.bn_params else ()))
+    batchnorm = options.get("normalization") == "batchnorm"
+    check_model(model, X, y, zero=frozenset({"b1", "b2"} if batchnorm else ()))
 
 
 def test_fully_connected_net_parameters_and_dicts() -> None:
@@ -419,6 +434,10 @@ def test_fully_connected_net_parameters_and_dicts() -> None:
     assert "seed" not in unseeded.dropout_param
     assert all(v.dtype == np.float32 for v in unseeded.params.values())  # the default dtype
     assert cs.FullyConnectedNet([6], input_dim=4).dropout_param == {}
+    assert cs.FullyConnectedNet([6, 5], input_dim=4, normalization="layernorm").bn_params == [
+        {},
+        {},
+    ]
     with pytest.raises(ValueError, match="normalization"):
         cs.FullyConnectedNet([6], normalization="groupnorm")
 
@@ -545,6 +564,59 @@ def test_nnfs_dropout_draws_from_the_global_generator_in_training_only() -> None
 
 
 # --------------------------------------------------------------------------------------------
+# Other method signatures
+# --------------------------------------------------------------------------------------------
+
+
+def signature_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=2)
+
+
+def test_backward_taking_the_input_back(rng: np.random.Generator) -> None:
+    x, W, b = signature_case(rng)
+    layer = cs.AffineInputBack(W, b)
+    dy = rng.normal(size=(4, 2))
+    layer.forward(x)
+    analytic = {"x": layer.backward(x, dy), "W": layer.dW, "b": layer.db}
+
+    def objective() -> float:
+        return float(np.sum(layer.forward(x) * dy))
+
+    for name, array in {"x": x, "W": layer.W, "b": layer.b}.items():
+        assert_gradient(name, analytic[name], numeric_gradient(objective, array))
+
+
+def test_forward_and_backward_methods_with_a_cache(rng: np.random.Generator) -> None:
+    x, W, b = signature_case(rng)
+    layer = cs.AffineCacheMethods(W, b)
+    out, cache = layer.forward(x)
+    dout = rng.normal(size=out.shape)
+    analytic = {"x": layer.backward(dout, cache), **layer.grads}
+
+    def objective() -> float:
+        return float(np.sum(layer.forward(x)[0] * dout))
+
+    for name, array in {"x": x, **layer.params}.items():
+        assert_gradient(name, analytic[name], numeric_gradient(objective, array))
+
+
+def test_backward_returning_the_parameter_gradients(rng: np.random.Generator) -> None:
+    x, W, b = signature_case(rng)
+    layer = cs.AffineGradsReturned(W, b)
+    dout = rng.normal(size=(4, 2))
+    layer.forward(x)
+    dx, grads = layer.backward(dout)
+    assert list(grads) == list(layer.params) and not hasattr(layer, "grads")
+    analytic = {"x": dx, **grads}
+
+    def objective() -> float:
+        return float(np.sum(layer.forward(x) * dout))
+
+    for name, array in {"x": x, **layer.params}.items():
+        assert_gradient(name, analytic[name], numeric_gradient(objective, array))
+
+
+# --------------------------------------------------------------------------------------------
 # example_nn: the LSTM cell and the losses
 # --------------------------------------------------------------------------------------------
 
@@ -643,6 +715,7 @@ def pair_cases(rng: np.random.Generator) -> dict[str, tuple[Any, ...]]:
         ),
         "relu": (cs.relu_forward, cs.relu_backward, (away_from_zero(rng, 3, 4),), 1, 1),
         "batchnorm": (cs.batchnorm_forward, cs.batchnorm_backward, bn_args(rng, "train"), 1, 3),
+        "layernorm": (cs.layernorm_forward, cs.layernorm_backward, bn_args(rng, "train"), 1, 3),
         "dropout": (
             cs.dropout_forward,
             cs.dropout_backward,
@@ -662,7 +735,8 @@ def pair_cases(rng: np.random.Generator) -> dict[str, tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize(
-    "name", ["affine", "relu", "batchnorm", "dropout", "lstm_step", "word_embedding"]
+    "name",
+    ["affine", "relu", "batchnorm", "layernorm", "dropout", "lstm_step", "word_embedding"],
 )
 def test_mutant_backward_differs_at_the_named_gradient_only(
     rng: np.random.Generator, name: str
@@ -835,3 +909,29 @@ def test_the_reference_loop_rejects_the_mutants(rng: np.random.Generator) -> Non
         check_model(
             model, rng.normal(size=(7, 4)), rng.integers(0, 3, size=7), zero=frozenset({"b1", "b2"})
         )
+
+
+def test_mutant_layer_with_other_signatures(rng: np.random.Generator) -> None:
+    x, W, b = signature_case(rng)
+    dout = rng.normal(size=(4, 2))
+
+    ref, wrong = cs.AffineInputBack(W, b), cs.mutant_layer(cs.AffineInputBack, "db")(W, b)
+    assert np.array_equal(wrong.backward(x, dout), ref.backward(x, dout))
+    assert np.array_equal(wrong.dW, ref.dW) and np.array_equal(wrong.db, 2.0 * ref.db)
+
+    cached = cs.AffineCacheMethods(W, b)
+    wrong_cached = cs.mutant_layer(cs.AffineCacheMethods, "grads.W")(W, b)
+    _, cache = cached.forward(x)
+    assert np.array_equal(wrong_cached.backward(dout, cache), cached.backward(dout, cache))
+    assert np.array_equal(wrong_cached.grads["W"], 2.0 * cached.grads["W"])
+    assert np.array_equal(wrong_cached.grads["b"], cached.grads["b"])
+
+    returned = cs.AffineGradsReturned(W, b)
+    wrong_returned = cs.mutant_layer(cs.AffineGradsReturned, (1, "b"))(W, b)
+    assert type(wrong_returned).__name__ == "AffineGradsReturned_wrong_1_b"
+    returned.forward(x)
+    wrong_returned.forward(x)
+    dx, grads = returned.backward(dout)
+    wrong_dx, wrong_grads = wrong_returned.backward(dout)
+    assert np.array_equal(wrong_dx, dx) and np.array_equal(wrong_grads["W"], grads["W"])
+    assert np.array_equal(wrong_grads["b"], 2.0 * grads["b"])
