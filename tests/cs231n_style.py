@@ -418,9 +418,9 @@ class Layer_Dense:
         self,
         n_inputs: int,
         n_neurons: int,
+        *,
         weight_regularizer_l2: float = 0.0,
         bias_regularizer_l2: float = 0.0,
-        *,
         seed: int | None = None,
     ) -> None:
         rng = np.random.default_rng(seed)
@@ -551,6 +551,9 @@ class Activation_Softmax_Loss_CategoricalCrossentropy:
         self.dinputs = self.dinputs / samples
 
 
+_Shortcut = Activation_Softmax_Loss_CategoricalCrossentropy
+
+
 class Model:
     """``add`` layers, ``set(loss=...)``, ``finalize()``; then ``forward(X, training)`` and
     ``backward(output, y)``, which starts from the loss and leaves every layer's gradients in
@@ -559,8 +562,8 @@ class Model:
 
     def __init__(self) -> None:
         self.layers: list[Any] = []
-        self.softmax_classifier_output: Activation_Softmax_Loss_CategoricalCrossentropy | None
-        self.softmax_classifier_output = None
+        # Set by finalize() when the model ends in softmax + cross-entropy.
+        self.softmax_classifier_output: _Shortcut | None = None
 
     def add(self, layer: Any) -> None:
         self.layers.append(layer)
