@@ -456,11 +456,8 @@ class ObjectAccess(LayerAccess):
         return {id(now[k]) for k in a.keys() & b.keys() & now.keys() if a[k] is not b[k]}
 
     def parameters(self) -> list[Param]:
-        out = self._found_parameters()
         state = self._per_call_state()
-        for p in out:
-            if p.differentiable and id(p.get()) in state:
-                p.differentiable = False  # listed as not differentiated, never perturbed
+        out = [p for p in self._found_parameters() if id(p.get()) not in state]
         top = [p for p in out if p.name in self._top_names]
         self._trainable = [p.name for p in top if p.differentiable and p.required]
         for p in top:
@@ -542,7 +539,9 @@ class Outputs:
 
 
 class FunctionPairAccess(LayerAccess):
-    """The cs231n convention: `out, cache = f_forward(*args)`, `grads = f_backward(dout, cache)`.
+    """The cs231n convention: `out, cache = f_forward(*args)`, `grads = f_backward(dout, cache)`;
+    with several outputs `out1, ..., outk, cache = f_forward(*args)` and
+    `grads = f_backward(d1, ..., dk, cache)`.
 
     Array arguments are the checked arrays, in order; the tuple from backward holds one
     gradient per array argument, in the same order. Dict arguments pass through untouched

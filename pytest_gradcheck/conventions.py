@@ -37,6 +37,7 @@ from .shapes import (
     ModelLossAccess,
     OwnLossNetworkAccess,
     ValueAndGradAccess,
+    backward_signature,
     method_style,
     own_loss,
     required_positional,
@@ -96,11 +97,12 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
     if is_layer(obj) and not isinstance(obj, type):
         if own_loss(obj) is not None:
             return OwnLossNetworkAccess(obj, hook, label)
-        if len(required_positional(obj.backward)) < 2 and not takes_varargs(obj.backward):
+        backward = backward_signature(obj)
+        if len(required_positional(backward)) < 2 and not takes_varargs(backward):
             return ObjectAccess(obj, hook, label)
         style = method_style(obj)
         if style is None:
-            names = ", ".join(required_positional(obj.backward))
+            names = ", ".join(required_positional(backward))
             raise GradcheckUsageError(
                 f"{label or layer_label(obj)}: cannot tell what backward({names}) takes: "
                 "recognised are backward(douts...) (one gradient per output, named like dout, "

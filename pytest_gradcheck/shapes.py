@@ -18,6 +18,7 @@ exactly 1.0: the objective is the loss itself. Several outputs travel as one fla
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -387,15 +388,30 @@ def takes_varargs(fn: Callable[..., Any]) -> bool:
     return any(p.kind == p.VAR_POSITIONAL for p in _parameters(fn))
 
 
+def backward_signature(layer: Any) -> Callable[..., Any]:
+    """The backward whose signature tells how to call `layer.backward`: the method itself, or,
+    when it takes `*args` (a subclass wrapping its base's backward), the nearest base class's
+    backward with named arguments."""
+    method = layer.backward
+    if not takes_varargs(method):
+        return method  # type: ignore[no-any-return]
+    for klass in type(layer).__mro__[1:]:
+        fn = klass.__dict__.get("backward")
+        if inspect.isfunction(fn) and not takes_varargs(fn):
+            return fn.__get__(layer, type(layer))  # type: ignore[no-any-return]
+    return method  # type: ignore[no-any-return]
+
+
 def method_style(layer: Any) -> str | None:
     """How a layer's backward with two or more required arguments takes them, from their
     names: the last named like `cache` -> CACHE; all named like gradients (`dh`, `dc`,
     `grad_out`) -> OUTPUTS; inputs first, then gradients (`x, dy`) -> INPUT_BACK. None when the
     names say none of these. A backward taking `*args` gets one gradient per output (OUTPUTS).
     """
-    if takes_varargs(layer.backward):
+    backward = backward_signature(layer)
+    if takes_varargs(backward):
         return OUTPUTS
-    names = required_positional(layer.backward)
+    names = required_positional(backward)
     if "cache" in names[-1].lower():
         return CACHE
     grads = [_grad_like(n) for n in names]
@@ -416,7 +432,8 @@ class MethodLayerAccess(ObjectAccess):
         self._outputs: Outputs | None = None
         self._inputs: Sequence[Any] = ()
         self._cache: Any = None
-        self._backward_args = required_positional(layer.backward)
+        self._backward = backward_signature(layer)
+        self._backward_args = required_positional(self._backward)
 
     def forward(self, inputs: Sequence[Any]) -> Any:
         res = self._call_forward(inputs)
@@ -444,7 +461,7 @@ class MethodLayerAccess(ObjectAccess):
         wanted = len(self._backward_args) - (1 if self.style == CACHE else 0)
         if self.style == INPUT_BACK:
             wanted -= len(self._inputs)
-        if len(douts) != wanted and not takes_varargs(self.layer.backward):
+        if len(douts) != wanted and not takes_varargs(self._backward):
             raise GradcheckUsageError(
                 f"{self.label}: forward gave {len(douts)} float output(s) but "
                 f"backward({', '.join(self._backward_args)}) takes {wanted} gradient(s); "
