@@ -297,7 +297,8 @@ class Options:
         optional(function("a callable taking the layer and returning a float")),
         "callable",
         "`extra_loss(layer) -> float` added to the objective, for layers whose backward adds a "
-        "regulariser's gradient",
+        "regulariser's gradient (a model is passed itself, a value-and-gradient function's "
+        "arguments as `extra_loss(*args)`)",
     )
     loss: Callable[[Any], Any] | None = option(  # noqa: RUF009 (a dataclasses.field)
         None,

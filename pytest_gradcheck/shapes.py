@@ -26,6 +26,7 @@ import numpy as np
 
 from .access import (
     INPUT_GRAD_ATTRS,
+    FunctionPairAccess,
     LayerAccess,
     ObjectAccess,
     Outputs,
@@ -490,6 +491,11 @@ class LossOnOutputAccess(LayerAccess):
 
     def input_names(self, n: int) -> list[str]:
         return self.inner.input_names(n)
+
+    def bind(self, args: Sequence[Any]) -> None:
+        """A pair's dict arguments, for the pair's training mode and state roots."""
+        if isinstance(self.inner, FunctionPairAccess):
+            self.inner.bind(args)
 
     def state_roots(self) -> list[Any]:
         return self.inner.state_roots()

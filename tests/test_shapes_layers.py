@@ -3,6 +3,7 @@ signatures, a real loss on the output (`loss=`), and per-call state that is not 
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import cs231n_style as cs
@@ -102,6 +103,16 @@ def test_integer_outputs_are_not_differentiated(rng: np.random.Generator) -> Non
     x = rng.normal(size=(4, 3))
     assert rows(check((max_forward, max_backward), x)) == {"x": OK}
 
+    class RowMax:
+        def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out, self.idx, self.cache = max_forward(x)
+            return out, self.idx
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            return max_backward(dout, self.cache)
+
+    assert rows(check(RowMax(), x)) == {"x": OK}
+
 
 # -- other signatures --------------------------------------------------------------------------
 
@@ -118,10 +129,13 @@ def test_other_signatures(shape: str, mode: str) -> None:
     cls, which = SIGNATURES[shape]
     x = np.random.default_rng(1).normal(size=(5, 4))
     layer = affine(cls)
+    before, streams = pickle.dumps(layer), global_streams()
     good = check(layer, x, mode=mode)
     bad = check(affine(cs.mutant_layer(cls, which)), x, mode=mode)
     assert rows(good) == {"x": OK, "W": OK, "b": OK}
     assert failing(bad) == ["W"]
+    assert pickle.dumps(layer) == before
+    assert global_streams() == streams
 
 
 class GradsTuple(cs.AffineGradsReturned):
@@ -209,6 +223,19 @@ def test_loss_option_with_extra_loss_checks_the_regularised_objective() -> None:
     assert not check(layer, x, **objective).ok
     assert check(layer, x, **objective,
                  extra_loss=lambda m: 0.5 * lam * float(np.sum(m.params["W"] ** 2))).ok
+
+
+def test_loss_option_on_a_pair_forces_its_dicts_into_training_mode() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3)), rng.integers(0, 3, size=6)
+    bn_param: dict[str, Any] = {"mode": "test", "running_mean": np.zeros(3),
+                                "running_var": np.ones(3)}
+    saved = pickle.dumps(bn_param)
+    result = check((cs.batchnorm_forward, cs.batchnorm_backward), x, np.ones(3), np.zeros(3),
+                   bn_param, loss=lambda out: softmax_cross_entropy(out, y))
+    assert result.ok, result
+    assert any("['mode']='train'" in note for note in result.notes), result.notes
+    assert pickle.dumps(bn_param) == saved
 
 
 def test_loss_option_is_for_layers() -> None:
