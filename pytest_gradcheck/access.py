@@ -30,6 +30,9 @@ TRAIN_KEYWORDS: dict[str, Any] = {
 }
 # Where layers that return None from backward leave the input gradient.
 INPUT_GRAD_ATTRS = ("dinputs", "dinput", "dx", "grad_input")
+# Parameter-dict entries named like these are statistics, not parameters, when no gradient
+# appears for them.
+STATISTIC_MARKERS = ("running", "moving", "num_batches")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pluggy
 
 from .access import (
     INPUT_GRAD_ATTRS,
+    STATISTIC_MARKERS,
     FunctionPairAccess,
     ObjectAccess,
     Param,
@@ -54,8 +55,6 @@ KNOWN_PARAM_ATTRS = ("W", "b", "gamma", "beta", "weights", "biases", "weight", "
 GRAD_SPELLINGS = ("d{}", "grad_{}", "{}_grad", "d_{}")
 # Arrays a forward pass caches for backward, never parameters even when a `d<name>` exists.
 CACHE_ATTRS = ("inputs", "input", "x", "X", "output", "out", "outputs", "cache", "mask")
-# Dict entries named like these are statistics, not parameters, when no gradient appears.
-STATISTIC_MARKERS = ("running", "moving", "num_batches")
 # Boolean attributes meaning "training mode", and string `mode` values meaning "not training".
 TRAIN_FLAGS = ("training", "train", "is_training", "train_mode")
 NON_TRAIN_MODES = ("test", "eval", "inference", "predict")

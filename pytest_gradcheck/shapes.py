@@ -1,7 +1,7 @@
 """Adapters for the shapes of code people gradient-check besides `forward(x)`/`backward(dout)`.
 
 Each is a `LayerAccess`; `conventions.pytest_gradcheck_adapt` picks one from the object's
-methods and signatures (`shape_of`), and `apply_options` applies the `loss=` and `wrt=` options.
+methods and signatures, and `apply_options` applies the `loss=` and `wrt=` options.
 
 - `ValueAndGradAccess`: a function `f(*args) -> (loss, grads)`;
 - `ModelLossAccess`: an object with `loss(*args) -> (loss, grads)` over a parameter dict;
@@ -26,6 +26,7 @@ import numpy as np
 
 from .access import (
     INPUT_GRAD_ATTRS,
+    STATISTIC_MARKERS,
     FunctionPairAccess,
     LayerAccess,
     ObjectAccess,
@@ -43,8 +44,6 @@ from .numeric import is_float_array
 PARAM_DICTS = ("params", "parameters")
 # Attributes by which a model declares parameters it does not train (names, or name -> bool).
 NON_TRAINABLE_ATTRS = ("non_trainable", "frozen")
-# Dict entries named like these are statistics, never trained.
-STATISTIC_MARKERS = ("running", "moving", "num_batches")
 
 
 def required_positional(fn: Callable[..., Any]) -> list[str]:
