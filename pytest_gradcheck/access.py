@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,9 @@ TRAIN_KEYWORDS: dict[str, Any] = {
 }
 # Where layers that return None from backward leave the input gradient.
 INPUT_GRAD_ATTRS = ("dinputs", "dinput", "dx", "grad_input")
+# Parameter-dict entries named like these are statistics, not parameters, when no gradient
+# appears for them.
+STATISTIC_MARKERS = ("running", "moving", "num_batches")
 
 
 @dataclass
@@ -303,6 +307,11 @@ class LayerAccess(ABC):
         """Extra terms of the objective whose gradient the layer adds itself."""
         return []
 
+    def fixed_inputs(self) -> Collection[int]:
+        """Positions of float inputs that have no gradient by design (data a loss is computed
+        on): held fixed and listed as not differentiated. Asked after the first forward."""
+        return ()
+
 
 class ObjectAccess(LayerAccess):
     """A layer object with `forward`/`backward`, possibly holding sub-layers.
@@ -317,6 +326,14 @@ class ObjectAccess(LayerAccess):
         self.label = label or layer_label(layer)
         self.tree = self._walk(layer, "")
         self._forward_kwargs = self._train_keywords(layer.forward)
+        # Parameter gradients backward returned (`return dx, grads`), and the top-level
+        # parameters a returned tuple of them is matched with.
+        self._returned: Any = None
+        self._trainable: list[str] = []
+        self._top_names: set[str] = set()
+        # The float arrays in the tree's attributes before the check and after the first two
+        # forwards: an attribute forward rebinds on every call is state, not a parameter.
+        self._arrays_seen: list[dict[tuple[str, str], Any]] = [self._float_attrs()]
 
     def _walk(self, obj: Any, path: str) -> list[tuple[str, Any]]:
         found = [(path, obj)]
@@ -357,8 +374,14 @@ class ObjectAccess(LayerAccess):
                 forced.extend(f"{path}.{w}" if path else w for w in what)
         return forced
 
-    def forward(self, inputs: Sequence[Any]) -> Any:
+    def _call_forward(self, inputs: Sequence[Any]) -> Any:
         out = self.layer.forward(*inputs, **self._forward_kwargs)
+        if len(self._arrays_seen) < 3:
+            self._arrays_seen.append(self._float_attrs())
+        return out
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        out = self._call_forward(inputs)
         if out is None:
             out = real_attr(self.layer, "output")
             if out is None:
@@ -367,14 +390,26 @@ class ObjectAccess(LayerAccess):
                     "return the output array, or set self.output"
                 )
         elif isinstance(out, tuple):
+            floats = [o for o in out if _is_float(o)]
+            if len(floats) == 1:  # integer and bool outputs (argmax indices) get no gradient
+                return floats[0]
             raise GradcheckUsageError(
-                f"{self.label}: forward returned a tuple of {len(out)}; for cs231n-style "
+                f"{self.label}: forward returned a tuple of {len(out)} but backward takes one "
+                "gradient; for several outputs backward takes one gradient per output "
+                "(backward(dh, dc)), for (out, cache) backward(dout, cache); for cs231n-style "
                 "functions pass the pair: check((layer_forward, layer_backward), *args)"
             )
         return out
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
-        res = self.layer.backward(dout)
+        return self._input_grads(self.layer.backward(dout))
+
+    def _input_grads(self, res: Any) -> list[Any]:
+        """Backward's result as input gradients; parameter gradients it returns last
+        (`return dx, grads` with grads a dict or a tuple) are kept for `parameters()`."""
+        if isinstance(res, (tuple, list)) and len(res) >= 2 and _param_grads(res[-1]):
+            self._keep_returned(res[-1])
+            res = res[:-1] if len(res) > 2 else res[0]
         if res is None:
             for attr in INPUT_GRAD_ATTRS:
                 res = real_attr(self.layer, attr)
@@ -384,8 +419,60 @@ class ObjectAccess(LayerAccess):
             return list(res)
         return [res]
 
+    def _keep_returned(self, grads: Any) -> None:
+        names = self._trainable
+        if isinstance(grads, dict):
+            unknown = [k for k in grads if k not in names]
+            if unknown:
+                raise GradcheckUsageError(
+                    f"{self.label}: backward returned gradients for {', '.join(map(repr, unknown))}"
+                    f", which is no parameter of the layer (its parameters: "
+                    f"{', '.join(names) or 'none found'}); key the returned dict like the "
+                    "parameter dict"
+                )
+        elif len(grads) != len(names):
+            raise GradcheckUsageError(
+                f"{self.label}: backward returned {len(grads)} parameter gradient(s) for "
+                f"{len(names)} parameter(s) ({', '.join(names) or 'none found'}); return one "
+                "per parameter in that order, or a dict keyed by parameter name"
+            )
+        self._returned = grads
+
+    def _returned_grad(self, name: str, stored: Callable[[], Any] | None) -> Any:
+        returned = self._returned
+        if returned is None:
+            return stored() if stored is not None else None
+        if isinstance(returned, dict):
+            return returned.get(name)
+        return returned[self._trainable.index(name)] if name in self._trainable else None
+
+    def _float_attrs(self) -> dict[tuple[str, str], Any]:
+        return {(path, name): value for path, obj in self.tree
+                for name, value in instance_attributes(obj).items() if _is_float(value)}
+
+    def _per_call_state(self) -> set[int]:
+        """The arrays of attributes forward rebinds on every call (`self.h0 =
+        np.zeros_like(x)`): changed between the first two forwards, or, after only one,
+        between the state before the check and the first forward."""
+        seen = self._arrays_seen
+        if len(seen) < 2:
+            return set()
+        a, b = (seen[1], seen[2]) if len(seen) > 2 else (seen[0], seen[1])
+        now = self._float_attrs()
+        return {id(now[k]) for k in a.keys() & b.keys() & now.keys() if a[k] is not b[k]}
+
     def parameters(self) -> list[Param]:
+        state = self._per_call_state()
+        out = [p for p in self._found_parameters() if id(p.get()) not in state]
+        top = [p for p in out if p.name in self._top_names]
+        self._trainable = [p.name for p in top if p.differentiable and p.required]
+        for p in top:
+            p.grad = functools.partial(self._returned_grad, p.name, p.grad)
+        return out
+
+    def _found_parameters(self) -> list[Param]:
         out: list[Param] = []
+        self._top_names = set()
         for path, obj in self.tree:
             try:
                 found = self.hook.pytest_gradcheck_layer_parameters(layer=obj, path=path) or []
@@ -395,6 +482,8 @@ class ObjectAccess(LayerAccess):
                     raise
                 raise GradcheckUsageError(f"{self.label}: {exc}") from None
             out.extend(found)
+            if not path:
+                self._top_names.update(p.name for p in found)
         return out
 
     def random_sources(self) -> list[Any]:
@@ -412,12 +501,53 @@ class ObjectAccess(LayerAccess):
         return terms
 
 
+def _is_float(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)
+
+
+def _param_grads(value: Any) -> bool:
+    """True for what a backward returns as parameter gradients after the input gradient: a
+    dict, or a tuple/list of arrays (`return dx, (dW, db)`)."""
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, (tuple, list)) and bool(value) and all(
+        isinstance(v, np.ndarray) or v is None for v in value
+    )
+
+
 def _call_term(term: Callable[[Any], float], layer: Any) -> float:
     return float(term(layer))
 
 
+class Outputs:
+    """Several outputs as one flat float array for the checker, and the flat cotangent back as
+    one fresh array per float output (a backward that adds into its argument gets its own).
+    Integer and bool outputs are not differentiated: they get no gradient."""
+
+    def __init__(self, outs: Sequence[Any]) -> None:
+        self.count = len(outs)
+        self.differentiated = [i for i, o in enumerate(outs) if _is_float(o)]
+        self.shapes = [tuple(np.shape(outs[i])) for i in self.differentiated]
+
+    def flat(self, outs: Sequence[Any]) -> np.ndarray:
+        parts = [np.ravel(outs[i]) for i in self.differentiated]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def split(self, dflat: np.ndarray) -> list[np.ndarray]:
+        """One gradient per float output, in order."""
+        flat = np.ravel(dflat)
+        grads, start = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            grads.append(np.array(flat[start : start + size].reshape(shape), copy=True))
+            start += size
+        return grads
+
+
 class FunctionPairAccess(LayerAccess):
-    """The cs231n convention: `out, cache = f_forward(*args)`, `grads = f_backward(dout, cache)`.
+    """The cs231n convention: `out, cache = f_forward(*args)`, `grads = f_backward(dout, cache)`;
+    with several outputs `out1, ..., outk, cache = f_forward(*args)` and
+    `grads = f_backward(d1, ..., dk, cache)`.
 
     Array arguments are the checked arrays, in order; the tuple from backward holds one
     gradient per array argument, in the same order. Dict arguments pass through untouched
@@ -431,6 +561,7 @@ class FunctionPairAccess(LayerAccess):
         self.label = layer_label((forward_fn, backward_fn))
         self._cache: Any = None
         self._args: Sequence[Any] = ()
+        self._outputs: Outputs | None = None
 
     def input_names(self, n: int) -> list[str]:
         names = _positional_names(self.forward_fn)
@@ -453,16 +584,23 @@ class FunctionPairAccess(LayerAccess):
 
     def forward(self, inputs: Sequence[Any]) -> Any:
         res = self.forward_fn(*inputs)
-        if not (isinstance(res, tuple) and len(res) == 2):
+        if not (isinstance(res, tuple) and len(res) >= 2):
             raise GradcheckUsageError(
-                f"{self.label}: the forward function must return (out, cache), got "
-                f"{type(res).__name__}"
+                f"{self.label}: the forward function must return (out, cache), or "
+                f"(out1, ..., outk, cache) for several outputs, got {type(res).__name__}"
             )
-        out, self._cache = res
-        return out
+        self._cache = res[-1]
+        if len(res) == 2:
+            self._outputs = None
+            return res[0]
+        # Several outputs: one flat array for the checker, split again for backward.
+        if self._outputs is None or self._outputs.count != len(res) - 1:
+            self._outputs = Outputs(res[:-1])
+        return self._outputs.flat(res[:-1])
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
-        res = self.backward_fn(dout, self._cache)
+        douts = [dout] if self._outputs is None else self._outputs.split(dout)
+        res = self.backward_fn(*douts, self._cache)
         grads = list(res) if isinstance(res, (tuple, list)) else [res]
         arrays = [i for i, a in enumerate(self._args) if isinstance(a, np.ndarray)]
         if len(grads) != len(arrays):

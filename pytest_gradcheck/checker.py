@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import modes, numeric, streams
+from . import modes, numeric, shapes, streams
 from .access import (
     FunctionPairAccess,
     LayerAccess,
@@ -231,7 +231,7 @@ class Checker:
         arrays to check."""
         access = self.access
         work = self._working_inputs()
-        if isinstance(access, FunctionPairAccess):
+        if isinstance(access, (FunctionPairAccess, shapes.LossOnOutputAccess)):
             access.bind(work)
         forced = access.force_train_mode()
         if forced:
@@ -304,7 +304,9 @@ class Checker:
         # Not default_rng(seed) itself: inputs drawn with default_rng(0) would equal the
         # cotangent, making x.T @ g symmetric and hiding transposed gradients (the purpose is
         # mixed into the seed sequence; see `streams`).
-        g = streams.stream(self.opts.seed, streams.COTANGENT).standard_normal(record.out.shape)
+        # A 0-d output is a loss: its cotangent is 1.0, so the objective is the loss itself.
+        g = (np.ones(()) if record.out.ndim == 0 else
+             streams.stream(self.opts.seed, streams.COTANGENT).standard_normal(record.out.shape))
 
         # The forward just made from the baseline serves as the analytic pass's forward when it
         # agrees bit for bit with the first one (same random state, so an unreset random source
@@ -510,7 +512,8 @@ class Checker:
         if self.opts.extra_loss is not None:
             fn = self.opts.extra_loss
             subject = getattr(self.access, "layer", self.layer)
-            terms.append(((lambda: fn(subject)), "extra_loss"))
+            args = getattr(self.access, "extra_loss_args", lambda: (subject,))
+            terms.append(((lambda: fn(*args())), "extra_loss"))
         return [self._guarded_term(t, what) for t, what in terms]
 
     def _guarded_term(self, term: Callable[[], Any], what: str) -> Callable[[], float]:
@@ -612,6 +615,7 @@ class Checker:
                 "(forward_fn, backward_fn); for other shapes implement the "
                 "pytest_gradcheck_adapt hook"
             )
+        access = shapes.apply_options(access, self.opts.loss, self.opts.wrt)
         if self.opts.label:
             access.label = self.opts.label
         self.label = access.label
@@ -654,8 +658,12 @@ class Checker:
         """The float inputs to check (unless inputs=False); rows for the others."""
         arrays: list[CheckedArray] = []
         rows: list[Entry] = []
-        for name, x, user_x in zip(names, work, self.user_inputs):
-            if is_float_array(x):
+        fixed = self.access.fixed_inputs()
+        for i, (name, x, user_x) in enumerate(zip(names, work, self.user_inputs)):
+            if is_float_array(x) and i in fixed:
+                rows.append(Entry(name, "input", tuple(x.shape), str(user_x.dtype),
+                                  NOT_DIFFERENTIATED, size=x.size))
+            elif is_float_array(x):
                 if self.opts.inputs:
                     arrays.append(CheckedArray(name, "input", x, str(user_x.dtype)))
             elif isinstance(x, np.ndarray) and (

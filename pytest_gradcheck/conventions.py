@@ -11,6 +11,7 @@ import pluggy
 
 from .access import (
     INPUT_GRAD_ATTRS,
+    STATISTIC_MARKERS,
     FunctionPairAccess,
     ObjectAccess,
     Param,
@@ -18,6 +19,7 @@ from .access import (
     class_properties,
     dict_param,
     instance_attributes,
+    layer_label,
 )
 from .discovery import (
     CLASS,
@@ -31,6 +33,17 @@ from .discovery import (
 )
 from .errors import GradcheckUsageError
 from .numeric import is_float_array as _is_float_array
+from .shapes import (
+    MethodLayerAccess,
+    ModelLossAccess,
+    OwnLossNetworkAccess,
+    ValueAndGradAccess,
+    backward_signature,
+    method_style,
+    own_loss,
+    required_positional,
+    takes_varargs,
+)
 
 hookimpl = pluggy.HookimplMarker("pytest")
 
@@ -42,8 +55,6 @@ KNOWN_PARAM_ATTRS = ("W", "b", "gamma", "beta", "weights", "biases", "weight", "
 GRAD_SPELLINGS = ("d{}", "grad_{}", "{}_grad", "d_{}")
 # Arrays a forward pass caches for backward, never parameters even when a `d<name>` exists.
 CACHE_ATTRS = ("inputs", "input", "x", "X", "output", "out", "outputs", "cache", "mask")
-# Dict entries named like these are statistics, not parameters, when no gradient appears.
-STATISTIC_MARKERS = ("running", "moving", "num_batches")
 # Boolean attributes meaning "training mode", and string `mode` values meaning "not training".
 TRAIN_FLAGS = ("training", "train", "is_training", "train_mode")
 NON_TRAIN_MODES = ("test", "eval", "inference", "predict")
@@ -53,8 +64,25 @@ def is_layer(obj: Any) -> bool:
     return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))
 
 
+def is_model(obj: Any) -> bool:
+    """An object with a `loss` method and no forward/backward (cs231n `model.loss(X, y)`)."""
+    return not isinstance(obj, type) and not is_layer(obj) and inspect.ismethod(
+        getattr(obj, "loss", None)
+    )
+
+
+def is_value_and_grad(obj: Any) -> bool:
+    """A plain callable: checked as `f(*args) -> (loss, grads)` (its return value decides)."""
+    return (callable(obj) and not isinstance(obj, (type, tuple)) and not is_layer(obj)
+            and not is_model(obj))
+
+
 @hookimpl(trylast=True)
 def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
+    """Which shape an object is: a `(forward_fn, backward_fn)` pair; an object with forward
+    and backward is a layer, or a network through its own loss when backward takes the output
+    and the targets and a `loss` object computes them; an object with a `loss` method is a
+    model; any other callable a value-and-gradient function."""
     if (
         isinstance(obj, tuple)
         and len(obj) == 2
@@ -66,7 +94,26 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
             access.label = label
         return access
     if is_layer(obj) and not isinstance(obj, type):
-        return ObjectAccess(obj, hook, label)
+        if own_loss(obj) is not None:
+            return OwnLossNetworkAccess(obj, hook, label)
+        backward = backward_signature(obj)
+        if len(required_positional(backward)) < 2 and not takes_varargs(backward):
+            return ObjectAccess(obj, hook, label)
+        style = method_style(obj)
+        if style is None:
+            names = ", ".join(required_positional(backward))
+            raise GradcheckUsageError(
+                f"{label or layer_label(obj)}: cannot tell what backward({names}) takes: "
+                "recognised are backward(douts...) (one gradient per output, named like dout, "
+                "dy, grad_...), backward(x, dy) (inputs, then gradients) and "
+                "backward(dout, cache); rename the arguments, or implement the "
+                "pytest_gradcheck_adapt hook for this convention"
+            )
+        return MethodLayerAccess(obj, hook, style, label)
+    if is_model(obj):
+        return ModelLossAccess(obj, hook, label)
+    if is_value_and_grad(obj):
+        return ValueAndGradAccess(obj, label)
     return None
 
 
@@ -200,11 +247,18 @@ def pytest_gradcheck_train_mode(layer: Any) -> list[str]:
     if isinstance(mode, str) and mode.lower() in NON_TRAIN_MODES:
         layer.mode = "train"
         switched.append("mode='train'")
-    for holder in ("bn_param", "dropout_param"):
-        d = attrs.get(holder)
-        if isinstance(d, dict) and d.get("mode", "train") != "train":
-            d["mode"] = "train"
-            switched.append(f"{holder}['mode']='train'")
+    # cs231n: `bn_param`/`dropout_param` dicts, and models' lists of them (`bn_params`).
+    for holder, value in attrs.items():
+        if holder.endswith("_param") and isinstance(value, dict):
+            dicts = [("", value)]
+        elif holder.endswith("_params") and isinstance(value, (list, tuple)):
+            dicts = [(f"[{i}]", d) for i, d in enumerate(value) if isinstance(d, dict)]
+        else:
+            continue
+        for where, d in dicts:
+            if d.get("mode", "train") != "train":
+                d["mode"] = "train"
+                switched.append(f"{holder}{where}['mode']='train'")
     return switched
 
 

@@ -33,8 +33,9 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> LayerAcces
     label the caller chose, if any, and the hook relay in use (for an adapter that calls the
     finer-grained hooks below, as `ObjectAccess(obj, hook)` does). Return a `LayerAccess`
     (subclass `ObjectAccess` to change one aspect of an ordinary layer) or None to let the next
-    implementation try. The built-ins accept a `(forward_fn, backward_fn)` pair and any object
-    with `forward` and `backward` methods.
+    implementation try. The built-ins accept a `(forward_fn, backward_fn)` pair, any object
+    with `forward` and `backward` methods, a model with a `loss` method and a value-and-gradient
+    function (`pytest_gradcheck.shapes`; the README's "What you can check").
     """
 
 

@@ -120,6 +120,19 @@ def patterns(value: Any) -> tuple[str, ...]:
     raise ValueError("must be a list of parameter names or glob patterns")
 
 
+def positions(value: Any) -> tuple[int | str, ...]:
+    """Argument positions or names: one, or a sequence of them."""
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    out: list[int | str] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (numbers.Integral, str)):
+            raise ValueError("must be argument positions (int) or names (str), or a list of them")
+        out.append(item if isinstance(item, str) else int(item))
+    if not out:
+        raise ValueError("must name at least one argument")
+    return tuple(out)
+
+
 def function(what: str) -> Coercer[Callable[..., Any]]:
     def coerce(value: Any) -> Callable[..., Any]:
         if not callable(value):
@@ -284,7 +297,23 @@ class Options:
         optional(function("a callable taking the layer and returning a float")),
         "callable",
         "`extra_loss(layer) -> float` added to the objective, for layers whose backward adds a "
-        "regulariser's gradient",
+        "regulariser's gradient (a model is passed itself, a value-and-gradient function's "
+        "arguments as `extra_loss(*args)`)",
+    )
+    loss: Callable[[Any], Any] | None = option(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        optional(function("a callable taking the output and returning (loss, dout)")),
+        "callable",
+        "`loss(out) -> (value, dout)` applied to a layer's output: the objective is its value "
+        "and backward receives `dout`, instead of a random cotangent",
+    )
+    wrt: tuple[int | str, ...] | None = option(
+        None,
+        optional(positions),
+        "list of int or str",
+        "the arguments (positions or names) a value-and-gradient function's gradients belong "
+        "to, in the order it returns them",
+        default_text="from the gradients returned",
     )
     random_sources: tuple[Any, ...] = option(
         (),

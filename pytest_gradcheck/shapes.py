@@ -1,0 +1,554 @@
+"""Adapters for the shapes of code people gradient-check besides `forward(x)`/`backward(dout)`.
+
+Each is a `LayerAccess`; `conventions.pytest_gradcheck_adapt` picks one from the object's
+methods and signatures, and `apply_options` applies the `loss=` and `wrt=` options.
+
+- `ValueAndGradAccess`: a function `f(*args) -> (loss, grads)`;
+- `ModelLossAccess`: an object with `loss(*args) -> (loss, grads)` over a parameter dict;
+- `OwnLossNetworkAccess`: a network whose `backward(output, y)` starts from its own loss object
+  (the nnfs book's `Model`);
+- `MethodLayerAccess`: layers whose backward takes more than the output gradient:
+  `backward(x, dy)`, `forward -> (out, cache)` with `backward(dout, cache)`, and several outputs;
+- `LossOnOutputAccess`: any of the layer shapes with a real loss applied to its output.
+
+A loss-shaped adapter returns its loss as a 0-d array, for which the checker's cotangent is
+exactly 1.0: the objective is the loss itself. Several outputs travel as one flat array
+(`Outputs`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .access import (
+    INPUT_GRAD_ATTRS,
+    STATISTIC_MARKERS,
+    FunctionPairAccess,
+    LayerAccess,
+    ObjectAccess,
+    Outputs,
+    Param,
+    _parameters,
+    _positional_names,
+    layer_label,
+    real_attr,
+)
+from .errors import GradcheckUsageError
+from .numeric import is_float_array
+
+# Attributes holding a model's parameter dict, in the order they are looked for.
+PARAM_DICTS = ("params", "parameters")
+# Attributes by which a model declares parameters it does not train (names, or name -> bool).
+NON_TRAINABLE_ATTRS = ("non_trainable", "frozen")
+
+
+def required_positional(fn: Callable[..., Any]) -> list[str]:
+    return [
+        p.name
+        for p in _parameters(fn)
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+
+
+def _grad_like(name: str) -> bool:
+    """`dout`, `dy`, `dvalues`, `grad_output`, `delta`: a parameter that receives a gradient."""
+    low = name.lower()
+    return "grad" in low or low.startswith("delta") or (
+        low.startswith("d") and len(low) > 1 and low not in ("data", "dim", "dims", "dtype")
+    )
+
+
+def _scalar(value: Any) -> np.ndarray | None:
+    """`value` as a 0-d real float array (its own precision kept), or None if it is not one
+    real number."""
+    arr = np.asarray(value) if isinstance(value, (np.ndarray, np.generic)) else None
+    if arr is None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return np.array(float(value))
+        return None
+    if arr.ndim != 0 or not (np.issubdtype(arr.dtype, np.floating)
+                             or np.issubdtype(arr.dtype, np.integer)):
+        return None
+    return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+# -- value-and-gradient functions --------------------------------------------------------------
+
+
+class ValueAndGradAccess(LayerAccess):
+    """A function `f(*args) -> (loss, grads)`; the objective is `loss`.
+
+    `grads` is one array (the gradient of the first float-array argument of its shape), a
+    tuple/list (one per float-array argument, in order) or a dict keyed by argument name; `wrt`
+    (positions or names) says which arguments a tuple's or a single array's gradients belong
+    to. Float-array arguments without a gradient are held fixed (`fixed_inputs`).
+    """
+
+    def __init__(self, fn: Callable[..., Any], label: str | None = None) -> None:
+        self.fn = fn
+        self.label = label or layer_label(fn)
+        self.wrt: tuple[int | str, ...] | None = None
+        self._args: Sequence[Any] = ()
+        self._grads: list[Any] = []  # per argument, from the latest call
+
+    def input_names(self, n: int) -> list[str]:
+        names = _positional_names(self.fn)
+        return names[:n] if len(names) >= n else super().input_names(n)
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        res = self.fn(*inputs)
+        loss = self._loss_of(res)
+        self._args = inputs
+        self._grads = self._per_argument(res[1], inputs)
+        return loss
+
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        scale = float(dout)
+        return [None if g is None else np.asarray(g) * scale for g in self._grads]
+
+    def fixed_inputs(self) -> set[int]:
+        return {i for i, a in enumerate(self._args)
+                if is_float_array(a) and (i >= len(self._grads) or self._grads[i] is None)}
+
+    def extra_loss_args(self) -> tuple[Any, ...]:
+        return tuple(self._args)
+
+    def _loss_of(self, res: Any) -> np.ndarray:
+        if not (isinstance(res, (tuple, list)) and len(res) == 2):
+            raise GradcheckUsageError(
+                f"{self.label}: a function is checked as a value-and-gradient function and "
+                f"must return (loss, gradients); it returned {_describe(res)}. For a layer pass "
+                "an object with forward() and backward(), for a cs231n-style pair pass "
+                "(forward_fn, backward_fn)"
+            )
+        loss = _scalar(res[0])
+        if loss is None:
+            raise GradcheckUsageError(
+                f"{self.label}: the loss (first value returned) must be one real number, got "
+                f"{_describe(res[0])}; for a function returning (out, cache) pass the pair "
+                "(forward_fn, backward_fn)"
+            )
+        return loss
+
+    def _position(self, key: int | str, names: list[str], n: int) -> int:
+        if isinstance(key, int) and -n <= key < n:
+            return key % n
+        if isinstance(key, str) and key in names[:n]:
+            return names.index(key)
+        raise GradcheckUsageError(
+            f"{self.label}: wrt={list(self.wrt or ())!r}: {key!r} is no argument; arguments "
+            f"are {', '.join(names[:n])} (positions 0 to {n - 1})"
+        )
+
+    def _per_argument(self, grads: Any, args: Sequence[Any]) -> list[Any]:
+        n = len(args)
+        names = self.input_names(n)
+        floats = [i for i, a in enumerate(args) if is_float_array(a)]
+        wrt = [self._position(k, names, n) for k in self.wrt] if self.wrt else None
+        per: list[Any] = [None] * n
+        if isinstance(grads, dict):
+            for key, g in grads.items():
+                if key not in names:
+                    raise GradcheckUsageError(
+                        f"{self.label}: the gradient dict has key {key!r}, which is no argument "
+                        f"name; keys must be among {', '.join(names)}"
+                    )
+                i = names.index(key)
+                if wrt is None or i in wrt:
+                    per[i] = g
+            return per
+        if isinstance(grads, (tuple, list)):
+            targets = wrt if wrt is not None else floats
+            if len(grads) != len(targets):
+                listed = ", ".join(names[i] for i in targets) or "none"
+                raise GradcheckUsageError(
+                    f"{self.label}: returned {len(grads)} gradient(s) for {len(targets)} "
+                    f"float-array argument(s) ({listed}); pass wrt=[...] with the arguments "
+                    "(positions or names) the gradients belong to, in order"
+                )
+            for i, g in zip(targets, grads):
+                per[i] = g
+            return per
+        if isinstance(grads, np.ndarray) or np.isscalar(grads):
+            if wrt is not None:
+                if len(wrt) != 1:
+                    raise GradcheckUsageError(
+                        f"{self.label}: returned one gradient but wrt names {len(wrt)} "
+                        "arguments; name the one it belongs to"
+                    )
+                per[wrt[0]] = grads
+                return per
+            same = [i for i in floats if np.shape(args[i]) == np.shape(grads)]
+            if not same:
+                raise GradcheckUsageError(
+                    f"{self.label}: returned one gradient of shape {np.shape(grads)}, and no "
+                    "float-array argument has that shape; pass wrt=<position or name> of the "
+                    "argument it belongs to"
+                )
+            per[same[0]] = grads
+            return per
+        raise GradcheckUsageError(
+            f"{self.label}: the gradients (second value returned) must be an array, a "
+            f"tuple/list of arrays or a dict keyed by argument name, got {_describe(grads)}"
+        )
+
+
+# -- models with a loss method -----------------------------------------------------------------
+
+
+class ModelLossAccess(LayerAccess):
+    """An object whose `loss(*args)` returns `(loss, grads)`, `grads` keyed like its parameter
+    dict (`params`); the objective is `loss`. The arguments are data: held fixed."""
+
+    def __init__(self, model: Any, hook: Any, label: str | None = None) -> None:
+        self.layer = model
+        self.hook = hook
+        self.label = label or layer_label(model)
+        self._args: Sequence[Any] = ()
+        self._pending: dict[Any, Any] = {}
+        # Published by backward: gradient arrays the checker may zero and mark are never the
+        # ones the latest forward returned.
+        self._grads: dict[Any, Any] | None = None
+
+    def input_names(self, n: int) -> list[str]:
+        names = _positional_names(self.layer.loss)
+        return names[:n] if len(names) >= n else super().input_names(n)
+
+    def state_roots(self) -> list[Any]:
+        return [self.layer]
+
+    def force_train_mode(self) -> list[str]:
+        return [w for what in self.hook.pytest_gradcheck_train_mode(layer=self.layer)
+                for w in what]
+
+    def random_sources(self) -> list[Any]:
+        return [s for found in self.hook.pytest_gradcheck_random_sources(layer=self.layer)
+                for s in found]
+
+    def fixed_inputs(self) -> set[int]:
+        return set(range(len(self._args)))
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        res = self.layer.loss(*inputs)
+        if not (isinstance(res, (tuple, list)) and len(res) == 2):
+            raise GradcheckUsageError(
+                f"{self.label}: loss() returned {_describe(res)}; a model is checked through "
+                "loss(*args) -> (loss, grads): pass the targets too, check(model, X, y)"
+            )
+        loss = _scalar(res[0])
+        if loss is None or not isinstance(res[1], dict):
+            raise GradcheckUsageError(
+                f"{self.label}: loss() must return (loss, grads) with one real number and a "
+                f"dict keyed like the parameter dict, got ({_describe(res[0])}, "
+                f"{_describe(res[1])})"
+            )
+        self._args = inputs
+        self._pending = res[1]
+        return loss
+
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        scale = float(dout)
+        self._grads = {k: None if g is None else np.asarray(g) * scale
+                       for k, g in self._pending.items()}
+        return [None] * len(self._args)
+
+    def parameters(self) -> list[Param]:
+        pattr, pdict = self._param_dict()
+        frozen = self._non_trainable()
+        out = []
+        for key, value in pdict.items():
+            if not isinstance(value, np.ndarray):
+                continue
+            statistic = any(s in str(key).lower() for s in STATISTIC_MARKERS)
+            out.append(self._param(pattr, key, not statistic and key not in frozen))
+        return out
+
+    def _param(self, pattr: str, key: Any, trainable: bool) -> Param:
+        model = self.layer
+
+        def get() -> Any:
+            return getattr(model, pattr)[key]
+
+        def set_(value: Any) -> None:
+            getattr(model, pattr)[key] = value
+
+        def grad() -> Any:
+            return None if self._grads is None else self._grads.get(key)
+
+        return Param(str(key), get, set_, grad, self.label, differentiable=trainable,
+                     grad_source=f"loss()[1][{key!r}]")
+
+    def _param_dict(self) -> tuple[str, dict[Any, Any]]:
+        for name in PARAM_DICTS:
+            d = real_attr(self.layer, name)
+            if isinstance(d, dict) and d:
+                return name, d
+        raise GradcheckUsageError(
+            f"{self.label}: a model is checked over its parameter dict, and it has none: keep "
+            "the parameters in self.params (a dict of arrays) keyed like the gradients loss() "
+            "returns"
+        )
+
+    def _non_trainable(self) -> set[Any]:
+        names: set[Any] = set()
+        for attr in NON_TRAINABLE_ATTRS:
+            value = real_attr(self.layer, attr)
+            if isinstance(value, (list, tuple, set, frozenset)):
+                names.update(value)
+        trainable = real_attr(self.layer, "trainable")
+        if isinstance(trainable, dict):
+            names.update(k for k, v in trainable.items() if not v)
+        return names
+
+
+# -- networks through their own loss (nnfs Model) ----------------------------------------------
+
+
+def own_loss(obj: Any) -> Any:
+    """The loss object of a network whose backward starts from it (nnfs `Model`): a `loss`
+    attribute (not a method) with a `calculate` method, and a backward taking the output and
+    the targets. None for anything else."""
+    loss = real_attr(obj, "loss")
+    if loss is None or getattr(loss, "__self__", None) is obj:
+        return None
+    if not callable(getattr(loss, "calculate", None)):
+        return None
+    return loss if len(required_positional(obj.backward)) >= 2 else None
+
+
+class OwnLossNetworkAccess(ObjectAccess):
+    """`forward(X, training)`, then the loss object's `calculate(output, *targets)` (with the
+    regularisation loss when it offers `include_regularization`), and `backward(output,
+    *targets)`. Whatever `calculate` accumulates is started afresh (`new_pass()`) before every
+    call; the checker restores it afterwards like all other state."""
+
+    def input_names(self, n: int) -> list[str]:
+        first = [p for p in _positional_names(self.layer.forward) if p not in self._forward_kwargs]
+        targets = _positional_names(self.layer.backward)[1:]
+        names = (first[:1] or ["X"]) + targets
+        return names[:n] if len(names) >= n else super().input_names(n)
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        if not inputs:
+            raise GradcheckUsageError(f"{self.label}: pass the input and the targets: "
+                                      "check(model, X, y)")
+        x, targets = inputs[0], inputs[1:]
+        out = super().forward([x])
+        loss = own_loss(self.layer)
+        new_pass = getattr(loss, "new_pass", None)
+        if callable(new_pass):
+            new_pass()
+        if "include_regularization" in {p.name for p in _parameters(loss.calculate)}:
+            value = loss.calculate(out, *targets, include_regularization=True)
+        else:
+            value = loss.calculate(out, *targets)
+        parts = value if isinstance(value, (tuple, list)) else (value,)
+        scalars = [_scalar(v) for v in parts]
+        if any(s is None for s in scalars):
+            raise GradcheckUsageError(
+                f"{self.label}: loss.calculate returned {_describe(value)}; expected a number, "
+                "or (data_loss, regularization_loss)"
+            )
+        self._out, self._targets = out, targets
+        return np.asarray(sum(s for s in scalars if s is not None))
+
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        # The objective's cotangent is 1.0 (a 0-d output): backward from the loss as it is.
+        self.layer.backward(self._out, *self._targets)
+        layers = real_attr(self.layer, "layers")
+        first = layers[0] if isinstance(layers, (list, tuple)) and layers else None
+        dx = None
+        for attr in INPUT_GRAD_ATTRS:
+            dx = real_attr(first, attr) if first is not None else None
+            if dx is not None:
+                break
+        return [dx, *([None] * len(self._targets))]
+
+
+# -- other method signatures and several outputs -----------------------------------------------
+
+INPUT_BACK = "backward(inputs..., douts...)"
+CACHE = "forward -> (outs..., cache), backward(douts..., cache)"
+OUTPUTS = "backward(douts...)"
+
+
+def takes_varargs(fn: Callable[..., Any]) -> bool:
+    return any(p.kind == p.VAR_POSITIONAL for p in _parameters(fn))
+
+
+def backward_signature(layer: Any) -> Callable[..., Any]:
+    """The backward whose signature tells how to call `layer.backward`: the method itself, or,
+    when it takes `*args` (a subclass wrapping its base's backward), the nearest base class's
+    backward with named arguments."""
+    method = layer.backward
+    if not takes_varargs(method):
+        return method  # type: ignore[no-any-return]
+    for klass in type(layer).__mro__[1:]:
+        fn = klass.__dict__.get("backward")
+        if inspect.isfunction(fn) and not takes_varargs(fn):
+            return fn.__get__(layer, type(layer))  # type: ignore[no-any-return]
+    return method  # type: ignore[no-any-return]
+
+
+def method_style(layer: Any) -> str | None:
+    """How a layer's backward with two or more required arguments takes them, from their
+    names: the last named like `cache` -> CACHE; all named like gradients (`dh`, `dc`,
+    `grad_out`) -> OUTPUTS; inputs first, then gradients (`x, dy`) -> INPUT_BACK. None when the
+    names say none of these. A backward taking `*args` gets one gradient per output (OUTPUTS).
+    """
+    backward = backward_signature(layer)
+    if takes_varargs(backward):
+        return OUTPUTS
+    names = required_positional(backward)
+    if "cache" in names[-1].lower():
+        return CACHE
+    grads = [_grad_like(n) for n in names]
+    if all(grads):
+        return OUTPUTS
+    k = grads.index(True) if True in grads else len(grads)
+    if 0 < k < len(names) and all(grads[k:]):
+        return INPUT_BACK
+    return None
+
+
+class MethodLayerAccess(ObjectAccess):
+    """A layer object whose backward takes more than one gradient: see `method_style`."""
+
+    def __init__(self, layer: Any, hook: Any, style: str, label: str | None = None) -> None:
+        super().__init__(layer, hook, label)
+        self.style = style
+        self._outputs: Outputs | None = None
+        self._inputs: Sequence[Any] = ()
+        self._cache: Any = None
+        self._backward = backward_signature(layer)
+        self._backward_args = required_positional(self._backward)
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        res = self._call_forward(inputs)
+        self._inputs = inputs
+        if self.style == CACHE:
+            if not (isinstance(res, tuple) and len(res) >= 2):
+                raise GradcheckUsageError(
+                    f"{self.label}: backward takes a cache ({', '.join(self._backward_args)}), "
+                    f"so forward must return (out, cache); it returned {_describe(res)}"
+                )
+            res, self._cache = res[:-1], res[-1]
+            if len(res) == 1:
+                res = res[0]
+        if res is None:
+            res = real_attr(self.layer, "output")
+        if not isinstance(res, tuple):
+            self._outputs = None
+            return res
+        if self._outputs is None or self._outputs.count != len(res):
+            self._outputs = Outputs(res)
+        return self._outputs.flat(res)
+
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        douts: list[Any] = [dout] if self._outputs is None else list(self._outputs.split(dout))
+        wanted = len(self._backward_args) - (1 if self.style == CACHE else 0)
+        if self.style == INPUT_BACK:
+            wanted -= len(self._inputs)
+        if len(douts) != wanted and not takes_varargs(self._backward):
+            raise GradcheckUsageError(
+                f"{self.label}: forward gave {len(douts)} float output(s) but "
+                f"backward({', '.join(self._backward_args)}) takes {wanted} gradient(s); "
+                "implement the pytest_gradcheck_adapt hook for this layer's convention"
+            )
+        if self.style == INPUT_BACK:
+            return self._input_grads(self.layer.backward(*self._inputs, *douts))
+        if self.style == CACHE:
+            return self._input_grads(self.layer.backward(*douts, self._cache))
+        return self._input_grads(self.layer.backward(*douts))
+
+
+# -- loss= on a layer or network ---------------------------------------------------------------
+
+
+class LossOnOutputAccess(LayerAccess):
+    """A layer access whose output goes through `loss(out) -> (value, dout)`: the objective is
+    the value, and backward starts from `dout`."""
+
+    def __init__(self, inner: LayerAccess, loss: Callable[[Any], Any]) -> None:
+        self.inner = inner
+        self.loss = loss
+        self.label = inner.label
+        self.layer = getattr(inner, "layer", None)
+        self._dout: Any = None
+
+    def input_names(self, n: int) -> list[str]:
+        return self.inner.input_names(n)
+
+    def bind(self, args: Sequence[Any]) -> None:
+        """A pair's dict arguments, for the pair's training mode and state roots."""
+        if isinstance(self.inner, FunctionPairAccess):
+            self.inner.bind(args)
+
+    def state_roots(self) -> list[Any]:
+        return self.inner.state_roots()
+
+    def force_train_mode(self) -> list[str]:
+        return self.inner.force_train_mode()
+
+    def parameters(self) -> list[Param]:
+        return self.inner.parameters()
+
+    def random_sources(self) -> list[Any]:
+        return self.inner.random_sources()
+
+    def loss_terms(self) -> list[Callable[[], float]]:
+        return self.inner.loss_terms()
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        out = self.inner.forward(inputs)
+        res = self.loss(out)
+        value = _scalar(res[0]) if isinstance(res, (tuple, list)) and len(res) == 2 else None
+        if value is None:
+            raise GradcheckUsageError(
+                f"{self.label}: loss= must return (value, dout) with one real number, got "
+                f"{_describe(res)}"
+            )
+        dout = res[1]
+        if np.shape(dout) != np.shape(out):
+            raise GradcheckUsageError(
+                f"{self.label}: loss= returned a gradient of shape {np.shape(dout)} for an "
+                f"output of shape {np.shape(out)}"
+            )
+        self._dout = dout
+        return value
+
+    def backward(self, dout: np.ndarray) -> Sequence[Any]:
+        return self.inner.backward(np.array(self._dout, dtype=np.float64) * float(dout))
+
+
+LOSS_SHAPES = (ValueAndGradAccess, ModelLossAccess, OwnLossNetworkAccess)
+
+
+def apply_options(access: LayerAccess, loss: Any, wrt: Any) -> LayerAccess:
+    """`access` with the `loss=` and `wrt=` options applied."""
+    if wrt is not None:
+        if not isinstance(access, ValueAndGradAccess):
+            raise GradcheckUsageError(
+                f"{access.label}: wrt= applies to value-and-gradient functions only"
+            )
+        access.wrt = tuple(wrt)
+    if loss is not None:
+        if isinstance(access, LOSS_SHAPES):
+            raise GradcheckUsageError(
+                f"{access.label}: loss= applies to layers; this is already checked through "
+                "its own loss"
+            )
+        return LossOnOutputAccess(access, loss)
+    return access
