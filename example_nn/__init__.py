@@ -29,6 +29,7 @@ from .layers import (
 )
 from .losses import mse, softmax_cross_entropy
 from .optim import SGD
+from .recurrent import LSTMCell
 
 __all__ = [
     "SGD",
@@ -36,6 +37,7 @@ __all__ = [
     "Conv2d",
     "Dropout",
     "Flatten",
+    "LSTMCell",
     "Layer",
     "LayerNorm",
     "LeakyReLU",

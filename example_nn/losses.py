@@ -1,4 +1,10 @@
-"""Loss functions returning ``(loss, gradient w.r.t. the prediction)``."""
+"""Loss functions returning ``(loss, gradient w.r.t. the prediction)``.
+
+Each is a value-and-gradient function ``f(prediction, target) -> (loss, dprediction)``: the
+gradient is that of the returned loss with respect to the first argument only (labels and
+targets are data). Each carries a ``gradcheck_case`` attribute, ``lambda rng: args``, with
+example arguments, as function pairs declare theirs.
+"""
 
 from __future__ import annotations
 
@@ -39,3 +45,15 @@ def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         raise ValueError(f"shape mismatch: pred {pred.shape} vs target {np.shape(target)}")
     diff = pred - target
     return float(np.mean(diff**2)), 2.0 * diff / diff.size
+
+
+# Example arguments for ``python -m pytest_gradcheck example_nn``: logits away from ties,
+# labels covering several classes.
+softmax_cross_entropy.gradcheck_case = lambda rng: (  # type: ignore[attr-defined]
+    rng.normal(size=(6, 4)),
+    rng.integers(0, 4, size=6),
+)
+mse.gradcheck_case = lambda rng: (  # type: ignore[attr-defined]
+    rng.normal(size=(5, 3)),
+    rng.normal(size=(5, 3)),
+)

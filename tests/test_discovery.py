@@ -308,6 +308,7 @@ def test_example_nn_bases_are_left_out_and_every_layer_found():
         "MaxPool2d",
         "Flatten",
         "Sequential",
+        "LSTMCell",
     ]
 
 

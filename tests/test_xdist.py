@@ -49,7 +49,7 @@ def test_plain():
 def _run(pytester: pytest.Pytester, name: str, *args: str) -> tuple[Any, dict[str, Any]]:
     path = pytester.path / f"{name}.json"
     result = pytester.runpytest_subprocess(
-        *QUIET_PLUGINS, "--gradcheck-discover=example_nn", f"--gradcheck-json={path}", *args
+        *QUIET_PLUGINS, "--gradcheck-discover=example_nn.layers", f"--gradcheck-json={path}", *args
     )
     return result, json.loads(path.read_text())
 
