@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .options import Options
+from .result import ERROR
 from .text import error, table
 
 
@@ -30,9 +31,9 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[str]:
     rows = []
     for r in results:
         worst = ", ".join(
-            f"{e['name']}={error(e['max_rel_error'])}"
+            f"{e['name']}={ERROR if e['status'] == ERROR else error(e['max_rel_error'])}"
             for e in r["entries"]
-            if e["max_rel_error"] is not None
+            if e["max_rel_error"] is not None or e["status"] == ERROR
         )
         kinks = sum(e["kinks"] for e in r["entries"])
         rows.append(
