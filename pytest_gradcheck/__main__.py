@@ -22,7 +22,7 @@ from .discovery import DiscoveredTarget, SkipCase, build_case, find_targets, spl
 from .errors import GradcheckUsageError
 from .manager import default_hook, plugin_manager
 from .options import Options, Where, resolve_seed, settable
-from .report import options_header, summary_rows, write_json
+from .report import RunRecord, error_record, options_header, summary_rows
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NODE_PREFIX = "gradcheck::"
@@ -120,37 +120,34 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         print(options_header(base), file=out)
     hook = default_hook()
     start = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    errors: list[dict[str, str]] = []
+    run = RunRecord(seed=base.seed)
     for target in targets:
         nodeid = NODE_PREFIX + target.name
         outcome = _check_one(target, base, hook)
         if isinstance(outcome, SkipCase):
-            skipped.append({"nodeid": nodeid, "reason": str(outcome)})
+            run.skipped.append({"nodeid": nodeid, "reason": str(outcome)})
             print(f"gradcheck {target.name}: SKIPPED  {outcome}\n", file=out)
         elif isinstance(outcome, str):
-            errors.append({"nodeid": nodeid, "message": outcome})
+            run.errors.append(error_record(nodeid, outcome))
             print(f"gradcheck {target.name}: ERROR  {outcome}\n", file=out)
         else:
-            results.append({**outcome.to_dict(), "nodeid": nodeid})
+            run.results.append({**outcome.to_dict(), "nodeid": nodeid})
             if not (args.quiet and outcome.ok):
                 print(f"{outcome}\n", file=out)
     elapsed = time.perf_counter() - start
 
-    if results:
-        print("\n".join(summary_rows(results)), file=out)
-    failed = sum(not r["ok"] for r in results)
-    passed = len(results) - failed
+    if run.results:
+        print("\n".join(summary_rows(run.results)), file=out)
+    failed = len(run.failed)
+    passed = len(run.results) - failed
     print(
-        f"gradcheck: {passed} passed, {failed} failed, {len(skipped)} skipped, "
-        f"{len(errors)} error(s) in {elapsed:.2f}s (seed={base.seed})",
+        f"gradcheck: {passed} passed, {failed} failed, {len(run.skipped)} skipped, "
+        f"{len(run.errors)} error(s) in {elapsed:.2f}s (seed={base.seed})",
         file=out,
     )
     if args.json:
-        payload = {"seed": base.seed, "results": results, "skipped": skipped, "errors": errors}
-        write_json(args.json, payload)
-    return EXIT_FAILED if failed or errors else EXIT_OK
+        run.write_json(args.json)
+    return EXIT_FAILED if failed or run.errors else EXIT_OK
 
 
 def _check_one(target: DiscoveredTarget, base: Options, hook: Any) -> Any:
