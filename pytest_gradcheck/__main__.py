@@ -1,6 +1,8 @@
 """`python -m pytest_gradcheck PACKAGE [...]`: gradient-check every layer of a package, no tests.
 
-Finds layer classes and `X_forward`/`X_backward` pairs like `gradcheck_discover` does, builds
+Finds layer classes, `X_forward`/`X_backward` pairs, and value-and-gradient functions and models
+that declare `gradcheck_case`, like `gradcheck_discover` does (asking
+`pytest_gradcheck_discover_target` implementations first), builds
 each through `pytest_gradcheck_make_case` on the standalone plugin manager (plugins added with
 `-p MODULE`), prints the per-array table of every check, skipped targets with their reason, a
 one-line-per-layer summary and a final count. Exit status: 0 all checks passed (skips allowed),
@@ -31,8 +33,9 @@ NODE_PREFIX = "gradcheck::"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_gradcheck",
-        description="Gradient-check every layer class and forward/backward function pair found "
-        "in the given modules or packages.",
+        description="Gradient-check every layer class, forward/backward function pair, and "
+        "value-and-gradient function and model declaring gradcheck_case found in the given "
+        "modules or packages.",
         epilog="exit status: 0 all passed, 1 a check failed or errored, 2 usage error",
     )
     parser.add_argument(
@@ -105,14 +108,15 @@ def options_from(args: argparse.Namespace) -> tuple[Options, bool]:
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         base, seed_drawn = options_from(args)
-        targets = find_targets(split_specs(args.modules))
+        targets = find_targets(split_specs(args.modules), default_hook())
     except GradcheckUsageError as exc:
         return _usage(str(exc))
     except Exception:
         return _usage("importing the modules failed:\n" + traceback.format_exc().rstrip())
     if not targets:
         return _usage(
-            f"no layer classes or X_forward/X_backward pairs found in {', '.join(args.modules)}"
+            f"nothing to check found in {', '.join(args.modules)}: no layer classes, "
+            "X_forward/X_backward pairs, or functions and models declaring gradcheck_case"
         )
 
     if seed_drawn:

@@ -31,7 +31,8 @@ COLLECTOR_NAME = "gradcheck"
 
 
 class GradcheckCollector(pytest.Collector):
-    """Collects one `GradcheckItem` per layer class or function pair in the named modules."""
+    """Collects one `GradcheckItem` per discovered target (layer class, function pair,
+    value-and-gradient function, model) in the named modules."""
 
     def __init__(self, *, specs: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -39,7 +40,7 @@ class GradcheckCollector(pytest.Collector):
 
     def collect(self) -> Iterator[GradcheckItem]:
         try:
-            targets = find_targets(self.specs)
+            targets = find_targets(self.specs, self.config.hook)
         except GradcheckUsageError as exc:
             raise self.CollectError(str(exc)) from None
         for target in targets:
