@@ -1,6 +1,8 @@
 """`python -m pytest_gradcheck PACKAGE [...]`: gradient-check every layer of a package, no tests.
 
-Finds layer classes and `X_forward`/`X_backward` pairs like `gradcheck_discover` does, builds
+Finds layer classes, `X_forward`/`X_backward` pairs, and value-and-gradient functions and models
+that declare `gradcheck_case`, like `gradcheck_discover` does (asking
+`pytest_gradcheck_discover_target` implementations first), builds
 each through `pytest_gradcheck_make_case` on the standalone plugin manager (plugins added with
 `-p MODULE`), prints the per-array table of every check, skipped targets with their reason, a
 one-line-per-layer summary and a final count. Exit status: 0 all checks passed (skips allowed),
@@ -22,7 +24,7 @@ from .discovery import DiscoveredTarget, SkipCase, build_case, find_targets, spl
 from .errors import GradcheckUsageError
 from .manager import default_hook, plugin_manager
 from .options import Options, Where, resolve_seed, settable
-from .report import options_header, summary_rows, write_json
+from .report import RunRecord, error_record, options_header, summary_rows
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NODE_PREFIX = "gradcheck::"
@@ -31,8 +33,9 @@ NODE_PREFIX = "gradcheck::"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_gradcheck",
-        description="Gradient-check every layer class and forward/backward function pair found "
-        "in the given modules or packages.",
+        description="Gradient-check every layer class, forward/backward function pair, and "
+        "value-and-gradient function and model declaring gradcheck_case found in the given "
+        "modules or packages.",
         epilog="exit status: 0 all passed, 1 a check failed or errored, 2 usage error",
     )
     parser.add_argument(
@@ -105,14 +108,15 @@ def options_from(args: argparse.Namespace) -> tuple[Options, bool]:
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         base, seed_drawn = options_from(args)
-        targets = find_targets(split_specs(args.modules))
+        targets = find_targets(split_specs(args.modules), default_hook())
     except GradcheckUsageError as exc:
         return _usage(str(exc))
     except Exception:
         return _usage("importing the modules failed:\n" + traceback.format_exc().rstrip())
     if not targets:
         return _usage(
-            f"no layer classes or X_forward/X_backward pairs found in {', '.join(args.modules)}"
+            f"nothing to check found in {', '.join(args.modules)}: no layer classes, "
+            "X_forward/X_backward pairs, or functions and models declaring gradcheck_case"
         )
 
     if seed_drawn:
@@ -120,37 +124,34 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         print(options_header(base), file=out)
     hook = default_hook()
     start = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    errors: list[dict[str, str]] = []
+    run = RunRecord(seed=base.seed)
     for target in targets:
         nodeid = NODE_PREFIX + target.name
         outcome = _check_one(target, base, hook)
         if isinstance(outcome, SkipCase):
-            skipped.append({"nodeid": nodeid, "reason": str(outcome)})
+            run.skipped.append({"nodeid": nodeid, "reason": str(outcome)})
             print(f"gradcheck {target.name}: SKIPPED  {outcome}\n", file=out)
         elif isinstance(outcome, str):
-            errors.append({"nodeid": nodeid, "message": outcome})
+            run.errors.append(error_record(nodeid, outcome))
             print(f"gradcheck {target.name}: ERROR  {outcome}\n", file=out)
         else:
-            results.append({**outcome.to_dict(), "nodeid": nodeid})
+            run.results.append({**outcome.to_dict(), "nodeid": nodeid})
             if not (args.quiet and outcome.ok):
                 print(f"{outcome}\n", file=out)
     elapsed = time.perf_counter() - start
 
-    if results:
-        print("\n".join(summary_rows(results)), file=out)
-    failed = sum(not r["ok"] for r in results)
-    passed = len(results) - failed
+    if run.results:
+        print("\n".join(summary_rows(run.results)), file=out)
+    failed = len(run.failed)
+    passed = len(run.results) - failed
     print(
-        f"gradcheck: {passed} passed, {failed} failed, {len(skipped)} skipped, "
-        f"{len(errors)} error(s) in {elapsed:.2f}s (seed={base.seed})",
+        f"gradcheck: {passed} passed, {failed} failed, {len(run.skipped)} skipped, "
+        f"{len(run.errors)} error(s) in {elapsed:.2f}s (seed={base.seed})",
         file=out,
     )
     if args.json:
-        payload = {"seed": base.seed, "results": results, "skipped": skipped, "errors": errors}
-        write_json(args.json, payload)
-    return EXIT_FAILED if failed or errors else EXIT_OK
+        run.write_json(args.json)
+    return EXIT_FAILED if failed or run.errors else EXIT_OK
 
 
 def _check_one(target: DiscoveredTarget, base: Options, hook: Any) -> Any:

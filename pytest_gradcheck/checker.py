@@ -24,7 +24,7 @@ another one fails.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from types import TracebackType
@@ -39,12 +39,12 @@ from .access import (
     Param,
     arm_gradients,
     layer_label,
-    unwritten_gradient_error,
 )
 from .errors import GradcheckUsageError, NondeterministicLayerError
 from .numeric import is_float_array
 from .options import Options
 from .result import (
+    ERROR,
     FAIL,
     INTEGER_INPUT,
     NOT_DIFFERENTIATED,
@@ -322,19 +322,19 @@ class Checker:
         self._zero_grads(setup.params)
         unwritten = arm_gradients(setup.params)
         dins = self._backward(g.copy())
-        if stale := unwritten():
-            raise unwritten_gradient_error(self.label, setup.params, stale)
-        self._collect_input_grads(setup.arrays, dins, setup.input_names)
-        late = self._late_params(setup.params)
+        stale = unwritten()
+        self._collect_input_grads(setup.arrays, dins, setup.input_names, setup.input_rows)
         param_rows = list(setup.param_rows)
+        late = self._late_params(setup.params, param_rows)
         arrays = self._collect_param_grads(
             [*setup.arrays,
              *(CheckedArray(p.name, "param", p.get(), str(p.get().dtype)) for p in late)],
             [*setup.params, *late],
             param_rows,
+            stale,
         )
         self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"])
-        if not arrays:
+        if not arrays and not any(r.status == ERROR for r in [*setup.input_rows, *param_rows]):
             raise self._usage(
                 "nothing to check: no floating-point input (or inputs=False) and "
                 "no parameter with a gradient was found; see the supported conventions in the "
@@ -799,8 +799,15 @@ class Checker:
                 grad[...] = 0
 
     def _collect_input_grads(
-        self, arrays: list[CheckedArray], dins: Sequence[Any], names: list[str]
+        self,
+        arrays: list[CheckedArray],
+        dins: Sequence[Any],
+        names: list[str],
+        rows: list[Entry],
     ) -> None:
+        """Attach backward's input gradients. An input whose gradient is missing or unusable
+        gets an `error` row in `rows` and no gradient, so it is left out of the numeric passes
+        while the other arrays are still judged."""
         if len(dins) > len(names):
             raise self._usage(
                 f"backward returned {len(dins)} input gradients for "
@@ -814,29 +821,41 @@ class Checker:
             i = by_name[a.name]
             grad = dins[i] if i < len(dins) else None
             if grad is None:
-                raise self._usage(
+                rows.append(self._error_entry(
+                    a,
                     f"backward returned no gradient for input {a.name!r}; return "
                     "it from backward (a tuple for several inputs), set self.dinputs, or pass "
-                    "inputs=False to check parameters only"
-                )
-            a.analytic = self._grad_array(grad, a, "input")
+                    "inputs=False to check parameters only",
+                ))
+                continue
+            found = self._grad_array(grad, a, "input")
+            if isinstance(found, str):
+                rows.append(self._error_entry(a, found))
+            else:
+                a.analytic = found
 
-    def _late_params(self, params: list[Param]) -> list[Param]:
-        """Parameters recognisable only once backward has created their gradient (`w`/`dw`)."""
+    def _late_params(self, params: list[Param], rows: list[Entry]) -> list[Param]:
+        """Parameters recognisable only once backward has created their gradient (`w`/`dw`);
+        one that cannot be perturbed as it is gets an `error` row in `rows` instead."""
         known = {p.name for p in params}
         late, _ = self._select_params(
             self._not_inputs([p for p in self.access.parameters() if p.name not in known]),
             validate=False,
         )
+        usable = []
         for p in late:
             value = p.get()
             if value.dtype != np.float64 or not value.flags.c_contiguous:
-                raise self._usage(
-                    f"parameter {p.name!r} was recognised only after backward "
+                rows.append(Entry(
+                    p.name, "param", tuple(value.shape), str(value.dtype), ERROR,
+                    size=value.size,
+                    message=f"parameter {p.name!r} was recognised only after backward "
                     f"created its gradient, and is {value.dtype}: create the gradient in "
-                    "__init__, or name the pair W/dW, b/db, weights/dweights, ..."
-                )
-        return late
+                    "__init__, or name the pair W/dW, b/db, weights/dweights, ...",
+                ))
+            else:
+                usable.append(p)
+        return usable
 
     def _undo_backward(self, baseline: Snapshot, params: list[CheckedArray]) -> None:
         """Put back whatever backward changed (an optimizer step inside backward, caches), so
@@ -854,59 +873,98 @@ class Checker:
         baseline.restore()
 
     def _collect_param_grads(
-        self, arrays: list[CheckedArray], params: list[Param], rows: list[Entry]
+        self,
+        arrays: list[CheckedArray],
+        params: list[Param],
+        rows: list[Entry],
+        unwritten: Collection[str] = (),
     ) -> list[CheckedArray]:
-        """Attach gradients; returns the arrays left once optional gradient-less entries
-        (running statistics in a parameter dict) have moved to `rows` as not differentiated."""
+        """Attach gradients; returns the arrays left to check. Optional gradient-less entries
+        (running statistics in a parameter dict) move to `rows` as not differentiated; a
+        parameter whose gradient is missing, never written (`unwritten`: names from
+        `arm_gradients`), unreadable or unusable moves there as an `error` row. Inputs without
+        a gradient (`_collect_input_grads` gave them an error row) are left out too."""
         by_name = {p.name: p for p in params}
         kept = []
         for a in arrays:
             if a.kind != "param":
-                kept.append(a)
+                if a.analytic is not None:
+                    kept.append(a)
                 continue
             p = by_name[a.name]
-            grad = p.grad() if p.grad is not None else None
-            for alias in a.aliases:
-                q = by_name[alias]
-                extra = q.grad() if q.grad is not None else None
-                if grad is not None and extra is not None:
-                    grad = np.asarray(grad, dtype=np.float64) + self._grad_array(extra, a, alias)
+            try:
+                grad = p.grad() if p.grad is not None else None
+                extras = [(n, by_name[n].grad) for n in a.aliases]
+                tied = [(n, read() if read is not None else None) for n, read in extras]
+            except Exception as exc:  # a gradient behind a property or hook that raises
+                rows.append(self._error_entry(
+                    a, f"reading the gradient of parameter {a.name!r} raised "
+                    f"{type(exc).__name__}: {exc}",
+                ))
+                continue
+            stale = [n for n in (a.name, *a.aliases) if n in unwritten]
+            if stale:
+                where = by_name[stale[0]].grad_source or "its gradient array"
+                rows.append(self._error_entry(
+                    a, f"backward never wrote the gradient of {stale[0]!r} ({where} still "
+                    "holds the value it had before backward); backward must store every "
+                    "parameter's gradient on every call (assign it or add to it), or exclude "
+                    "the parameter with params=[...]",
+                ))
+                continue
             if grad is None and not p.required:
                 rows.append(Entry(a.name, "param", tuple(a.array.shape), a.orig_dtype,
                                   NOT_DIFFERENTIATED, size=a.array.size))
                 continue
             if grad is None:
-                raise self._usage(
-                    f"parameter {a.name!r} has no gradient after backward; "
+                rows.append(self._error_entry(
+                    a, f"parameter {a.name!r} has no gradient after backward; "
                     "backward must store it (grads[name] or d<name>), or exclude the parameter "
-                    "with params=[...]"
-                )
-            a.analytic = self._grad_array(grad, a, "parameter")
+                    "with params=[...]",
+                ))
+                continue
+            total = self._grad_array(grad, a, "parameter")
+            for alias, extra in tied:
+                if isinstance(total, str) or extra is None:
+                    continue
+                more = self._grad_array(extra, a, "parameter", alias)
+                total = more if isinstance(more, str) else total + more
+            if isinstance(total, str):
+                rows.append(self._error_entry(a, total))
+                continue
+            a.analytic = total
             kept.append(a)
         return kept
 
-    def _grad_array(self, grad: Any, a: CheckedArray, what: str) -> np.ndarray:
+    def _grad_array(
+        self, grad: Any, a: CheckedArray, what: str, name: str | None = None
+    ) -> np.ndarray | str:
+        """`grad` as a float64 array of `a`'s shape, or why it is not one: the message of the
+        array's `error` row. A gradient of another shape is never broadcast: a (1, C)
+        gradient for a (C,) parameter is an error. `name` is the tied parameter the gradient
+        belongs to, when not `a`'s own name."""
+        name = name or a.name
         if np.iscomplexobj(grad):
-            raise self._usage(
-                f"gradient of {what} {a.name!r} is complex; backward must return "
-                "a real floating-point array"
-            )
+            return (f"gradient of {what} {name!r} is complex; backward must return a real "
+                    "floating-point array")
         try:
             arr = np.array(grad, dtype=np.float64, copy=True)
         except (TypeError, ValueError) as exc:
-            raise self._usage(
-                f"gradient of {what} {a.name!r} is a {type(grad).__name__} that "
-                f"is not an array of numbers ({exc}); backward must return (or store) one "
-                "float array per input and parameter"
-            ) from None
+            return (f"gradient of {what} {name!r} is a {type(grad).__name__} that is not an "
+                    f"array of numbers ({exc}); backward must return (or store) one float "
+                    "array per input and parameter")
         if arr.shape != a.array.shape:
-            raise self._usage(
-                f"gradient of {what} {a.name!r} has shape {arr.shape}, expected "
-                f"{a.array.shape}; backward must return one gradient element per element"
-            )
+            return (f"gradient of {what} {name!r} has shape {arr.shape}, expected "
+                    f"{a.array.shape}; backward must return one gradient element per element "
+                    "(gradients are never broadcast)")
         return arr
 
     # -- the result -------------------------------------------------------------------------
+
+    def _error_entry(self, a: CheckedArray, message: str) -> Entry:
+        """The row of an array that could not be judged, with the reason."""
+        return Entry(a.name, a.kind, tuple(a.array.shape), a.orig_dtype, ERROR,
+                     size=a.array.size, message=message)
 
     def _entry(self, a: CheckedArray, v: modes.ArrayVerdict) -> Entry:
         shape = tuple(a.array.shape)

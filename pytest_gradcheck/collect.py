@@ -18,13 +18,21 @@ import pytest
 from .api import run_check
 from .discovery import PAIR, DiscoveredTarget, SkipCase, build_case, find_targets
 from .errors import GradcheckUsageError
-from .items import SKIPPED_PROPERTY, fail_if_wrong, keep_result, marker_options, usage_errors_fail
+from .items import (
+    SKIPPED_PROPERTY,
+    fail_if_wrong,
+    keep_error,
+    keep_result,
+    marker_options,
+    usage_errors_fail,
+)
 
 COLLECTOR_NAME = "gradcheck"
 
 
 class GradcheckCollector(pytest.Collector):
-    """Collects one `GradcheckItem` per layer class or function pair in the named modules."""
+    """Collects one `GradcheckItem` per discovered target (layer class, function pair,
+    value-and-gradient function, model) in the named modules."""
 
     def __init__(self, *, specs: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -32,7 +40,7 @@ class GradcheckCollector(pytest.Collector):
 
     def collect(self) -> Iterator[GradcheckItem]:
         try:
-            targets = find_targets(self.specs)
+            targets = find_targets(self.specs, self.config.hook)
         except GradcheckUsageError as exc:
             raise self.CollectError(str(exc)) from None
         for target in targets:
@@ -56,13 +64,20 @@ class GradcheckItem(pytest.Item):
 
     def runtest(self) -> None:
         hook = self.config.hook
-        with usage_errors_fail():
+        with usage_errors_fail(self):
             opts = marker_options(self)
             try:
                 case = build_case(self.target, hook, opts.seed)
             except SkipCase as exc:
                 self.user_properties.append((SKIPPED_PROPERTY, str(exc)))
                 pytest.skip(str(exc))
+            except GradcheckUsageError:
+                raise
+            except Exception as exc:
+                # A declaration or hook that raises: an errored check, shown with its traceback.
+                keep_error(self, f"{self.target.name}: building the case raised "
+                           f"{type(exc).__name__}: {exc}")
+                raise
             opts = opts.updated(
                 {"label": self.target.name, **case.options}, f"{self.target.name}: case"
             )

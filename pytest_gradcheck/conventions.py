@@ -22,13 +22,13 @@ from .access import (
     layer_label,
 )
 from .discovery import (
-    CLASS,
     DECLARATION,
     PAIR,
     Case,
     DiscoveredTarget,
     SkipCase,
     how_to_declare,
+    kind_of,
     to_case,
 )
 from .errors import GradcheckUsageError
@@ -279,7 +279,7 @@ def pytest_gradcheck_make_case(target: Any, name: str, rng: np.random.Generator)
     Layer classes declare a classmethod `gradcheck_case(cls, rng)`; function pairs an attribute
     `X_forward.gradcheck_case = lambda rng: (args...)` on the forward function.
     """
-    kind = PAIR if isinstance(target, tuple) else CLASS
+    kind = kind_of(target)
     t = DiscoveredTarget(name, kind, target)
     holder = target[0] if kind == PAIR else target
     declare = getattr(holder, DECLARATION, None)
@@ -290,7 +290,7 @@ def pytest_gradcheck_make_case(target: Any, name: str, rng: np.random.Generator)
             f"{name}: {DECLARATION} must be callable as {DECLARATION}(rng), got "
             f"{type(declare).__name__}"
         )
-    if kind == CLASS and inspect.isfunction(inspect.getattr_static(holder, DECLARATION)):
+    if inspect.isclass(holder) and inspect.isfunction(inspect.getattr_static(holder, DECLARATION)):
         raise GradcheckUsageError(
             f"{name}: {DECLARATION} is a plain method; decorate it with @classmethod so it "
             f"is called as {DECLARATION}(cls, rng) without an instance"

@@ -1,10 +1,20 @@
-"""Discovery: find layer classes and forward/backward function pairs in modules and packages.
+"""Discovery: find what can be gradient-checked in modules and packages.
 
-A *target* (`DiscoveredTarget`) is either a layer class (defined in the scanned package, with
-`forward` and `backward`) or a module-level pair of functions `X_forward` / `X_backward`. A
-target becomes a check through `pytest_gradcheck_make_case`, which returns a `Case` (the layer
-to check and its inputs); the built-in implementation reads the target's `gradcheck_case`
-declaration (see `pytest_gradcheck.conventions` and docs/hooks.md).
+A *target* (`DiscoveredTarget`) is one of four kinds, each defined in the scanned module:
+
+- `CLASS`: a layer class, with `forward` and `backward`;
+- `PAIR`: a module-level pair of functions `X_forward` / `X_backward`;
+- `FUNCTION`: a value-and-gradient function `f(*args) -> (loss, grads)`: a module-level
+  function with a `gradcheck_case` attribute that is not half of an `X_forward`/`X_backward`
+  pair;
+- `MODEL`: a class with a `loss` method and no `forward`/`backward`
+  (`loss, grads = model.loss(*args)`), with a `gradcheck_case` classmethod.
+
+A project teaches discovery other shapes with the `pytest_gradcheck_discover_target` hook,
+asked first for every public class and function of a module. A target becomes a check through
+`pytest_gradcheck_make_case`, which returns a `Case` (the object to check and its arguments);
+the built-in implementation reads the target's `gradcheck_case` declaration (see
+`pytest_gradcheck.conventions` and docs/hooks.md).
 
 Left out on purpose, so they never show up as checks at all:
 
@@ -36,6 +46,9 @@ from .errors import GradcheckUsageError
 
 CLASS = "class"
 PAIR = "pair"
+FUNCTION = "function"
+MODEL = "model"
+KINDS = (CLASS, PAIR, FUNCTION, MODEL)
 FORWARD_SUFFIX = "_forward"
 BACKWARD_SUFFIX = "_backward"
 DECLARATION = "gradcheck_case"
@@ -85,11 +98,11 @@ class SkipCase(Exception):
 
 @dataclass(frozen=True)
 class DiscoveredTarget:
-    """One discovered layer class or function pair."""
+    """One discovered layer class, function pair, value-and-gradient function or model."""
 
     name: str  # qualified: "pkg.module.Linear", or "pkg.module.affine" for a pair
-    kind: str  # CLASS or PAIR
-    obj: Any  # the class, or the (forward_fn, backward_fn) tuple
+    kind: str  # one of KINDS
+    obj: Any  # the class or function, or the (forward_fn, backward_fn) tuple
 
     @property
     def short_name(self) -> str:
@@ -192,6 +205,50 @@ def is_layer_class(cls: Any) -> bool:
     return not is_stub(forward)
 
 
+def is_model_class(cls: Any) -> bool:
+    """A class with a callable `loss` and no `forward`/`backward`, declaring `gradcheck_case`
+    (a model checked through its loss; many classes have a `loss` method, so only declared
+    ones are taken)."""
+    if not inspect.isclass(cls) or not callable(getattr(cls, "loss", None)):
+        return False
+    if callable(getattr(cls, "forward", None)) or callable(getattr(cls, "backward", None)):
+        return False
+    return not inspect.isabstract(cls) and callable(getattr(cls, DECLARATION, None))
+
+
+def kind_of(target: Any) -> str:
+    """The kind of a discovered object as discovery's built-in rules see it: for the built-in
+    `pytest_gradcheck_make_case`, which receives the object without its kind."""
+    if isinstance(target, tuple):
+        return PAIR
+    if inspect.isclass(target):
+        return MODEL if is_model_class(target) else CLASS
+    return FUNCTION
+
+
+def _pair_half(name: str, namespace: Mapping[str, Any]) -> bool:
+    """True if `name` is the forward or backward half of an X_forward/X_backward pair."""
+    for own, other in ((FORWARD_SUFFIX, BACKWARD_SUFFIX), (BACKWARD_SUFFIX, FORWARD_SUFFIX)):
+        stem = name[: -len(own)]
+        if name.endswith(own) and stem and inspect.isfunction(namespace.get(stem + other)):
+            return True
+    return False
+
+
+def _hook_kind(hook: Any, name: str, obj: Any) -> str | None:
+    """The kind a `pytest_gradcheck_discover_target` implementation gives `obj`, if any."""
+    if hook is None:
+        return None
+    kind: str | None = hook.pytest_gradcheck_discover_target(name=name, obj=obj)
+    if kind is not None and kind not in (CLASS, FUNCTION, MODEL):
+        raise GradcheckUsageError(
+            f"gradcheck discovery: pytest_gradcheck_discover_target returned {kind!r} for "
+            f"{name}; return one of {CLASS!r}, {FUNCTION!r}, {MODEL!r} or None "
+            "(pairs are found by their X_forward/X_backward names)"
+        )
+    return kind
+
+
 def _defined_in(obj: Any, module: ModuleType) -> bool:
     return getattr(obj, "__module__", None) == module.__name__
 
@@ -203,18 +260,28 @@ def _line(obj: Any) -> int:
         return 0
 
 
-def targets_in_module(module: ModuleType) -> list[DiscoveredTarget]:
-    """Layer classes and function pairs defined in `module`, in source order."""
+def targets_in_module(module: ModuleType, hook: Any = None) -> list[DiscoveredTarget]:
+    """The targets defined in `module`, in source order. `hook` (a hook relay) is asked first
+    about every public class and function (`pytest_gradcheck_discover_target`)."""
     found: list[tuple[int, DiscoveredTarget]] = []
     namespace: Mapping[str, Any] = vars(module)
     for name, obj in namespace.items():
         if name.startswith("_") or not _defined_in(obj, module):
             continue
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
         qual = f"{module.__name__}.{name}"
-        if inspect.isclass(obj):
+        kind = _hook_kind(hook, qual, obj)
+        if kind is not None:
+            found.append((_line(obj), DiscoveredTarget(qual, kind, obj)))
+        elif inspect.isclass(obj):
             if is_layer_class(obj):
                 found.append((_line(obj), DiscoveredTarget(qual, CLASS, obj)))
-        elif inspect.isfunction(obj) and name.endswith(FORWARD_SUFFIX):
+            elif is_model_class(obj):
+                found.append((_line(obj), DiscoveredTarget(qual, MODEL, obj)))
+        elif DECLARATION in vars(obj) and not _pair_half(name, namespace):
+            found.append((_line(obj), DiscoveredTarget(qual, FUNCTION, obj)))
+        elif name.endswith(FORWARD_SUFFIX):
             stem = name[: -len(FORWARD_SUFFIX)]
             backward = namespace.get(stem + BACKWARD_SUFFIX)
             if stem and inspect.isfunction(backward) and _defined_in(backward, module):
@@ -225,8 +292,9 @@ def targets_in_module(module: ModuleType) -> list[DiscoveredTarget]:
     return [t for _, t in found]
 
 
-def find_targets(specs: Iterable[str]) -> list[DiscoveredTarget]:
+def find_targets(specs: Iterable[str], hook: Any = None) -> list[DiscoveredTarget]:
     """Every target in the named modules/packages (submodules included), without duplicates.
+    `hook` is the hook relay whose `pytest_gradcheck_discover_target` is asked first.
 
     Raises `GradcheckUsageError` for a name that cannot be imported; any other exception
     raised while importing a module propagates.
@@ -235,7 +303,7 @@ def find_targets(specs: Iterable[str]) -> list[DiscoveredTarget]:
     targets = []
     for spec in specs:
         for module in iter_modules(spec):
-            for t in targets_in_module(module):
+            for t in targets_in_module(module, hook):
                 if t.name not in seen:
                     seen.add(t.name)
                     targets.append(t)
@@ -245,13 +313,15 @@ def find_targets(specs: Iterable[str]) -> list[DiscoveredTarget]:
 def to_case(value: Any, target: DiscoveredTarget) -> Case:
     """Normalise what a `gradcheck_case` declaration returned into a `Case`.
 
-    Layer classes: a `Case`, or `(layer, inputs)` / `(layer, inputs, options)` where `inputs`
-    is a tuple of forward's arguments (a single array is taken as the only input).
-    Function pairs: a `Case` (its layer may be None: the discovered pair), or the tuple of
-    arguments of the forward function.
+    Layer classes and models: a `Case`, or `(layer, inputs)` / `(layer, inputs, options)`
+    where `inputs` is a tuple of forward's (or the model's `loss`) arguments (a single array is
+    taken as the only input). Function pairs and value-and-gradient functions: a `Case` (its
+    layer may be None: the discovered function or pair), or the tuple of arguments of the
+    (forward) function.
     """
+    by_arguments = target.kind in (PAIR, FUNCTION)
     if isinstance(value, Case):
-        if value.layer is None and target.kind == PAIR:
+        if value.layer is None and by_arguments:
             value.layer = target.obj
         if value.layer is None:
             raise GradcheckUsageError(
@@ -261,15 +331,16 @@ def to_case(value: Any, target: DiscoveredTarget) -> Case:
         value.inputs = _as_inputs(value.inputs)
         value.options = dict(value.options or {})
         return value
-    if target.kind == PAIR and isinstance(value, (tuple, list)):
+    if by_arguments and isinstance(value, (tuple, list)):
         return Case(target.obj, tuple(value))
-    if target.kind == CLASS and isinstance(value, (tuple, list)) and len(value) in (2, 3):
+    if not by_arguments and isinstance(value, (tuple, list)) and len(value) in (2, 3):
         options = dict(value[2]) if len(value) == 3 else {}
         return Case(value[0], _as_inputs(value[1]), options)
     expected = (
-        "the forward function's argument tuple or a Case"
-        if target.kind == PAIR
-        else "(layer, inputs), (layer, inputs, options) or a Case"
+        f"the {'forward ' if target.kind == PAIR else ''}function's argument tuple or a Case"
+        if by_arguments
+        else f"({target.kind if target.kind == MODEL else 'layer'}, inputs), "
+        "(..., inputs, options) or a Case"
     )
     raise GradcheckUsageError(
         f"{target.name}: {DECLARATION} returned {type(value).__name__}; return {expected}"
@@ -284,11 +355,16 @@ def _as_inputs(inputs: Any) -> tuple[Any, ...]:
 
 def how_to_declare(target: DiscoveredTarget) -> str:
     """The fix to suggest when a target has no usable declaration."""
-    if target.kind == PAIR:
-        fwd = target.obj[0].__name__
+    if target.kind in (PAIR, FUNCTION):
+        fn = (target.obj[0] if target.kind == PAIR else target.obj).__name__
         return (
-            f"set `{fwd}.{DECLARATION} = lambda rng: (x, w, ...)` returning example arguments, "
+            f"set `{fn}.{DECLARATION} = lambda rng: (x, w, ...)` returning example arguments, "
             "or implement pytest_gradcheck_make_case in conftest.py"
+        )
+    if target.kind == MODEL:
+        return (
+            f"add a classmethod `{DECLARATION}(cls, rng)` to {target.short_name} returning "
+            "(model, loss arguments), or implement pytest_gradcheck_make_case in conftest.py"
         )
     return (
         f"add a classmethod `{DECLARATION}(cls, rng)` to {target.short_name} returning "

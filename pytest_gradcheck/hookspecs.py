@@ -93,17 +93,34 @@ def pytest_gradcheck_loss_terms(layer: Any) -> list[Callable[[Any], float]]:
 
 
 @hookspec(firstresult=True)
-def pytest_gradcheck_make_case(target: Any, name: str, rng: np.random.Generator) -> Case | None:
-    """Build a checkable instance and inputs for a discovered layer class or function pair.
+def pytest_gradcheck_discover_target(name: str, obj: Any) -> str | None:
+    """Say whether discovery should check `obj`, and as what.
 
-    `target` is the class, or the `(X_forward, X_backward)` tuple; `name` its qualified name
-    (`pkg.module.Linear`, `pkg.module.affine`). Called once per target when its discovered test
-    item runs (`gradcheck_discover`), and by `python -m pytest_gradcheck`. `rng` depends only on
-    the run's seed and `name`, so every run and xdist worker builds the same case. Return a
-    `Case` (or what a `gradcheck_case` declaration may return), or None to defer; raise
-    `pytest_gradcheck.SkipCase("why, and how to fix it")` to report the target as skipped. The
-    built-in calls the class's `gradcheck_case(rng)` classmethod, or for a pair the forward
-    function's `gradcheck_case` attribute, and skips targets without one.
+    Called while discovery scans a module (`gradcheck_discover`, `--gradcheck-discover`,
+    `python -m pytest_gradcheck`), once for every public class and function defined in it,
+    before the built-in rules; `name` is its qualified name (`pkg.module.Dense`). Return the
+    kind of target it is: `"class"` (a layer class), `"model"` (a class checked through its
+    `loss` method) or `"function"` (a value-and-gradient function); or None to leave it to
+    the next implementation and in the end to the built-in rules (classes with `forward` and
+    `backward`, `X_forward`/`X_backward` pairs, functions and models that declare
+    `gradcheck_case`). A target found this way is built by `pytest_gradcheck_make_case` and
+    checked through `pytest_gradcheck_adapt` like any other.
+    """
+
+
+@hookspec(firstresult=True)
+def pytest_gradcheck_make_case(target: Any, name: str, rng: np.random.Generator) -> Case | None:
+    """Build a checkable instance and inputs for a discovered target.
+
+    `target` is the class or function, or the `(X_forward, X_backward)` tuple; `name` its
+    qualified name (`pkg.module.Linear`, `pkg.module.affine`). Called once per target when its
+    discovered test item runs (`gradcheck_discover`), and by `python -m pytest_gradcheck`.
+    `rng` depends only on the run's seed and `name`, so every run and xdist worker builds the
+    same case. Return a `Case` (or what a `gradcheck_case` declaration may return), or None to
+    defer; raise `pytest_gradcheck.SkipCase("why, and how to fix it")` to report the target as
+    skipped. The built-in calls the class's `gradcheck_case(rng)` classmethod, or the
+    function's (for a pair the forward function's) `gradcheck_case` attribute, and skips
+    targets without one.
     """
 
 

@@ -16,12 +16,15 @@ from .errors import GradcheckUsageError
 from .options import Options
 from .result import CheckResult
 
-# Report user properties: the item's results, and why a discovered target was skipped.
+# Report user properties: the item's results, why a discovered target was skipped, and the
+# message of a check that could not run (a usage error).
 RESULTS_PROPERTY = "gradcheck"
 SKIPPED_PROPERTY = "gradcheck_skipped"
+ERROR_PROPERTY = "gradcheck_error"
 
 options_key = pytest.StashKey[Options]()  # on the config: ini and command-line options
 item_results_key = pytest.StashKey[list[dict[str, Any]]]()
+item_errors_key = pytest.StashKey[list[str]]()
 
 
 def marker_options(item: pytest.Item) -> Options:
@@ -38,13 +41,27 @@ def marker_options(item: pytest.Item) -> Options:
 
 
 @contextmanager
-def usage_errors_fail() -> Iterator[None]:
-    """A usage error in the block fails the test with its message only."""
+def usage_errors_fail(item: pytest.Item) -> Iterator[None]:
+    """A usage error in the block fails the test with its message only; the message is kept
+    on the item, for the summary and the JSON file should the test fail with it."""
     try:
         yield
     except GradcheckUsageError as exc:
+        keep_error(item, str(exc))
         # `from None`: the report shows the message, not the usage error's traceback chained.
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
+
+
+def keep_error(item: pytest.Item, message: str) -> None:
+    """Record that a check on the item could not run, with why."""
+    item.stash.setdefault(item_errors_key, []).append(message)
+
+
+def take_errors(item: pytest.Item) -> list[str]:
+    """The errors recorded on the item since the last call (each reported once)."""
+    errors = item.stash.get(item_errors_key, [])
+    item.stash[item_errors_key] = []
+    return errors
 
 
 def keep_result(item: pytest.Item, result: CheckResult) -> None:

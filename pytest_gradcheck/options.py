@@ -30,6 +30,7 @@ T = TypeVar("T")
 Coercer = Callable[[Any], T]
 
 MODES = ("full", "fast", "sample", "auto")
+SUMMARIES = ("short", "full")
 
 # Arrays up to this many elements are checked element by element in mode="auto"; larger ones
 # along random directions with group testing (fast mode). At the limit full mode costs 4,096
@@ -353,6 +354,14 @@ class Options:
     )
     label: str | None = option(
         None, optional(str), "str", "name of the check in reports", default_text="class name"
+    )
+    summary: str = option(
+        "short",
+        choice(*SUMMARIES),
+        "str",
+        "the gradcheck summary after a pytest run: `short` (a line of counts and the rows of "
+        "failed and errored checks) or `full` (every check and skip; also with `-v`)",
+        where=Where.INI | Where.PYTEST,
     )
 
     @classmethod

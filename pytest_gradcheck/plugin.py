@@ -16,6 +16,7 @@ from .collect import discovered_items
 from .discovery import split_specs
 from .errors import GradcheckUsageError
 from .items import (
+    ERROR_PROPERTY,
     RESULTS_PROPERTY,
     SKIPPED_PROPERTY,
     fail_if_wrong,
@@ -23,10 +24,11 @@ from .items import (
     keep_result,
     marker_options,
     options_key,
+    take_errors,
     usage_errors_fail,
 )
 from .options import Options, Where, draw_seed, resolve_seed, settable
-from .report import options_header, summary_rows, write_json
+from .report import RunRecord, error_record, options_header
 from .result import CheckResult
 
 WORKER_SEED_KEY = "gradcheck_seed"
@@ -153,7 +155,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # Validate marker keywords before the test runs, whether or not it uses the fixture.
     if item.get_closest_marker("gradcheck") is not None:
-        with usage_errors_fail():
+        with usage_errors_fail(item):
             marker_options(item)
 
 
@@ -173,7 +175,7 @@ class GradcheckFixture:
 
     def check(self, layer: Any, *inputs: Any, **options: Any) -> CheckResult:
         item = self._item
-        with usage_errors_fail():
+        with usage_errors_fail(item):
             opts = self.options.updated(options, "gradcheck()")
             result = run_check(layer, inputs, opts, hook=item.config.hook)
         keep_result(item, result)
@@ -199,6 +201,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         results = item.stash.get(item_results_key, [])
         if results:
             report.user_properties.append((RESULTS_PROPERTY, results))
+    # A usage error counts as an errored check only if it failed the test (not if the test
+    # expected it and caught the failure).
+    errors = take_errors(item)
+    if errors and report.failed:
+        report.user_properties.append((ERROR_PROPERTY, errors))
     return report
 
 
@@ -207,8 +214,7 @@ class ResultCollector:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.results: list[dict[str, Any]] = []
-        self.skipped: list[dict[str, str]] = []
+        self.run = RunRecord(seed=config.stash[options_key].seed)
         self.order: dict[str, int] = {}  # nodeid -> collection index, for a stable report order
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -219,19 +225,28 @@ class ResultCollector:
         if not self.order:
             self.order = {nodeid: i for i, nodeid in enumerate(ids)}
 
-    def _ordered(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rows in collection order, so serial and xdist runs report alike (stable sort)."""
-        return sorted(rows, key=lambda r: self.order.get(r["nodeid"], len(self.order)))
+    def _ordered(self) -> RunRecord:
+        """The run in collection order, so serial and xdist runs report alike (stable sort)."""
+
+        def by_order(rows: list[Any]) -> list[Any]:
+            return sorted(rows, key=lambda r: self.order.get(r["nodeid"], len(self.order)))
+
+        run = self.run
+        return RunRecord(run.seed, by_order(run.results), by_order(run.skipped),
+                         by_order(run.errors))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
-            return
         for key, value in report.user_properties:
-            if key == RESULTS_PROPERTY:
+            if key == ERROR_PROPERTY:  # on the report of the phase that failed
+                messages = cast(list[str], value)
+                self.run.errors.extend(error_record(report.nodeid, m) for m in messages)
+            elif report.when != "call":
+                continue  # item properties are copied onto every phase's report
+            elif key == RESULTS_PROPERTY:
                 rows = cast(list[dict[str, Any]], value)
-                self.results.extend({**r, "nodeid": report.nodeid} for r in rows)
+                self.run.results.extend({**r, "nodeid": report.nodeid} for r in rows)
             elif key == SKIPPED_PROPERTY:
-                self.skipped.append({"nodeid": report.nodeid, "reason": str(value)})
+                self.run.skipped.append({"nodeid": report.nodeid, "reason": str(value)})
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         config = self.config
@@ -239,22 +254,14 @@ class ResultCollector:
             return  # xdist worker: the controller writes the file
         path = config.getoption("gradcheck_json") or config.getini("gradcheck_json")
         if path:
-            payload = {
-                "seed": config.stash[options_key].seed,
-                "results": self._ordered(self.results),
-                "skipped": self._ordered(self.skipped),
-            }
-            write_json(path, payload)
+            self._ordered().write_json(path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if hasattr(self.config, "workerinput") or not (self.results or self.skipped):
+        run = self.run
+        if hasattr(self.config, "workerinput") or not (run.results or run.skipped or run.errors):
             return
-        title = f"gradcheck: {len(self.results)} check(s)"
-        if self.skipped:
-            title += f", {len(self.skipped)} skipped"
-        terminalreporter.write_sep("-", title)
-        if self.results:
-            for line in summary_rows(self._ordered(self.results)):
-                terminalreporter.write_line(line)
-        for s in self._ordered(self.skipped):
-            terminalreporter.write_line(f"SKIPPED {s['nodeid']}: {s['reason']}")
+        checks = len(run.results) + len(run.errors)
+        terminalreporter.write_sep("-", f"gradcheck: {checks} check(s): {run.counts()}")
+        full = self.config.option.verbose > 0 or self.config.stash[options_key].summary == "full"
+        for line in self._ordered().summary(full):
+            terminalreporter.write_line(line)

@@ -1,8 +1,10 @@
 """What a run reports besides each check's table (`str(CheckResult)`, in result.py): the
-options header, the session summary rows and the JSON file.
+options header, the session summary and the JSON file, for pytest runs and for
+`python -m pytest_gradcheck` alike.
 
-The summary and the JSON file are built from `CheckResult.to_dict()` dicts, which is what
-reaches the controller under xdist.
+A run is a `RunRecord`: `CheckResult.to_dict()` dicts (what reaches the controller under
+xdist), skipped targets and checks that errored (a usage error: no result at all), each with
+its node id.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .options import Options
+from .result import ERROR
 from .text import error, table
 
 
@@ -25,14 +29,68 @@ def options_header(opts: Options) -> str:
     )
 
 
-def summary_rows(results: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per check for the terminal summary (from `CheckResult.to_dict()` dicts)."""
+@dataclass
+class RunRecord:
+    """Everything a run checked: results (`CheckResult.to_dict()` plus "nodeid"), skipped
+    targets ({"nodeid", "reason"}) and errored checks (`error_record`)."""
+
+    seed: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if not r["ok"]]
+
+    def counts(self) -> str:
+        """`N passed, N failed, N errored, N skipped`."""
+        failed = len(self.failed)
+        return (
+            f"{len(self.results) - failed} passed, {failed} failed, {len(self.errors)} errored, "
+            f"{len(self.skipped)} skipped"
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON file's content: {"seed", "results", "skipped", "errors"}."""
+        return {
+            "seed": self.seed,
+            "results": self.results,
+            "skipped": self.skipped,
+            "errors": self.errors,
+        }
+
+    def write_json(self, path: str | Path) -> None:
+        write_json(path, self.payload())
+
+    def summary(self, full: bool) -> list[str]:
+        """The terminal summary after the title: the table of every check (`full`) or of the
+        failed and errored ones only, then (`full`) the skipped targets with their reasons."""
+        shown = self.results if full else self.failed
+        lines = summary_rows(shown, self.errors) if shown or self.errors else []
+        if full:
+            lines.extend(f"SKIPPED {s['nodeid']}: {s['reason']}" for s in self.skipped)
+        elif len(shown) < len(self.results) or self.skipped:
+            lines.append("(passed checks and skips listed with -v or --gradcheck-summary=full)")
+        return lines
+
+
+def error_record(nodeid: str, message: str) -> dict[str, str]:
+    """A check that could not run (a usage error), as the JSON file and the summary hold it."""
+    return {"nodeid": nodeid, "status": ERROR, "message": message}
+
+
+def summary_rows(
+    results: Sequence[dict[str, Any]], errors: Sequence[dict[str, str]] = ()
+) -> list[str]:
+    """One line per check for the terminal summary (from `CheckResult.to_dict()` dicts), then
+    one per errored check (`error_record`s) with the first line of its message."""
     rows = []
     for r in results:
         worst = ", ".join(
-            f"{e['name']}={error(e['max_rel_error'])}"
+            f"{e['name']}={ERROR if e['status'] == ERROR else error(e['max_rel_error'])}"
             for e in r["entries"]
-            if e["max_rel_error"] is not None
+            if e["max_rel_error"] is not None or e["status"] == ERROR
         )
         kinks = sum(e["kinks"] for e in r["entries"])
         rows.append(
@@ -47,6 +105,9 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[str]:
                 worst,
             ]
         )
+    for e in errors:
+        first = e["message"].splitlines()[0] if e["message"] else ""
+        rows.append([e["nodeid"], "ERROR", "-", "-", "-", "-", "-", first])
     header = ["check", "result", "mode", "seed", "max rel err", "kinks", "time",
               "worst relative error per array"]
     return table(header, rows, indent="")

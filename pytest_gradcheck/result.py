@@ -13,6 +13,9 @@ from .text import error, number, table
 
 OK = "ok"
 FAIL = "FAIL"
+# The array could not be judged: its gradient is missing, has the wrong shape or is not a real
+# array (the row's `message` says which). The check fails; the other rows are still judged.
+ERROR = "error"
 NOT_DIFFERENTIATED = "not differentiated"
 INTEGER_INPUT = "integer input"
 NOT_SELECTED = "not selected"
@@ -43,10 +46,11 @@ class Entry:
     # Per-element failure mask (full mode) or the failing flat indices found (fast mode);
     # kept for the failure maps, not serialised.
     failed_mask: np.ndarray | None = field(default=None, repr=False)
+    message: str | None = None  # why an `error` row could not be judged
 
     @property
     def ok(self) -> bool:
-        return self.status != FAIL
+        return self.status not in (FAIL, ERROR)
 
     def to_dict(self) -> dict[str, Any]:
         """Builtin types only, so the row survives JSON and xdist's execnet."""
@@ -64,6 +68,7 @@ class Entry:
             "failed": int(self.failed),
             "checked": int(self.checked),
             "size": int(self.size),
+            "message": self.message,
         }
 
 
@@ -111,7 +116,8 @@ class CheckResult:
         return render_result(self)
 
     def raise_if_failed(self) -> CheckResult:
-        """Raise `GradcheckError` with the report if any row failed; return self otherwise."""
+        """Raise `GradcheckError` with the report if any row failed or could not be judged (an
+        `error` row); return self otherwise."""
         if not self.ok:
             raise GradcheckError(str(self))
         return self
@@ -166,6 +172,7 @@ def render_result(result: CheckResult) -> str:
               "kinks", "failed", "status"]
     lines = [header_line(result), *table(header, rows)]
     lines.extend(f"  note: {n}" for n in result.notes)
+    lines.extend(f"  error: {e.message}" for e in result.entries if e.status == ERROR)
     for e in result.entries:
         if e.status == FAIL:
             lines.extend(failure_map(e))

@@ -675,31 +675,9 @@ class ComplexParam(Linear):
 
 USAGE_ERRORS = [
     (
-        "missing-dict",
-        lambda: MissingGrad(3, 2, rng=np.random.default_rng(1)),
-        ["MissingGrad", "'b'", "no gradient"],
-    ),
-    ("missing-attr", AttrMissingGrad, ["AttrMissingGrad", "'b'", "no gradient"]),
-    (
-        "wrong-shape",
-        lambda: WrongShapeGrad(3, 2, rng=np.random.default_rng(1)),
-        ["WrongShapeGrad", "'W'", "(2, 3)", "(3, 2)"],
-    ),
-    (
         "raises",
         lambda: RaisingBackward(3, 2, rng=np.random.default_rng(1)),
         ["RaisingBackward", "backward raised RuntimeError", "cache was cleared"],
-    ),
-    ("no-input-grad", NoInputGrad, ["NoInputGrad", "'x'", "inputs=False"]),
-    (
-        "grad-not-numbers",
-        lambda: StringGrad(3, 2, rng=np.random.default_rng(1)),
-        ["StringGrad", "'W'", "not an array of numbers"],
-    ),
-    (
-        "complex-grad",
-        lambda: ComplexGrad(3, 2, rng=np.random.default_rng(1)),
-        ["ComplexGrad", "'W'", "complex"],
     ),
     (
         "complex-param",
@@ -718,6 +696,36 @@ def test_usage_errors_from_check_name_layer_and_parameter(make: Any, needles: li
     message = str(info.value)
     for needle in needles:
         assert needle in message
+
+
+# One unusable gradient is an `error` row; the other rows are still judged.
+ERROR_ROWS = [
+    ("missing-dict", lambda: MissingGrad(3, 2, rng=np.random.default_rng(1)), "b",
+     ["'b'", "no gradient"]),
+    ("missing-attr", AttrMissingGrad, "b", ["'b'", "no gradient"]),
+    ("wrong-shape", lambda: WrongShapeGrad(3, 2, rng=np.random.default_rng(1)), "W",
+     ["'W'", "(2, 3)", "(3, 2)"]),
+    ("no-input-grad", NoInputGrad, "x", ["'x'", "inputs=False"]),
+    ("grad-not-numbers", lambda: StringGrad(3, 2, rng=np.random.default_rng(1)), "W",
+     ["'W'", "not an array of numbers"]),
+    ("complex-grad", lambda: ComplexGrad(3, 2, rng=np.random.default_rng(1)), "W",
+     ["'W'", "complex"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "row", "needles"), [c[1:] for c in ERROR_ROWS], ids=[c[0] for c in ERROR_ROWS]
+)
+def test_an_unusable_gradient_is_an_error_row_naming_the_parameter(
+    make: Any, row: str, needles: list[str]
+) -> None:
+    result = check(make(), x_batch(4, 3))
+    assert not result.ok
+    entry = result.entry(row)
+    assert entry.status == "error" and entry.message is not None
+    for needle in needles:
+        assert needle in entry.message
+    assert all(e.status == "ok" for e in result.entries if e.name != row)
 
 
 def test_a_layer_class_instead_of_an_instance_is_a_usage_error_saying_so() -> None:
@@ -791,9 +799,12 @@ def test_usage_errors_through_fixture_are_clean_failures(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(
         [
             "*_ test_missing _*",
-            "MissingGrad: parameter 'b' has no gradient after backward*",
+            "gradcheck MissingGrad: FAILED*",
+            "  b *param*error",
+            "  error: parameter 'b' has no gradient after backward*",
             "*_ test_wrong_shape _*",
-            "WrongShape: gradient of parameter 'W' has shape (2, 3), expected (3, 2)*",
+            "gradcheck WrongShape: FAILED*",
+            "  error: gradient of parameter 'W' has shape (2, 3), expected (3, 2)*",
             "*_ test_raising _*",
             "Raising: backward raised RuntimeError: cache was cleared*",
         ]

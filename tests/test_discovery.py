@@ -148,7 +148,12 @@ def test_discovery_collects_one_item_per_layer_class_and_pair(layer_pkg: pytest.
 def test_discovered_items_run_fail_and_skip_with_reasons(layer_pkg: pytest.Pytester):
     json_path = layer_pkg.path / "out.json"
     result = layer_pkg.runpytest(
-        *QUIET_PLUGINS, "--gradcheck-discover", "tinylayers", "-rs", f"--gradcheck-json={json_path}"
+        *QUIET_PLUGINS,
+        "--gradcheck-discover",
+        "tinylayers",
+        "-rs",
+        f"--gradcheck-json={json_path}",
+        "--gradcheck-summary=full",
     )
     result.assert_outcomes(passed=2, failed=1, skipped=3)
     result.stdout.fnmatch_lines(
@@ -308,6 +313,8 @@ def test_example_nn_bases_are_left_out_and_every_layer_found():
         "MaxPool2d",
         "Flatten",
         "Sequential",
+        "softmax_cross_entropy",  # value-and-gradient functions declaring gradcheck_case
+        "mse",
         "LSTMCell",
     ]
 

@@ -560,7 +560,7 @@ def test_session_summary_lists_every_check(pytester: pytest.Pytester) -> None:
             gradcheck(bad_bias(), make_x())
         """,
     )
-    result = pytester.runpytest()
+    result = pytester.runpytest("--gradcheck-summary=full")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [

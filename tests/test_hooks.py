@@ -362,7 +362,7 @@ def test_the_worked_example_in_docs_runs(pytester: pytest.Pytester) -> None:
     (pytester.path / "conftest.py").write_text(blocks["conftest.py"])
     pytester.makeini("[pytest]\ngradcheck_discover = tinyflow\n")
     pytester.syspathinsert()
-    result = pytester.runpytest(*QUIET_PLUGINS)
+    result = pytester.runpytest(*QUIET_PLUGINS, "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*gradcheck::tinyflow.layers.Dense*ok*kernel=*bias=*"])
     log = (pytester.path / "gradcheck-log.csv").read_text().splitlines()

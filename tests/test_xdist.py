@@ -66,8 +66,8 @@ def _comparable(payload: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 def test_two_workers_match_a_serial_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_layers=LAYERS_TEST)
-    serial, serial_json = _run(pytester, "serial")
-    parallel, parallel_json = _run(pytester, "parallel", "-n", "2")
+    serial, serial_json = _run(pytester, "serial", "--gradcheck-summary=full")
+    parallel, parallel_json = _run(pytester, "parallel", "-n", "2", "--gradcheck-summary=full")
 
     expected = {"passed": 20, "failed": 1}
     serial.assert_outcomes(**expected)
