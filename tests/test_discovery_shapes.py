@@ -21,11 +21,6 @@ from pytest_gradcheck.discovery import (
 )
 from pytest_gradcheck.errors import GradcheckUsageError
 
-# Checking functions and models needs the value-and-gradient shapes in the checker.
-NEEDS_SHAPES = pytest.mark.xfail(
-    strict=False, reason="checked once value-and-gradient shapes land"
-)
-
 LOSSES = '''
 import numpy as np
 from pytest_gradcheck import SkipCase
@@ -200,7 +195,6 @@ def test_a_hook_returning_an_unknown_kind_is_a_collection_error(
     )
 
 
-@NEEDS_SHAPES
 def test_discovered_functions_and_models_are_checked(shapes_pkg: pytest.Pytester) -> None:
     result = shapes_pkg.runpytest(*QUIET_PLUGINS, "--gradcheck-discover=shapes", "-k", "not Need")
     result.assert_outcomes(passed=3, failed=2)
@@ -208,7 +202,6 @@ def test_discovered_functions_and_models_are_checked(shapes_pkg: pytest.Pytester
     result.stdout.fnmatch_lines(["*gradcheck shapes.losses.TwoLayerNetBug: FAILED*", "*W2*FAIL*"])
 
 
-@NEEDS_SHAPES
 def test_example_nn_losses_are_checked_through_discovery(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(
         *QUIET_PLUGINS, "--gradcheck-discover=example_nn.losses", "-v"

@@ -17,7 +17,7 @@ from helpers import QUIET_PLUGINS, global_streams, rows
 
 from pytest_gradcheck import GradcheckUsageError, check
 from pytest_gradcheck.options import MODES
-from pytest_gradcheck.result import FAIL, INTEGER_INPUT, NOT_DIFFERENTIATED, OK
+from pytest_gradcheck.result import ERROR, FAIL, INTEGER_INPUT, NOT_DIFFERENTIATED, OK
 
 
 def data(n: int = 6, d: int = 4, c: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -111,14 +111,20 @@ class BroadcastGradient(cs.TwoLayerNet):
         return value, grads
 
 
-def test_a_missing_gradient_names_the_parameter() -> None:
-    with pytest.raises(GradcheckUsageError, match=r"'b2' has no gradient"):
-        check(two_layer(MissingGradient), *data())
+def test_a_missing_gradient_is_an_error_row_and_the_others_are_judged() -> None:
+    result = check(two_layer(MissingGradient), *data())
+    assert not result.ok
+    statuses = {e.name: e.status for e in result.entries}
+    assert statuses["b2"] == ERROR
+    assert {n: s for n, s in statuses.items() if n in ("W1", "b1", "W2")} == {
+        "W1": "ok", "b1": "ok", "W2": "ok"}
+    assert "'b2' has no gradient" in str(result)
 
 
 def test_a_1_by_c_gradient_for_a_c_parameter_is_wrong_shaped_never_broadcast() -> None:
-    with pytest.raises(GradcheckUsageError, match=r"'b1' has shape \(1, 5\), expected \(5,\)"):
-        check(two_layer(BroadcastGradient), *data())
+    result = check(two_layer(BroadcastGradient), *data())
+    assert {e.name: e.status for e in result.entries}["b1"] == ERROR
+    assert "'b1' has shape (1, 5), expected (5,)" in str(result)
 
 
 class WithStatistics(cs.TwoLayerNet):

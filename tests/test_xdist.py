@@ -69,11 +69,11 @@ def test_two_workers_match_a_serial_run(pytester: pytest.Pytester) -> None:
     serial, serial_json = _run(pytester, "serial", "--gradcheck-summary=full")
     parallel, parallel_json = _run(pytester, "parallel", "-n", "2", "--gradcheck-summary=full")
 
-    expected = {"passed": 20, "failed": 1}
+    expected = {"passed": 22, "failed": 1}
     serial.assert_outcomes(**expected)
     parallel.assert_outcomes(**expected)
     assert "2 workers" in parallel.stdout.str()
-    assert len(serial_json["results"]) == 20  # 5 parametrized + 1 marked + 14 discovered
+    assert len(serial_json["results"]) == 22  # 5 parametrized + 1 marked + 16 discovered
     assert _comparable(parallel_json) == _comparable(serial_json)
     seeds = {r["nodeid"]: r["seed"] for r in parallel_json["results"]}
     assert seeds["test_layers.py::test_marked_seed"] == 11
@@ -81,7 +81,7 @@ def test_two_workers_match_a_serial_run(pytester: pytest.Pytester) -> None:
 
     # The controller's summary lists the checks of both workers.
     for payload, run in ((serial_json, serial), (parallel_json, parallel)):
-        run.stdout.fnmatch_lines(["*gradcheck: 20 check(s)*"])
+        run.stdout.fnmatch_lines(["*gradcheck: 22 check(s)*"])
         out = run.stdout.str()
         assert all(r["nodeid"] in out for r in payload["results"])
     parallel.stdout.fnmatch_lines(["*test_layers.py::test_layer?sigmoid_bug?*FAIL*fast*"])
