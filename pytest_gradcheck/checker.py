@@ -257,6 +257,7 @@ class Checker:
         input_names = access.input_names(len(work))
         arrays, input_rows = self._checked_inputs(work, input_names)
         arrays += self._checked_params(params, param_arrays)
+        self._refuse_empty_output(first_out)
         return Setup(work, input_names, sources, first_out, params, param_arrays, low, arrays,
                      input_rows, param_rows)
 
@@ -332,6 +333,7 @@ class Checker:
             param_rows,
         )
         self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"])
+        self._refuse_empty_arrays(arrays)
         if not arrays:
             raise self._usage(
                 "nothing to check: no floating-point input (or inputs=False) and "
@@ -636,6 +638,7 @@ class Checker:
                     "supported (the check differentiates real functions): pass the real and "
                     "imaginary parts as separate float inputs"
                 )
+        self._refuse_empty_inputs(names)
         work = []
         for x in self.user_inputs:
             if is_float_array(x):
@@ -647,6 +650,37 @@ class Checker:
         if any(is_float_array(x) and x.dtype.itemsize < 8 for x in self.user_inputs):
             self.notes.append("low-precision inputs were checked on float64 copies")
         return work
+
+    def _refuse_empty_inputs(self, names: list[str]) -> None:
+        """An empty float input (a batch of shape (0, 4)) makes every gradient trivially zero:
+        no backward could fail, so the check would pass anything."""
+        for name, x in zip(names, self.user_inputs):
+            if is_float_array(x) and x.size == 0:
+                raise self._usage(
+                    f"nothing to check: input {name!r} has no elements (shape {x.shape}); "
+                    "on an empty batch every gradient is zero and no backward could fail: "
+                    "pass inputs with at least one element"
+                )
+
+    def _refuse_empty_output(self, out: np.ndarray) -> None:
+        """An empty output: every gradient is zero, nothing could fail."""
+        if out.size == 0:
+            raise self._usage(
+                f"nothing to check: forward returned an empty output (shape {out.shape}), "
+                "so every gradient is zero and no backward could fail: pass inputs that give "
+                "at least one output element"
+            )
+
+    def _refuse_empty_arrays(self, arrays: list[CheckedArray]) -> None:
+        """A checked array without elements (a parameter of shape (0,)): its row would pass
+        without a single element checked."""
+        for a in arrays:
+            if a.array.size == 0:
+                raise self._usage(
+                    f"nothing to check: {'input' if a.kind == 'input' else 'parameter'} "
+                    f"{a.name!r} has no elements (shape {a.array.shape}); leave it out with "
+                    "params=[...] (or inputs=False), or give it at least one element"
+                )
 
     def _checked_inputs(
         self, work: list[Any], names: list[str]

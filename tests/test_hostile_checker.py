@@ -112,3 +112,39 @@ def test_fast_mode_reports_a_non_finite_gradient_in_a_large_array() -> None:
     result = checked(layer, x, mode="auto")  # W: 2,560 elements, above auto_limit
     w = result.entry("W")
     assert w.status == "FAIL" and w.worst_index == (1, 0) and w.failed == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty arrays: nothing could fail
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_empty_batch_is_a_usage_error_naming_the_input(mode: str) -> None:
+    message = usage_error(Affine(4, 2), np.zeros((0, 4)), mode=mode)
+    assert "nothing to check" in message and "input 'x'" in message
+    assert "(0, 4)" in message
+
+
+def test_an_empty_batch_is_refused_even_when_only_parameters_are_checked() -> None:
+    message = usage_error(Affine(4, 2), np.zeros((0, 4)), inputs=False)
+    assert "nothing to check" in message and "'x'" in message
+
+
+class EmptyParam(Affine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = np.zeros(0)
+
+    def forward(self, x: np.ndarray) -> Any:
+        return super().forward(x) + self.c.sum()
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dc = np.zeros(0)
+        return super().backward(dout)
+
+
+def test_an_empty_parameter_is_a_usage_error_naming_it() -> None:
+    message = usage_error(EmptyParam(), x_batch())
+    assert "nothing to check" in message and "parameter 'c'" in message
+    assert "params=" in message
