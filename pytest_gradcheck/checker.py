@@ -23,6 +23,8 @@ another one fails.
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -272,6 +274,8 @@ class Checker:
         saved_inputs = [a.copy() for a in live]
         _reset(setup.sources)
         out = np.array(self._output(self._forward(work)), copy=True)
+        if out.shape != setup.first_out.shape:
+            raise self._shape_changed(setup.first_out.shape, out.shape, "at the second call")
         patch = baseline.patch()
         used = [s for s in setup.sources if s.changed()]
         mutated = [i for i, (a, b) in enumerate(zip(live, saved_inputs)) if not
@@ -315,6 +319,8 @@ class Checker:
         if record.mutated or not np.array_equal(setup.first_out, record.out, equal_nan=True):
             record.prepare()
             out = np.asarray(self._output(self._forward(record.call_inputs())))
+            if out.shape != record.out.shape:
+                raise self._shape_changed(record.out.shape, out.shape, "at the third call")
             if not np.array_equal(record.out, out, equal_nan=True):
                 self._nondeterministic(record.out, out)
         f_zero = _objective(g, out, record.loss_terms)
@@ -369,7 +375,10 @@ class Checker:
     ) -> CheckResult:
         """Judge again where the verdicts cannot be trusted, then the result."""
         passes = self.recheck_unreset_streams(setup, record, analytic, passes)
-        passes = self.rejudge_hidden_precision(analytic, passes)
+        if analytic.terms_abs_sum > 0:
+            # Noise is told from precision relative to the objective's terms; with every term
+            # exactly zero no measured noise can be put down to rounding.
+            passes = self.rejudge_hidden_precision(analytic, passes)
         j = passes.judging
         entries = [self._entry(a, v) for a, v in zip(analytic.arrays, passes.verdicts)]
         return CheckResult(
@@ -495,6 +504,12 @@ class Checker:
             raise self._usage(f"backward raised {type(exc).__name__}: {exc}") from exc
 
     def _output(self, out: Any) -> np.ndarray:
+        if isinstance(out, np.matrix):
+            raise self._usage(
+                "forward returned an np.matrix; return a plain ndarray (np.asarray(...)): "
+                "a matrix keeps two dimensions under indexing and reduction, so the checker "
+                "cannot treat it as the layer's output"
+            )
         arr = np.asarray(out)
         if not np.issubdtype(arr.dtype, np.floating):
             raise self._usage(
@@ -522,7 +537,7 @@ class Checker:
 
         def call() -> float:
             try:
-                return float(term())
+                value = term()
             except GradcheckUsageError as exc:
                 claim(exc)
                 raise
@@ -531,6 +546,7 @@ class Checker:
                     f"{what} raised {type(exc).__name__}: {exc}; it must take the layer and "
                     "return one float"
                 ) from exc
+            return _loss_value(value, what, usage)
 
         return call
 
@@ -569,6 +585,7 @@ class Checker:
         terms = tuple(loss_terms)
         feeder = inputs if callable(inputs) else None
         fixed: list[Any] = [] if callable(inputs) else inputs
+        ndarray, shape, later_output = np.ndarray, g.shape, self._later_output
 
         def evaluate() -> float:
             if prepare is not None:
@@ -581,12 +598,31 @@ class Checker:
                 raise
             except Exception as exc:
                 raise self._usage(f"forward raised {type(exc).__name__}: {exc}") from exc
+            if type(out) is not ndarray or out.shape != shape:
+                out = later_output(out, shape)
             total = float(vdot(g, out))
             for term in terms:
                 total += term()
             return total
 
         return evaluate
+
+    def _later_output(self, out: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """An evaluation's output that is not an ndarray of the setup passes' shape: a plain
+        number or sequence is taken as an array; a changed shape or an np.matrix is refused."""
+        arr = self._output(out)
+        if arr.shape != shape:
+            raise self._shape_changed(shape, arr.shape, "during the numeric evaluations")
+        return arr
+
+    def _shape_changed(
+        self, before: tuple[int, ...], after: tuple[int, ...], when: str
+    ) -> GradcheckUsageError:
+        return self._usage(
+            f"forward's output changed shape from {before} to {after} {when}, on inputs of "
+            "the same shape; the check compares the outputs of repeated calls, so the output's "
+            "shape must depend only on the inputs' shapes (not on a call counter or a cache)"
+        )
 
     @staticmethod
     def _input_feeder(work: list[Any], mutated: set[int]) -> Callable[[], list[Any]]:
@@ -639,6 +675,7 @@ class Checker:
                     "imaginary parts as separate float inputs"
                 )
         self._refuse_empty_inputs(names)
+        self._refuse_non_finite_inputs(names)
         work = []
         for x in self.user_inputs:
             if is_float_array(x):
@@ -660,6 +697,20 @@ class Checker:
                     f"nothing to check: input {name!r} has no elements (shape {x.shape}); "
                     "on an empty batch every gradient is zero and no backward could fail: "
                     "pass inputs with at least one element"
+                )
+
+    def _refuse_non_finite_inputs(self, names: list[str]) -> None:
+        """NaN or inf in a checked input: x + h is NaN too, so its row could only fail with a
+        numeric NaN, blaming backward for the input."""
+        if not self.opts.inputs:
+            return
+        for name, x in zip(names, self.user_inputs):
+            if is_float_array(x) and not np.isfinite(x).all():
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+                raise self._usage(
+                    f"input {name!r} holds non-finite values ({x[where]} at {where}); "
+                    "central differences need finite inputs: replace them, or pass "
+                    "inputs=False to check the parameters only"
                 )
 
     def _refuse_empty_output(self, out: np.ndarray) -> None:
@@ -779,6 +830,7 @@ class Checker:
         self.param_dtypes = {p.name: str(p.get().dtype) for p in params}
         for p in params:
             value = p.get()
+            self._refuse_matrix(p.name, value)
             want = (value.dtype != np.float64 or not value.flags.c_contiguous
                     or not value.flags.writeable)
             if want and p.set is not None:
@@ -802,6 +854,14 @@ class Checker:
             self.notes.append("low-precision parameters were checked on float64 copies: "
                               + ", ".join(promoted))
         return arrays, low
+
+    def _refuse_matrix(self, name: str, value: np.ndarray) -> None:
+        if isinstance(value, np.matrix):
+            raise self._usage(
+                f"parameter {name!r} is an np.matrix, which the checker cannot perturb "
+                "element by element (its indexing keeps two dimensions); store a plain "
+                "ndarray (np.asarray(...)) and use @ for matrix products"
+            )
 
     # -- the analytic pass ------------------------------------------------------------------
 
@@ -856,6 +916,7 @@ class Checker:
         )
         for p in late:
             value = p.get()
+            self._refuse_matrix(p.name, value)
             if value.dtype != np.float64 or not value.flags.c_contiguous:
                 raise self._usage(
                     f"parameter {p.name!r} was recognised only after backward "
@@ -955,6 +1016,26 @@ class Checker:
             size=a.array.size,
             failed_mask=v.failed_mask,
         )
+
+
+def _loss_value(
+    value: Any, what: str, usage: Callable[[str], GradcheckUsageError]
+) -> float:
+    """A loss term's value as a float: one finite real number, nothing that merely converts
+    (a string "1.5", a bool, a list of one)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(value, np.ndarray):
+        real = value.ndim == 0 and value.dtype.kind in "iuf"
+    if not real:
+        desc = (f"an array of shape {value.shape} and dtype {value.dtype}"
+                if isinstance(value, np.ndarray) else f"{value!r} ({type(value).__name__})")
+        raise usage(f"{what} returned {desc}; it must take the layer and return one real "
+                    "number (a float)")
+    number = float(value)
+    if not math.isfinite(number):
+        raise usage(f"{what} returned {number}; it must return a finite real number (check "
+                    "the terms it adds at these parameter values)")
+    return number
 
 
 def _reset(sources: Sequence[RandomSource]) -> None:

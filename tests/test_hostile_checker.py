@@ -7,6 +7,7 @@ the layer, the inputs and every random stream bit for bit as they were.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -46,13 +47,18 @@ class Affine:
         return dx
 
 
+def state_bytes(layer: Any) -> bytes:
+    """The layer's attributes, pickled (classes made inside a test cannot be pickled)."""
+    return pickle.dumps(vars(layer))
+
+
 def untouched(layer: Any, *inputs: Any) -> Callable[[], None]:
     """Records the layer, the inputs and the global random streams; the returned function
     asserts they are bit for bit as recorded."""
-    before = (pickle.dumps(layer), pickle.dumps(inputs), global_streams())
+    before = (state_bytes(layer), pickle.dumps(inputs), global_streams())
 
     def verify() -> None:
-        assert pickle.dumps(layer) == before[0], "the layer was left changed"
+        assert state_bytes(layer) == before[0], "the layer was left changed"
         assert pickle.dumps(inputs) == before[1], "the inputs were left changed"
         assert global_streams() == before[2], "a global random stream was left changed"
 
@@ -148,3 +154,145 @@ def test_an_empty_parameter_is_a_usage_error_naming_it() -> None:
     message = usage_error(EmptyParam(), x_batch())
     assert "nothing to check" in message and "parameter 'c'" in message
     assert "params=" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs that change shape or type, or are exactly zero
+# ---------------------------------------------------------------------------------------------
+
+
+def growing_layer() -> Affine:
+    calls = itertools.count()  # out of the checker's reach: a closure, not layer state
+
+    class Growing(Affine):
+        def forward(self, x: np.ndarray) -> Any:
+            out = super().forward(x)
+            if next(calls) >= 4:
+                out = np.concatenate([out, out[:1]])
+            return out
+
+    return Growing()
+
+
+def test_an_output_whose_shape_changes_after_the_setup_passes_is_a_usage_error() -> None:
+    message = usage_error(growing_layer(), x_batch())
+    assert "shape" in message and "(4, 2)" in message and "(5, 2)" in message
+
+
+class MatrixOutput(Affine):
+    def forward(self, x: np.ndarray) -> Any:
+        return np.asmatrix(super().forward(x))
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_an_np_matrix_output_is_a_usage_error() -> None:
+    message = usage_error(MatrixOutput(), x_batch())
+    assert "np.matrix" in message and "ndarray" in message
+
+
+class ZeroOutput(Affine):
+    """(x - 1) @ W without bias, fed ones: the output is exactly zero, but not nearby."""
+
+    def __init__(self, wrong: bool) -> None:
+        super().__init__()
+        self.b = np.zeros(2)
+        self.wrong = wrong
+
+    def forward(self, x: np.ndarray) -> Any:
+        return super().forward(x - 1.0)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        if self.wrong:
+            self.dW[0, 1] += 0.5
+        return dx
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_output_of_exact_zeros_gets_a_verdict(mode: str) -> None:
+    x = np.ones((4, 3))
+    assert checked(ZeroOutput(False), x, mode=mode).ok
+    result = checked(ZeroOutput(True), x, mode=mode, samples=100)
+    assert {e.name: e.status for e in result.entries} == {"x": "ok", "W": "FAIL", "b": "ok"}
+    assert result.entry("W").worst_index == (0, 1)
+    assert "nan" not in str(result) and "inf" not in str(result)
+
+
+class MatrixParam(Affine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.W = np.asmatrix(self.W)
+
+    def forward(self, x: np.ndarray) -> Any:
+        self.x = x
+        return np.asarray(x @ self.W) + self.b
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = np.asarray(self.x.T @ dout)
+        self.db = dout.sum(axis=0)
+        return np.asarray(dout @ self.W.T)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.parametrize("mode", MODES)
+def test_an_np_matrix_parameter_is_a_usage_error_naming_it(mode: str) -> None:
+    message = usage_error(MatrixParam(), x_batch(), mode=mode)
+    assert "parameter 'W'" in message and "np.matrix" in message and "ndarray" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite inputs and bad loss terms
+# ---------------------------------------------------------------------------------------------
+
+
+class FirstColumns(Affine):
+    """Reads only the first three columns of its input."""
+
+    def forward(self, x: np.ndarray) -> Any:
+        return super().forward(x[:, :3])
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = np.zeros((self.x.shape[0], 4))
+        dx[:, :3] = super().backward(dout)
+        return dx
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_non_finite_input_the_output_never_sees_is_a_usage_error(value: float) -> None:
+    x = x_batch(4, 4)
+    x[2, 3] = value
+    message = usage_error(FirstColumns(), x)
+    assert "input 'x'" in message and "non-finite" in message and "(2, 3)" in message
+
+
+def test_a_non_finite_input_the_output_sees_is_named_too() -> None:
+    x = x_batch()
+    x[0, 0] = np.nan
+    message = usage_error(Affine(), x)
+    assert "input 'x'" in message and "non-finite" in message
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), "1.5", True, np.bool_(True), None, [1.0], 1 + 0j]
+)
+def test_extra_loss_must_return_a_finite_real_number(value: Any) -> None:
+    message = usage_error(Affine(), x_batch(), extra_loss=lambda layer: value)
+    assert "extra_loss" in message and "real number" in message
+
+
+@pytest.mark.parametrize("value", [1.5, 2, np.float32(0.25), np.int64(3), np.array(0.5)])
+def test_extra_loss_may_return_any_real_number(value: Any) -> None:
+    assert checked(Affine(), x_batch(), extra_loss=lambda layer: value).ok
+
+
+def test_extra_loss_turning_nan_at_a_perturbed_point_is_a_usage_error() -> None:
+    layer = Affine()
+    start = float(layer.W[0, 0])
+
+    def sqrt_loss(lay: Affine) -> float:
+        # the square root of how far W[0, 0] is above its start: nan once stepped below it
+        with np.errstate(invalid="ignore"):
+            return float(np.sqrt(lay.W[0, 0] - start))
+
+    message = usage_error(layer, x_batch(), extra_loss=sqrt_loss, params=["W"], inputs=False)
+    assert "extra_loss" in message and "nan" in message
