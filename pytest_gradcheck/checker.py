@@ -9,9 +9,11 @@ another one fails.
    streams hooks name, run a first forward (it may create parameters lazily), select the
    parameters and move low-precision ones to float64 copies: the checked arrays
    (`CheckedArray`).
-2. `record_forward`: take a baseline, run a second forward to learn what a forward pass changes
-   (the `Patch`), which random streams it draws from and which inputs it modifies in place.
-3. `analytic_pass`: the second forward must repeat the first output bit for bit (otherwise one
+2. `record_forward`: run a decoy forward from other random states on other inputs (so that
+   state a backward wrongly takes from an earlier call differs from the evaluations'), take a
+   baseline, run a forward from it to learn what a forward pass changes (the `Patch`), which
+   random streams it draws from and which inputs it modifies in place.
+3. `analytic_pass`: that forward must repeat the first output bit for bit (otherwise one
    more forward from the same state must, or an unreset random source is in use) and serves as
    the analytic pass's forward; then the single backward, whose changes (an optimizer step
    inside backward) are undone.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +65,7 @@ from .state import (
     SeededGlobalNumpy,
     SeededGlobalPython,
     Snapshot,
+    is_protection_fault,
     run_protected,
 )
 
@@ -264,7 +268,9 @@ class Checker:
                      input_rows, param_rows)
 
     def record_forward(self, setup: Setup) -> ForwardRecord:
-        """What one forward pass changes, and which random streams it draws from."""
+        """What one forward pass changes, and which random streams it draws from; before it,
+        the decoy forward (`_decoy_forward`), whose leftovers the baseline then holds."""
+        self._decoy_forward(setup)
         work = setup.work
         loss_terms = self._loss_terms()
         live = [a for a in work if isinstance(a, np.ndarray)]
@@ -302,6 +308,31 @@ class Checker:
             )
         return ForwardRecord(baseline, out, patch, used, bool(mutated), prepare, call_inputs,
                              loss_terms, precision)
+
+    def _decoy_forward(self, setup: Setup) -> None:
+        """One forward from other random states and on other inputs, so that the baseline,
+        which every evaluation starts from, holds what it left behind: a backward that uses
+        state from an earlier call (the previous call's dropout mask or input) then disagrees
+        with the evaluations, which all replay the check's own random state and inputs.
+
+        A probe, not a requirement: if it raises or gives a non-finite or differently shaped
+        output, everything it changed is put back and the check goes on without it."""
+        before = Snapshot([*self.access.state_roots(), *setup.work])
+        rng = streams.stream(self.opts.seed, streams.DECOY)
+        inputs = _decoy_inputs(setup.work, rng)
+        _scramble(setup.sources, rng)
+        self.forward_calls += 1
+        try:
+            out = np.asarray(self.access.forward(inputs))
+            kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
+                    and np.issubdtype(out.dtype, np.floating) and bool(np.isfinite(out).all()))
+        except Exception as exc:
+            if is_protection_fault(exc):
+                raise  # a write into a protected array: `run_protected` tries again
+            kept = False
+        _reset(setup.sources)
+        if not kept:
+            before.restore()
 
     def analytic_pass(self, setup: Setup, record: ForwardRecord) -> AnalyticPass:
         """The objective at the unperturbed point and backward's gradients; what backward
@@ -1036,6 +1067,41 @@ def _loss_value(
         raise usage(f"{what} returned {number}; it must return a finite real number (check "
                     "the terms it adds at these parameter values)")
     return number
+
+
+def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator) -> list[Any]:
+    """The decoy forward's inputs: float arrays moved by up to 10% of each element's value
+    (signs and zeros kept, so the inputs stay in the layer's domain), other arrays copied,
+    everything else as it is."""
+    inputs: list[Any] = []
+    for x in work:
+        if is_float_array(x):
+            inputs.append(x * (1.0 + 0.1 * rng.uniform(-1.0, 1.0, x.shape)))
+        elif isinstance(x, np.ndarray):
+            inputs.append(x.copy())
+        else:
+            inputs.append(x)
+    return inputs
+
+
+def _scramble(sources: Sequence[RandomSource], rng: np.random.Generator) -> None:
+    """Move every random stream to another state derived from `rng`: numpy's global stream
+    and legacy RandomStates reseeded, the others advanced by a seeded number of draws.
+    Sources of unknown kinds (registered through the hook) are left alone."""
+    for s in sources:
+        o = s.obj
+        seed, k = int(rng.integers(2**32)), int(rng.integers(1, 64))
+        if isinstance(o, np.random.Generator):
+            o.bit_generator.random_raw(k)
+        elif isinstance(o, np.random.BitGenerator):
+            o.random_raw(k)
+        elif isinstance(o, np.random.RandomState):
+            if isinstance(o._bit_generator, np.random.MT19937):
+                o.seed(seed)
+            else:
+                o.random_sample(k)
+        elif isinstance(o, random.Random):
+            o.getrandbits(32 * k)
 
 
 def _reset(sources: Sequence[RandomSource]) -> None:

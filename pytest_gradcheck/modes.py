@@ -1,6 +1,6 @@
 """How many evaluations to spend per array: full, sample, fast (directional) and auto modes.
 
-- full: central differences at every element, 2 evaluations each (plus the checker's 2 setup
+- full: central differences at every element, 2 evaluations each (plus the checker's 3 setup
   forward passes and 1 backward): a verdict and a failure map per element.
 - sample: the same at `samples` seeded elements of every array.
 - fast: per array, the derivative along a seeded random direction against the analytic

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -296,3 +297,119 @@ def test_extra_loss_turning_nan_at_a_perturbed_point_is_a_usage_error() -> None:
 
     message = usage_error(layer, x_batch(), extra_loss=sqrt_loss, params=["W"], inputs=False)
     assert "extra_loss" in message and "nan" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Stale state: a backward using what an earlier forward call left behind
+# ---------------------------------------------------------------------------------------------
+
+
+def draw(source: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    if source == "private":
+        return rng.random(shape)
+    if source == "numpy":
+        return np.random.random(shape)
+    return np.array([random.random() for _ in range(int(np.prod(shape)))]).reshape(shape)
+
+
+class StaleMaskDropout:
+    """Inverted dropout whose backward applies the mask of the PREVIOUS forward call."""
+
+    def __init__(self, source: str, p: float = 0.5) -> None:
+        self.source = source
+        self.p = p
+        self.rng = np.random.default_rng(3)
+        self.mask: np.ndarray | None = None
+        self.previous: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        mask = (draw(self.source, self.rng, x.shape) >= self.p) / (1.0 - self.p)
+        self.previous = mask if self.mask is None else self.mask
+        self.mask = mask
+        return x * mask
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        assert self.previous is not None
+        return dout * self.previous
+
+
+class Dropout(StaleMaskDropout):
+    """The same dropout, right."""
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        assert self.mask is not None
+        return dout * self.mask
+
+
+@pytest.mark.parametrize("source", ["private", "numpy", "python"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_dropout_applying_the_previous_mask_in_backward_fails(mode: str, source: str) -> None:
+    x = x_batch(6, 5)
+    result = checked(StaleMaskDropout(source), x, mode=mode, auto_limit=8)
+    assert result.entry("x").status == "FAIL"
+    assert checked(Dropout(source), x, mode=mode, auto_limit=8).ok
+
+
+class StaleCache(Affine):
+    """Backward computes dW from the input of the previous forward call."""
+
+    def forward(self, x: np.ndarray) -> Any:
+        self.previous = getattr(self, "x", x)
+        return super().forward(x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        self.dW = self.previous.T @ dout
+        return dx
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_backward_using_the_previous_calls_input_fails(mode: str) -> None:
+    result = checked(StaleCache(), x_batch(), mode=mode, auto_limit=3)
+    assert {e.name: e.status for e in result.entries} == {"x": "ok", "W": "FAIL", "b": "ok"}
+
+
+def flaky_layer(fault: str) -> Affine:
+    """A correct layer whose second forward call (the decoy) fails after changing its state."""
+    calls = itertools.count()  # out of the checker's reach
+
+    class Flaky(Affine):
+        def forward(self, x: np.ndarray) -> Any:
+            self.count = getattr(self, "count", 0) + 1
+            self.log = [*getattr(self, "log", []), float(x[0, 0])]
+            out = super().forward(x)
+            if next(calls) == 1:
+                if fault == "raises":
+                    raise FloatingPointError("overflow on these inputs")
+                out = out * np.nan
+            return out
+
+    return Flaky()
+
+
+@pytest.mark.parametrize("fault", ["raises", "nan"])
+def test_a_decoy_forward_that_fails_is_skipped_and_leaves_no_trace(fault: str) -> None:
+    layer = flaky_layer(fault)
+    result = checked(layer, x_batch())
+    assert result.ok
+    assert not hasattr(layer, "count") and not hasattr(layer, "log")
+
+
+def logging_layer(log: list[str], x0: np.ndarray) -> Affine:
+    """Logs whether each forward call sees the check's inputs (in a closure: layer state
+    would be put back after the check)."""
+
+    class Logging(Affine):
+        def forward(self, x: np.ndarray) -> Any:
+            log.append("same" if np.array_equal(x, x0) else "other")
+            return super().forward(x)
+
+    return Logging()
+
+
+def test_one_decoy_forward_runs_on_other_inputs_before_the_analytic_forward() -> None:
+    log: list[str] = []
+    x = x_batch()
+    check(logging_layer(log, x), x, mode="fast")
+    assert log[:3] == ["same", "other", "same"]
+    assert log.count("other") == 1 + 2  # the decoy, then the two probes along x
