@@ -132,6 +132,31 @@ class NumericPasses:
     judging: numeric.Judging
     evaluate: Callable[[], float]  # one evaluation of the objective
     verdicts: list[modes.ArrayVerdict]  # aligned with `AnalyticPass.arrays`
+    every_stream_reset: bool = False  # every random stream was reset before every evaluation
+
+
+# A layer's nondeterminism can be rare (one call in eight) or small (one bit of one element), so
+# two setup passes may agree by chance; the evaluations themselves are watched too:
+# - the 1st, 2nd, 4th, 8th, ... evaluation of every run of the mode is made twice, and the two
+#   values must be bit-identical (`repeats(n)` more forward passes for n evaluations);
+# - before verdicts with kinks or failures are given (what noisy evaluations turn into), the
+#   unperturbed point is evaluated CONFIRMATIONS more times, each bit-identical to the analytic
+#   pass's objective. A layer noisy in one call out of eight passes them all by chance with
+#   probability (7/8)**24 = 4%, on top of the repeats.
+CONFIRMATIONS = 24
+
+
+def repeats(evaluations: int) -> int:
+    """The forward passes the repeated evaluations add to a run of `evaluations`."""
+    return evaluations.bit_length()
+
+
+class _Unrepeatable(Exception):
+    """Two evaluations of the objective at the same point differed."""
+
+    def __init__(self, first: float, second: float, when: str) -> None:
+        super().__init__(first, second, when)
+        self.first, self.second, self.when = first, second, when
 
 
 class Restorer:
@@ -388,14 +413,43 @@ class Checker:
         judging = self.judging(
             record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision)
         )
-        evaluate = self._evaluator(
+        once = self._evaluator(
             record.prepare if (record.patch or record.used) else None,
             setup.work if not record.mutated else record.call_inputs,
             analytic.cotangent,
             record.loss_terms,
         )
-        verdicts = self._run_modes(analytic, evaluate, judging, self.notes)
+        evaluate = _repeating(once)
+        try:
+            verdicts = self._judged_modes(analytic, evaluate, once, judging, self.notes)
+        except _Unrepeatable as exc:
+            if not self._unreset_stream_changed(setup, record):
+                raise self._unrepeatable(exc) from None
+            # A stream no setup forward drew from explains it: judged again with every stream
+            # reset before every evaluation (where a difference is nondeterminism).
+            return self.recheck_unreset_streams(setup, record, analytic,
+                                                NumericPasses(judging, evaluate, []))
         return NumericPasses(judging, evaluate, verdicts)
+
+    def _judged_modes(
+        self,
+        analytic: AnalyticPass,
+        evaluate: Callable[[], float],
+        once: Callable[[], float],
+        judging: numeric.Judging,
+        notes: list[str],
+    ) -> list[modes.ArrayVerdict]:
+        """The mode's verdicts, given only once the evaluations proved repeatable: `evaluate`
+        repeats some of its evaluations (`_repeating`), and verdicts with kinks or failures
+        are confirmed by CONFIRMATIONS evaluations of the unperturbed point (`once`)."""
+        verdicts = self._run_modes(analytic, evaluate, judging, notes)
+        if any(not v.ok or v.kinks for v in verdicts):
+            for _ in range(CONFIRMATIONS):
+                value = once()
+                if not _same_value(value, analytic.f_zero):
+                    raise _Unrepeatable(analytic.f_zero, value,
+                                        "at the unperturbed point, in the analytic pass and later")
+        return verdicts
 
     def judge(
         self,
@@ -435,18 +489,27 @@ class Checker:
     ) -> NumericPasses:
         """A stream no forward drew from while setting up was left alone; if some evaluation
         drew from it after all, the numbers are unreliable: redo with every stream reset."""
-        if not any(s.changed() for s in setup.sources if s not in record.used):
+        if passes.every_stream_reset or not self._unreset_stream_changed(setup, record):
             return passes
         self.notes.append("a random stream was used only by some evaluations: rechecked "
                           "with every stream reset before every evaluation")
-        evaluate = self._evaluator(
+        once = self._evaluator(
             self._preparer(record.patch, setup.sources),
             setup.work if not record.mutated else record.call_inputs,
             analytic.cotangent,
             record.loss_terms,
         )
-        verdicts = self._run_modes(analytic, evaluate, passes.judging, [])
-        return NumericPasses(passes.judging, evaluate, verdicts)
+        evaluate = _repeating(once)
+        try:
+            verdicts = self._judged_modes(analytic, evaluate, once, passes.judging, [])
+        except _Unrepeatable as exc:
+            raise self._unrepeatable(exc) from None
+        return NumericPasses(passes.judging, evaluate, verdicts, every_stream_reset=True)
+
+    @staticmethod
+    def _unreset_stream_changed(setup: Setup, record: ForwardRecord) -> bool:
+        """Whether a stream that is not reset before every evaluation has been drawn from."""
+        return any(s.changed() for s in setup.sources if s not in record.used)
 
     def rejudge_hidden_precision(
         self, analytic: AnalyticPass, passes: NumericPasses
@@ -898,9 +961,18 @@ class Checker:
 
     def _nondeterministic(self, a: np.ndarray, b: np.ndarray) -> None:
         diff = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("nan")
-        raise NondeterministicLayerError(
+        raise self._nondeterminism(f"max difference {diff:.3g}")
+
+    def _unrepeatable(self, exc: _Unrepeatable) -> NondeterministicLayerError:
+        return self._nondeterminism(
+            f"the objective was {exc.first!r}, then {exc.second!r}, {exc.when}; no verdict is "
+            "given on such numbers"
+        )
+
+    def _nondeterminism(self, detail: str) -> NondeterministicLayerError:
+        return NondeterministicLayerError(
             f"{self.label}: two forward passes from the same state gave different outputs "
-            f"(max difference {diff:.3g}). The layer draws from a random source the checker "
+            f"({detail}). The layer draws from a random source the checker "
             "cannot reset (for example a module-level generator or one created inside "
             "forward). Keep the generator on the layer (self.rng = np.random.default_rng()), "
             "pass it as random_sources=[gen], or return it from a "
@@ -1067,6 +1139,30 @@ def _loss_value(
         raise usage(f"{what} returned {number}; it must return a finite real number (check "
                     "the terms it adds at these parameter values)")
     return number
+
+
+def _repeating(once: Callable[[], float]) -> Callable[[], float]:
+    """`once`, made twice at its 1st, 2nd, 4th, 8th, ... call: a difference between the two
+    values raises `_Unrepeatable`."""
+    calls, due = 0, 1
+
+    def evaluate() -> float:
+        nonlocal calls, due
+        value = once()
+        calls += 1
+        if calls == due:
+            due *= 2
+            again = once()
+            if not _same_value(value, again):
+                raise _Unrepeatable(value, again, "at the same point, during the evaluations")
+        return value
+
+    return evaluate
+
+
+def _same_value(a: float, b: float) -> bool:
+    """Bit for bit equal, as far as a comparison of floats can tell (NaN equals NaN)."""
+    return a == b or (a != a and b != b)
 
 
 def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator) -> list[Any]:
