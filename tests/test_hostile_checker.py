@@ -330,7 +330,8 @@ class StaleMaskDropout:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         assert self.previous is not None
-        return dout * self.previous
+        out: np.ndarray = dout * self.previous
+        return out
 
 
 class Dropout(StaleMaskDropout):
@@ -338,7 +339,8 @@ class Dropout(StaleMaskDropout):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         assert self.mask is not None
-        return dout * self.mask
+        out: np.ndarray = dout * self.mask
+        return out
 
 
 @pytest.mark.parametrize("source", ["private", "numpy", "python"])
