@@ -9,9 +9,11 @@ another one fails.
    streams hooks name, run a first forward (it may create parameters lazily), select the
    parameters and move low-precision ones to float64 copies: the checked arrays
    (`CheckedArray`).
-2. `record_forward`: take a baseline, run a second forward to learn what a forward pass changes
-   (the `Patch`), which random streams it draws from and which inputs it modifies in place.
-3. `analytic_pass`: the second forward must repeat the first output bit for bit (otherwise one
+2. `record_forward`: run a decoy forward from other random states on other inputs (so that
+   state a backward wrongly takes from an earlier call differs from the evaluations'), take a
+   baseline, run a forward from it to learn what a forward pass changes (the `Patch`), which
+   random streams it draws from and which inputs it modifies in place.
+3. `analytic_pass`: that forward must repeat the first output bit for bit (otherwise one
    more forward from the same state must, or an unreset random source is in use) and serves as
    the analytic pass's forward; then the single backward, whose changes (an optimizer step
    inside backward) are undone.
@@ -23,6 +25,9 @@ another one fails.
 
 from __future__ import annotations
 
+import math
+import numbers
+import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +65,7 @@ from .state import (
     SeededGlobalNumpy,
     SeededGlobalPython,
     Snapshot,
+    is_protection_fault,
     run_protected,
 )
 
@@ -126,6 +132,31 @@ class NumericPasses:
     judging: numeric.Judging
     evaluate: Callable[[], float]  # one evaluation of the objective
     verdicts: list[modes.ArrayVerdict]  # aligned with `AnalyticPass.arrays`
+    every_stream_reset: bool = False  # every random stream was reset before every evaluation
+
+
+# A layer's nondeterminism can be rare (one call in eight) or small (one bit of one element), so
+# two setup passes may agree by chance; the evaluations themselves are watched too:
+# - the 1st, 2nd, 4th, 8th, ... evaluation of every run of the mode is made twice, and the two
+#   values must be bit-identical (`repeats(n)` more forward passes for n evaluations);
+# - before verdicts with kinks or failures are given (what noisy evaluations turn into), the
+#   unperturbed point is evaluated CONFIRMATIONS more times, each bit-identical to the analytic
+#   pass's objective. A layer noisy in one call out of eight passes them all by chance with
+#   probability (7/8)**24 = 4%, on top of the repeats.
+CONFIRMATIONS = 24
+
+
+def repeats(evaluations: int) -> int:
+    """The forward passes the repeated evaluations add to a run of `evaluations`."""
+    return evaluations.bit_length()
+
+
+class _Unrepeatable(Exception):
+    """Two evaluations of the objective at the same point differed."""
+
+    def __init__(self, first: float, second: float, when: str) -> None:
+        super().__init__(first, second, when)
+        self.first, self.second, self.when = first, second, when
 
 
 class Restorer:
@@ -257,11 +288,14 @@ class Checker:
         input_names = access.input_names(len(work))
         arrays, input_rows = self._checked_inputs(work, input_names)
         arrays += self._checked_params(params, param_arrays)
+        self._refuse_empty_output(first_out)
         return Setup(work, input_names, sources, first_out, params, param_arrays, low, arrays,
                      input_rows, param_rows)
 
     def record_forward(self, setup: Setup) -> ForwardRecord:
-        """What one forward pass changes, and which random streams it draws from."""
+        """What one forward pass changes, and which random streams it draws from; before it,
+        the decoy forward (`_decoy_forward`), whose leftovers the baseline then holds."""
+        self._decoy_forward(setup)
         work = setup.work
         loss_terms = self._loss_terms()
         live = [a for a in work if isinstance(a, np.ndarray)]
@@ -298,6 +332,32 @@ class Checker:
         return ForwardRecord(baseline, out, patch, used, bool(mutated), prepare, call_inputs,
                              loss_terms, precision)
 
+    def _decoy_forward(self, setup: Setup) -> None:
+        """One forward from other random states and on other inputs, so that the baseline,
+        which every evaluation starts from, holds what it left behind: a backward that uses
+        state from an earlier call (the previous call's dropout mask or input) then disagrees
+        with the evaluations, which all replay the check's own random state and inputs.
+
+        A probe, not a requirement: if it raises or gives a non-finite or differently shaped
+        output, everything it changed is put back and the check goes on without it."""
+        before = Snapshot([*self.access.state_roots(), *setup.work])
+        rng = streams.stream(self.opts.seed, streams.DECOY)
+        inputs = _decoy_inputs(setup.work, rng)
+        _reset(setup.sources)  # puts back a global generator the first forward swapped
+        _scramble(setup.sources, rng)
+        self.forward_calls += 1
+        try:
+            out = np.asarray(self.access.forward(inputs))
+            kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
+                    and np.issubdtype(out.dtype, np.floating) and bool(np.isfinite(out).all()))
+        except Exception as exc:
+            if is_protection_fault(exc):
+                raise  # a write into a protected array: `run_protected` tries again
+            kept = False
+        _reset(setup.sources)
+        if not kept:
+            before.restore()
+
     def analytic_pass(self, setup: Setup, record: ForwardRecord) -> AnalyticPass:
         """The objective at the unperturbed point and backward's gradients; what backward
         changed is undone."""
@@ -316,6 +376,8 @@ class Checker:
         if record.mutated or not np.array_equal(setup.first_out, record.out, equal_nan=True):
             record.prepare()
             out = np.asarray(self._output(self._forward(record.call_inputs())))
+            if out.shape != record.out.shape:
+                raise self._shape_changed(record.out.shape, out.shape, "at the next call")
             if not np.array_equal(record.out, out, equal_nan=True):
                 self._nondeterministic(record.out, out)
         f_zero = _objective(g, out, record.loss_terms)
@@ -334,6 +396,7 @@ class Checker:
             stale,
         )
         self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"])
+        self._refuse_empty_arrays(arrays)
         if not arrays and not any(r.status == ERROR for r in [*setup.input_rows, *param_rows]):
             raise self._usage(
                 "nothing to check: no floating-point input (or inputs=False) and "
@@ -351,14 +414,43 @@ class Checker:
         judging = self.judging(
             record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision)
         )
-        evaluate = self._evaluator(
+        once = self._evaluator(
             record.prepare if (record.patch or record.used) else None,
             setup.work if not record.mutated else record.call_inputs,
             analytic.cotangent,
             record.loss_terms,
         )
-        verdicts = self._run_modes(analytic, evaluate, judging, self.notes)
+        evaluate = _repeating(once)
+        try:
+            verdicts = self._judged_modes(analytic, evaluate, once, judging, self.notes)
+        except _Unrepeatable as exc:
+            if not self._unreset_stream_changed(setup, record):
+                raise self._unrepeatable(exc) from None
+            # A stream no setup forward drew from explains it: judged again with every stream
+            # reset before every evaluation (where a difference is nondeterminism).
+            return self.recheck_unreset_streams(setup, record, analytic,
+                                                NumericPasses(judging, evaluate, []))
         return NumericPasses(judging, evaluate, verdicts)
+
+    def _judged_modes(
+        self,
+        analytic: AnalyticPass,
+        evaluate: Callable[[], float],
+        once: Callable[[], float],
+        judging: numeric.Judging,
+        notes: list[str],
+    ) -> list[modes.ArrayVerdict]:
+        """The mode's verdicts, given only once the evaluations proved repeatable: `evaluate`
+        repeats some of its evaluations (`_repeating`), and verdicts with kinks or failures
+        are confirmed by CONFIRMATIONS evaluations of the unperturbed point (`once`)."""
+        verdicts = self._run_modes(analytic, evaluate, judging, notes)
+        if any(not v.ok or v.kinks for v in verdicts):
+            for _ in range(CONFIRMATIONS):
+                value = once()
+                if not _same_value(value, analytic.f_zero):
+                    raise _Unrepeatable(analytic.f_zero, value,
+                                        "at the unperturbed point, in the analytic pass and later")
+        return verdicts
 
     def judge(
         self,
@@ -369,7 +461,10 @@ class Checker:
     ) -> CheckResult:
         """Judge again where the verdicts cannot be trusted, then the result."""
         passes = self.recheck_unreset_streams(setup, record, analytic, passes)
-        passes = self.rejudge_hidden_precision(analytic, passes)
+        if analytic.terms_abs_sum > 0:
+            # Noise is told from precision relative to the objective's terms; with every term
+            # exactly zero no measured noise can be put down to rounding.
+            passes = self.rejudge_hidden_precision(analytic, passes)
         j = passes.judging
         entries = [self._entry(a, v) for a, v in zip(analytic.arrays, passes.verdicts)]
         return CheckResult(
@@ -395,18 +490,27 @@ class Checker:
     ) -> NumericPasses:
         """A stream no forward drew from while setting up was left alone; if some evaluation
         drew from it after all, the numbers are unreliable: redo with every stream reset."""
-        if not any(s.changed() for s in setup.sources if s not in record.used):
+        if passes.every_stream_reset or not self._unreset_stream_changed(setup, record):
             return passes
         self.notes.append("a random stream was used only by some evaluations: rechecked "
                           "with every stream reset before every evaluation")
-        evaluate = self._evaluator(
+        once = self._evaluator(
             self._preparer(record.patch, setup.sources),
             setup.work if not record.mutated else record.call_inputs,
             analytic.cotangent,
             record.loss_terms,
         )
-        verdicts = self._run_modes(analytic, evaluate, passes.judging, [])
-        return NumericPasses(passes.judging, evaluate, verdicts)
+        evaluate = _repeating(once)
+        try:
+            verdicts = self._judged_modes(analytic, evaluate, once, passes.judging, [])
+        except _Unrepeatable as exc:
+            raise self._unrepeatable(exc) from None
+        return NumericPasses(passes.judging, evaluate, verdicts, every_stream_reset=True)
+
+    @staticmethod
+    def _unreset_stream_changed(setup: Setup, record: ForwardRecord) -> bool:
+        """Whether a stream that is not reset before every evaluation has been drawn from."""
+        return any(s.changed() for s in setup.sources if s not in record.used)
 
     def rejudge_hidden_precision(
         self, analytic: AnalyticPass, passes: NumericPasses
@@ -495,6 +599,7 @@ class Checker:
             raise self._usage(f"backward raised {type(exc).__name__}: {exc}") from exc
 
     def _output(self, out: Any) -> np.ndarray:
+        self._refuse_matrix_output(out)
         arr = np.asarray(out)
         if not np.issubdtype(arr.dtype, np.floating):
             raise self._usage(
@@ -523,7 +628,7 @@ class Checker:
 
         def call() -> float:
             try:
-                return float(term())
+                value = term()
             except GradcheckUsageError as exc:
                 claim(exc)
                 raise
@@ -532,6 +637,7 @@ class Checker:
                     f"{what} raised {type(exc).__name__}: {exc}; it must take the layer and "
                     "return one float"
                 ) from exc
+            return _loss_value(value, what, usage)
 
         return call
 
@@ -570,6 +676,7 @@ class Checker:
         terms = tuple(loss_terms)
         feeder = inputs if callable(inputs) else None
         fixed: list[Any] = [] if callable(inputs) else inputs
+        ndarray, shape, later_output = np.ndarray, g.shape, self._later_output
 
         def evaluate() -> float:
             if prepare is not None:
@@ -582,12 +689,41 @@ class Checker:
                 raise
             except Exception as exc:
                 raise self._usage(f"forward raised {type(exc).__name__}: {exc}") from exc
+            if type(out) is not ndarray or out.shape != shape:
+                out = later_output(out, shape)
             total = float(vdot(g, out))
             for term in terms:
                 total += term()
             return total
 
         return evaluate
+
+    def _later_output(self, out: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """An evaluation's output that is not an ndarray of the setup passes' shape: a plain
+        number or sequence is taken as an array; a changed shape or an np.matrix is refused
+        (non-finite values are left to the verdict, as in an ndarray output)."""
+        self._refuse_matrix_output(out)
+        arr = np.asarray(out)
+        if arr.shape != shape:
+            raise self._shape_changed(shape, arr.shape, "during the numeric evaluations")
+        return arr
+
+    def _refuse_matrix_output(self, out: Any) -> None:
+        if isinstance(out, np.matrix):
+            raise self._usage(
+                "forward returned an np.matrix; return a plain ndarray (np.asarray(...)): "
+                "a matrix keeps two dimensions under indexing and reduction, so the checker "
+                "cannot treat it as the layer's output"
+            )
+
+    def _shape_changed(
+        self, before: tuple[int, ...], after: tuple[int, ...], when: str
+    ) -> GradcheckUsageError:
+        return self._usage(
+            f"forward's output changed shape from {before} to {after} {when}, on inputs of "
+            "the same shape; the check compares the outputs of repeated calls, so the output's "
+            "shape must depend only on the inputs' shapes (not on a call counter or a cache)"
+        )
 
     @staticmethod
     def _input_feeder(work: list[Any], mutated: set[int]) -> Callable[[], list[Any]]:
@@ -640,6 +776,8 @@ class Checker:
                     "supported (the check differentiates real functions): pass the real and "
                     "imaginary parts as separate float inputs"
                 )
+        self._refuse_empty_inputs(names)
+        self._refuse_non_finite_inputs(names)
         work = []
         for x in self.user_inputs:
             if is_float_array(x):
@@ -651,6 +789,51 @@ class Checker:
         if any(is_float_array(x) and x.dtype.itemsize < 8 for x in self.user_inputs):
             self.notes.append("low-precision inputs were checked on float64 copies")
         return work
+
+    def _refuse_empty_inputs(self, names: list[str]) -> None:
+        """An empty float input (a batch of shape (0, 4)) makes every gradient trivially zero:
+        no backward could fail, so the check would pass anything."""
+        for name, x in zip(names, self.user_inputs):
+            if is_float_array(x) and x.size == 0:
+                raise self._usage(
+                    f"nothing to check: input {name!r} has no elements (shape {x.shape}); "
+                    "on an empty batch every gradient is zero and no backward could fail: "
+                    "pass inputs with at least one element"
+                )
+
+    def _refuse_non_finite_inputs(self, names: list[str]) -> None:
+        """NaN or inf in a checked input: x + h is NaN too, so its row could only fail with a
+        numeric NaN, blaming backward for the input."""
+        if not self.opts.inputs:
+            return
+        for name, x in zip(names, self.user_inputs):
+            if is_float_array(x) and not np.isfinite(x).all():
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+                raise self._usage(
+                    f"input {name!r} holds non-finite values ({x[where]} at {where}); "
+                    "central differences need finite inputs: replace them, or pass "
+                    "inputs=False to check the parameters only"
+                )
+
+    def _refuse_empty_output(self, out: np.ndarray) -> None:
+        """An empty output: every gradient is zero, nothing could fail."""
+        if out.size == 0:
+            raise self._usage(
+                f"nothing to check: forward returned an empty output (shape {out.shape}), "
+                "so every gradient is zero and no backward could fail: pass inputs that give "
+                "at least one output element"
+            )
+
+    def _refuse_empty_arrays(self, arrays: list[CheckedArray]) -> None:
+        """A checked array without elements (a parameter of shape (0,)): its row would pass
+        without a single element checked."""
+        for a in arrays:
+            if a.array.size == 0:
+                raise self._usage(
+                    f"nothing to check: {'input' if a.kind == 'input' else 'parameter'} "
+                    f"{a.name!r} has no elements (shape {a.array.shape}); leave it out with "
+                    "params=[...] (or inputs=False), or give it at least one element"
+                )
 
     def _checked_inputs(
         self, work: list[Any], names: list[str]
@@ -753,6 +936,7 @@ class Checker:
         self.param_dtypes = {p.name: str(p.get().dtype) for p in params}
         for p in params:
             value = p.get()
+            self._refuse_matrix(p.name, value)
             want = (value.dtype != np.float64 or not value.flags.c_contiguous
                     or not value.flags.writeable)
             if want and p.set is not None:
@@ -777,13 +961,30 @@ class Checker:
                               + ", ".join(promoted))
         return arrays, low
 
+    def _refuse_matrix(self, name: str, value: np.ndarray) -> None:
+        if isinstance(value, np.matrix):
+            raise self._usage(
+                f"parameter {name!r} is an np.matrix, which the checker cannot perturb "
+                "element by element (its indexing keeps two dimensions); store a plain "
+                "ndarray (np.asarray(...)) and use @ for matrix products"
+            )
+
     # -- the analytic pass ------------------------------------------------------------------
 
     def _nondeterministic(self, a: np.ndarray, b: np.ndarray) -> None:
         diff = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("nan")
-        raise NondeterministicLayerError(
+        raise self._nondeterminism(f"max difference {diff:.3g}")
+
+    def _unrepeatable(self, exc: _Unrepeatable) -> NondeterministicLayerError:
+        return self._nondeterminism(
+            f"the objective was {exc.first!r}, then {exc.second!r}, {exc.when}; no verdict is "
+            "given on such numbers"
+        )
+
+    def _nondeterminism(self, detail: str) -> NondeterministicLayerError:
+        return NondeterministicLayerError(
             f"{self.label}: two forward passes from the same state gave different outputs "
-            f"(max difference {diff:.3g}). The layer draws from a random source the checker "
+            f"({detail}). The layer draws from a random source the checker "
             "cannot reset (for example a module-level generator or one created inside "
             "forward). Keep the generator on the layer (self.rng = np.random.default_rng()), "
             "pass it as random_sources=[gen], or return it from a "
@@ -845,6 +1046,7 @@ class Checker:
         usable = []
         for p in late:
             value = p.get()
+            self._refuse_matrix(p.name, value)
             if value.dtype != np.float64 or not value.flags.c_contiguous:
                 rows.append(Entry(
                     p.name, "param", tuple(value.shape), str(value.dtype), ERROR,
@@ -987,6 +1189,85 @@ class Checker:
             size=a.array.size,
             failed_mask=v.failed_mask,
         )
+
+
+def _loss_value(
+    value: Any, what: str, usage: Callable[[str], GradcheckUsageError]
+) -> float:
+    """A loss term's value as a float: one finite real number, nothing that merely converts
+    (a string "1.5", a bool, a list of one)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(value, np.ndarray):
+        real = value.ndim == 0 and value.dtype.kind in "iuf"
+    if not real:
+        desc = (f"an array of shape {value.shape} and dtype {value.dtype}"
+                if isinstance(value, np.ndarray) else f"{value!r} ({type(value).__name__})")
+        raise usage(f"{what} returned {desc}; it must take the layer and return one real "
+                    "number (a float)")
+    number = float(value)
+    if not math.isfinite(number):
+        raise usage(f"{what} returned {number}; it must return a finite real number (check "
+                    "the terms it adds at these parameter values)")
+    return number
+
+
+def _repeating(once: Callable[[], float]) -> Callable[[], float]:
+    """`once`, made twice at its 1st, 2nd, 4th, 8th, ... call: a difference between the two
+    values raises `_Unrepeatable`."""
+    calls, due = 0, 1
+
+    def evaluate() -> float:
+        nonlocal calls, due
+        value = once()
+        calls += 1
+        if calls == due:
+            due *= 2
+            again = once()
+            if not _same_value(value, again):
+                raise _Unrepeatable(value, again, "at the same point, during the evaluations")
+        return value
+
+    return evaluate
+
+
+def _same_value(a: float, b: float) -> bool:
+    """Bit for bit equal, as far as a comparison of floats can tell (NaN equals NaN)."""
+    return a == b or (a != a and b != b)
+
+
+def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator) -> list[Any]:
+    """The decoy forward's inputs: float arrays moved by up to 10% of each element's value
+    (signs and zeros kept, so the inputs stay in the layer's domain), other arrays copied,
+    everything else as it is."""
+    inputs: list[Any] = []
+    for x in work:
+        if is_float_array(x):
+            inputs.append(x * (1.0 + 0.1 * rng.uniform(-1.0, 1.0, x.shape)))
+        elif isinstance(x, np.ndarray):
+            inputs.append(x.copy())
+        else:
+            inputs.append(x)
+    return inputs
+
+
+def _scramble(sources: Sequence[RandomSource], rng: np.random.Generator) -> None:
+    """Move every random stream to another state derived from `rng`: numpy's global stream
+    and legacy RandomStates reseeded, the others advanced by a seeded number of draws.
+    Sources of unknown kinds (registered through the hook) are left alone."""
+    for s in sources:
+        o = s.obj
+        seed, k = int(rng.integers(2**32)), int(rng.integers(1, 64))
+        if isinstance(o, np.random.Generator):
+            o.bit_generator.random_raw(k)
+        elif isinstance(o, np.random.BitGenerator):
+            o.random_raw(k)
+        elif isinstance(o, np.random.RandomState):
+            if isinstance(o._bit_generator, np.random.MT19937):
+                o.seed(seed)
+            else:
+                o.random_sample(k)
+        elif isinstance(o, random.Random):
+            o.getrandbits(32 * k)
 
 
 def _reset(sources: Sequence[RandomSource]) -> None:

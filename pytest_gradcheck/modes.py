@@ -1,6 +1,6 @@
 """How many evaluations to spend per array: full, sample, fast (directional) and auto modes.
 
-- full: central differences at every element, 2 evaluations each (plus the checker's 2 setup
+- full: central differences at every element, 2 evaluations each (plus the checker's 3 setup
   forward passes and 1 backward): a verdict and a failure map per element.
 - sample: the same at `samples` seeded elements of every array.
 - fast: per array, the derivative along a seeded random direction against the analytic
@@ -15,6 +15,7 @@ checker does not care which ran. Only `numeric` does arithmetic on the numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -258,6 +259,8 @@ def fast(
         h = big.dtype.type(eps)
         if big + h == big or big - h == big:
             raise _vanishing_step(t, eps)
+    if not np.isfinite(line.analytic).all():
+        return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
     worst_dir = (0.0, 0.0, 0.0)  # (rel error, analytic, numeric) of the worst direction
     unexplained = False
@@ -311,6 +314,20 @@ def fast(
                             mask, note=note)
     err, an, nu = worst_dir
     return ArrayVerdict(True, None, err, an, nu, kinks, 0, n, None)
+
+
+def _non_finite_analytic(line: _Line, f_zero: float, tol: numeric.Tolerance) -> ArrayVerdict:
+    """An analytic gradient holding NaN or inf fails at those elements, whatever the numeric
+    side says (a finite objective has finite differences). A direction would hide them: every
+    comparison with NaN is false, so the search would never start. The first such element is
+    judged as full mode judges it (two evaluations), for the numeric value in the row."""
+    bad = np.flatnonzero(~np.isfinite(line.analytic))
+    first = int(bad[0])
+    e = line.element(first, f_zero, tol)
+    mask = np.zeros(line.flat.size, dtype=bool)
+    mask[bad] = True
+    return ArrayVerdict(False, first, math.inf, e.analytic, e.numeric, 0, int(bad.size),
+                        line.flat.size, mask)
 
 
 class _Search:

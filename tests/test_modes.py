@@ -25,12 +25,21 @@ from helpers import global_streams
 
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
 from pytest_gradcheck import GradcheckUsageError, check
+from pytest_gradcheck.checker import CONFIRMATIONS, repeats
 from pytest_gradcheck.modes import MAX_LOCATED, NOISE_PROBE_EVALUATIONS
 
 # Forward passes every check on a deterministic, float64 layer makes besides the numeric ones:
-# one that lets lazily created parameters appear, and one from the baseline that learns what a
+# one that lets lazily created parameters appear, the decoy (other random states and inputs, so
+# that state left from an earlier call shows), and one from the baseline that learns what a
 # forward pass changes, repeats the first bit for bit, and serves the single backward.
-SETUP_FORWARDS = 2
+SETUP_FORWARDS = 3
+
+
+def evaluations(n: int) -> int:
+    """Forward passes of n numeric evaluations: some are made twice, to prove them repeatable
+    (and a verdict with kinks or failures costs CONFIRMATIONS more)."""
+    return n + repeats(n)
+
 MODES = ("full", "sample", "fast", "auto")
 # When the first two forwards differ for a legitimate reason, one more confirms determinism.
 
@@ -81,7 +90,7 @@ def test_full_mode_costs_two_forwards_per_element_and_one_backward() -> None:
     n = x.size + 5 * 3 + 3
     result = check(layer, x, mode="full")
     assert result.ok
-    assert calls == {"forward": 2 * n + SETUP_FORWARDS, "backward": 1}
+    assert calls == {"forward": evaluations(2 * n) + SETUP_FORWARDS, "backward": 1}
     assert (result.forward_calls, result.backward_calls) == (calls["forward"], 1)
 
 
@@ -93,7 +102,8 @@ def test_sample_mode_costs_two_forwards_per_sampled_element(samples: int) -> Non
     result = check(layer, x, mode="sample", samples=samples)
     assert result.ok
     # every array is covered: min(k, size) elements of each
-    assert calls["forward"] == SETUP_FORWARDS + sum(2 * min(samples, s) for s in sizes)
+    assert calls["forward"] == SETUP_FORWARDS + evaluations(
+        sum(2 * min(samples, s) for s in sizes))
     assert calls["backward"] == 1
     assert [e.checked for e in result.entries] == [min(samples, s) for s in sizes]
 
@@ -106,7 +116,8 @@ def test_fast_mode_costs_two_forwards_per_direction_per_array_whatever_the_size(
         layer, calls = counting_linear(n_in, n_out)
         result = check(layer, x_of((batch, n_in)), mode="fast", directions=directions)
         assert result.ok
-        assert calls == {"forward": SETUP_FORWARDS + 3 * 2 * directions, "backward": 1}
+        assert calls == {"forward": SETUP_FORWARDS + evaluations(3 * 2 * directions),
+                         "backward": 1}
         # one row per array, as in full mode
         assert [e.name for e in result.entries] == ["x", "W", "b"]
 
@@ -128,14 +139,14 @@ def test_auto_mode_checks_small_arrays_in_full_and_large_ones_in_fast() -> None:
     result = check(layer, x, mode="auto", auto_limit=100)
     assert result.ok
     # x and b element by element, W along one direction
-    assert calls["forward"] == SETUP_FORWARDS + 2 * 64 + 2 * 8 + 2 * 1
+    assert calls["forward"] == SETUP_FORWARDS + evaluations(2 * 64 + 2 * 8 + 2 * 1)
     assert {e.name: e.checked for e in result.entries} == {"x": 64, "W": 128, "b": 8}
     assert any("mode=auto" in n and "W (128)" in n for n in result.notes)
 
     # at the limit itself an array is still checked in full
     layer, calls = counting_linear(16, 8)
     check(layer, x, mode="auto", auto_limit=128)
-    assert calls["forward"] == SETUP_FORWARDS + 2 * (64 + 128 + 8)
+    assert calls["forward"] == SETUP_FORWARDS + evaluations(2 * (64 + 128 + 8))
 
 
 def test_default_mode_is_auto_and_small_layers_get_full_mode() -> None:
@@ -143,7 +154,7 @@ def test_default_mode_is_auto_and_small_layers_get_full_mode() -> None:
     x = x_of((3, 4))
     result = check(layer, x)
     assert result.mode == "auto"
-    assert calls["forward"] == SETUP_FORWARDS + 2 * (12 + 12 + 3)
+    assert calls["forward"] == SETUP_FORWARDS + evaluations(2 * (12 + 12 + 3))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,8 +200,10 @@ def test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode() -> Non
     # group testing: ceil(log2 16384) = 14 probes of two passes, and two for the element
     assert fast.forward_calls <= 100
     # a failing float64 check also measures the objective's noise before blaming backward
-    assert fast.forward_calls == SETUP_FORWARDS + 2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS
-    assert full.forward_calls == SETUP_FORWARDS + 2 * 16384 + NOISE_PROBE_EVALUATIONS
+    assert fast.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
+        2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS)
+    assert full.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
+        2 * 16384 + NOISE_PROBE_EVALUATIONS)
 
 
 def test_fast_mode_locates_several_wrong_elements() -> None:
@@ -201,8 +214,8 @@ def test_fast_mode_locates_several_wrong_elements() -> None:
     assert e.status == "FAIL"
     assert sorted(np.flatnonzero(e.failed_mask).tolist()) == sorted(i * 128 + j for i, j in wrong)
     assert e.failed == 3
-    assert result.forward_calls <= (
-        SETUP_FORWARDS + 2 + len(wrong) * (2 * 14 + 2) + NOISE_PROBE_EVALUATIONS
+    assert result.forward_calls <= SETUP_FORWARDS + CONFIRMATIONS + evaluations(
+        2 + len(wrong) * (2 * 14 + 2) + NOISE_PROBE_EVALUATIONS
     )
     assert len(wrong) < MAX_LOCATED
 
@@ -332,7 +345,8 @@ def test_kinks_crossed_by_a_direction_pass_in_fast_mode(seed: int) -> None:
     x[2, 1] = 0.0
     result = check(ReLU(), x, mode="fast", seed=seed)
     assert result.ok, str(result)
-    assert result.forward_calls < SETUP_FORWARDS + 2 * x.size  # cheaper than full mode
+    # cheaper than full mode (which would confirm its kinks too)
+    assert result.forward_calls < SETUP_FORWARDS + evaluations(2 * x.size) + CONFIRMATIONS
 
     p = np.random.default_rng(seed).normal(size=(1, 2, 4, 4))
     p[0, 0, 0, 1] = p[0, 0, 0, 0]
@@ -422,7 +436,8 @@ def test_fast_mode_from_the_marker_in_a_session(pytester: pytest.Pytester) -> No
         def test_good(gradcheck):
             result = gradcheck(Linear(64, 64, rng=np.random.default_rng(1)), x())
             assert result.mode == "fast"
-            assert result.forward_calls == 2 + 3 * 2
+            # 3 setup passes, 2 per array, the 1st, 2nd and 4th evaluations made twice
+            assert result.forward_calls == 3 + 3 * 2 + 3
 
 
         @pytest.mark.gradcheck(mode="fast")
@@ -466,7 +481,7 @@ def test_one_more_setup_forward_when_lazy_creation_draws_from_the_layers_stream(
     x = np.random.default_rng(1).normal(size=(4, 3))
     result = check(LazyNoisy(), x, mode="full")
     assert result.ok, str(result)
-    assert calls == {"forward": SETUP_FORWARDS + 1 + 2 * (12 + 6), "backward": 1}
+    assert calls == {"forward": SETUP_FORWARDS + 1 + evaluations(2 * (12 + 6)), "backward": 1}
 
 
 def test_sampled_elements_depend_on_seed_and_array_name_not_on_other_arrays() -> None:
