@@ -142,8 +142,8 @@ class NumericPasses:
 # - before verdicts with kinks or failures are given (what noisy evaluations turn into), the
 #   unperturbed point is evaluated CONFIRMATIONS more times, each bit-identical to the analytic
 #   pass's objective. A layer noisy in one call out of eight passes them all by chance with
-#   probability (7/8)**24 = 4%, on top of the repeats.
-CONFIRMATIONS = 24
+#   probability (7/8)**32 = 1.4%, on top of the repeats.
+CONFIRMATIONS = 32
 
 
 def repeats(evaluations: int) -> int:
