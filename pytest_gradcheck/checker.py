@@ -347,7 +347,8 @@ class Checker:
     ) -> NumericPasses:
         """The mode's evaluations, judged with the noise the objective's precision implies."""
         judging = self.judging(
-            record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision)
+            record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision),
+            zero_scale=numeric.array_scale(record.out), arrays=analytic.arrays,
         )
         evaluate = self._evaluator(
             record.prepare if (record.patch or record.used) else None,
@@ -432,7 +433,8 @@ class Checker:
         for i, (a, v) in enumerate(zip(analytic.arrays, passes.verdicts)):
             if v.ok:
                 continue
-            noise = modes.noise_probe(a, passes.evaluate, rng).rounding
+            noise = modes.noise_probe(a, passes.evaluate, rng,
+                                      zero_scale=passes.judging.zero_scale).rounding
             if noise is None:
                 continue
             hidden = numeric.precision_from_noise(noise, terms)
@@ -445,7 +447,8 @@ class Checker:
         for hidden, probed in found.items():
             indices = [i for i, _ in probed]
             measured = max(noise for _, noise in probed)
-            again = self.judging(hidden, max(measured, numeric.objective_noise(terms, hidden)))
+            again = self.judging(hidden, max(measured, numeric.objective_noise(terms, hidden)),
+                                 passes.judging.zero_scale)
             subset = replace(analytic, arrays=[analytic.arrays[i] for i in indices])
             for i, v in zip(indices, self._run_modes(subset, passes.evaluate, again, [])):
                 verdicts[i] = v
@@ -468,18 +471,33 @@ class Checker:
             return
         steps = judging.array_steps([(a.name, a.array) for a in analytic.arrays])
         self.notes.append(
-            f"step {judging.step:g} relative to each array's scale (RMS; "
-            f"{numeric.ZERO_ARRAY_SCALE:g} for an all-zero array): "
+            f"step {judging.step:g} relative to each array's scale (its RMS; for an all-zero "
+            f"array the output's, {judging.zero_scale:.2g}): "
             + ", ".join(f"{name} {step:.2g}" for name, step in steps)
         )
 
     # -- judging ----------------------------------------------------------------------------
 
-    def judging(self, precision: str, noise: float = 0.0) -> numeric.Judging:
+    def judging(
+        self,
+        precision: str,
+        noise: float = 0.0,
+        zero_scale: float | None = None,
+        arrays: Sequence[CheckedArray] = (),
+    ) -> numeric.Judging:
         """The one place the options meet a precision's defaults: step and rtol as given, else
-        the precision's; the tolerance for an objective of rounding noise `noise`."""
+        the precision's; the tolerance for an objective of rounding noise `noise`; `zero_scale`
+        (the output's RMS) is the scale an all-zero array's relative step follows. A given eps
+        that cannot measure the derivatives of one of `arrays` is a usage error naming it."""
         opts = self.opts
-        return numeric.judging(precision, noise, step=opts.eps, rtol=opts.rtol, atol=opts.atol)
+        j = numeric.judging(precision, noise, step=opts.eps, rtol=opts.rtol, atol=opts.atol,
+                            zero_scale=zero_scale)
+        for a in arrays:
+            try:
+                j.for_array(a.array, a.name)
+            except GradcheckUsageError as exc:
+                raise self._usage(str(exc)) from None
+        return j
 
     def _run_modes(
         self,

@@ -405,10 +405,12 @@ def noise_probe(
     directions: int = 2,
     points: int = 5,
     rel_step: float = 1e-6,
+    zero_scale: float = numeric.ZERO_ARRAY_SCALE,
 ) -> NoiseReading:
     """Measured noise of the objective when `t` moves: f at x + k*s*d for k = 1..points and
     k = -1..-points along seeded directions d, each element moved by s = rel_step of its
-    magnitude (or of the array's RMS, whichever is larger: zeros move too), and again with
+    magnitude (or of the array's RMS, whichever is larger: zeros move too; `zero_scale` for an
+    array that is zero everywhere), and again with
     s NOISE_STEP_RATIO times larger; fourth differences of each side's values
     (`numeric.difference_noise`) pooled per step size.
 
@@ -419,7 +421,7 @@ def noise_probe(
     flat = t.array.reshape(-1)
     base = flat.copy()
     rms = numeric.array_scale(base)
-    unit = np.maximum(np.abs(base), rms if rms > 0 else numeric.ZERO_ARRAY_SCALE) * rel_step
+    unit = np.maximum(np.abs(base), rms if rms > 0 else zero_scale) * rel_step
     dirs = [direction(rng, flat.size) * unit for _ in range(directions)]
     readings = []
     for factor in (1.0, NOISE_STEP_RATIO):

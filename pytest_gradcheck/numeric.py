@@ -28,11 +28,12 @@ PRECISION_DEFAULTS: dict[str, tuple[float, float]] = {
 # a bound on the sum of |terms| already, so a small factor suffices.
 NOISE_FACTOR = 8.0
 
-# The scale of an array that is zero everywhere (a bias or a batchnorm shift initialised to zero).
-# Such an array has no scale of its own, and the scales of the other arrays say nothing about it:
-# batchnorm's shift at inputs of 1e-150 adds to values of order 1 and would be lost next to them
-# at a step of 1e-156. Values that start at zero are, by convention, of order one once trained,
-# so the step is the precision's absolute step, as before steps were relative.
+# The scale of an array that is zero everywhere (a bias or a batchnorm shift initialised to zero)
+# when nothing better is known. Such an array has no scale of its own, and the other arrays'
+# scales say nothing about it (batchnorm's shift adds to values of order 1 whatever its input's
+# scale; a linear layer's bias adds to values of the input's scale). What it adds to shows in the
+# output: the checker passes the output's RMS as `zero_scale`, and this is only the fallback for
+# an output that is zero everywhere too.
 ZERO_ARRAY_SCALE = 1.0
 
 # An explicit step larger than this fraction of an array's RMS dwarfs its values: the difference
@@ -148,6 +149,7 @@ class Judging:
     # True: `step` is relative, each array's step is step * array_scale(values) (the default);
     # False: `step` is the absolute step of every array (the caller's eps, or one array's own).
     relative: bool = False
+    zero_scale: float = ZERO_ARRAY_SCALE  # the scale of an array that is zero everywhere
 
     def for_array(self, values: np.ndarray, name: str | None = None) -> Judging:
         """The judging of one checked array: its step and the tolerance's noise floor at that
@@ -156,18 +158,32 @@ class Judging:
         the array's values is a `GradcheckUsageError` naming the array (`name`)."""
         scale = array_scale(values)
         if not self.relative:
-            if 0.0 < scale < self.step / DWARFING_STEP:
-                raise GradcheckUsageError(
-                    f"{name or 'an array'}: the step eps={self.step:g} dwarfs its values "
-                    f"(RMS {scale:.3g}), so the differences cannot measure the derivative "
-                    f"there; pass eps of about {PRECISION_DEFAULTS[self.precision][0]:g} times "
-                    "the values' scale, or leave eps unset (steps then follow each array's "
-                    "scale)"
-                )
+            if scale > 0.0:
+                self._refuse_step_for(scale, name or "an array")
             return self
-        step = self.step * (scale if scale > 0.0 else ZERO_ARRAY_SCALE)
+        step = self.step * (scale if scale > 0.0 else self.zero_scale)
         tolerance = make_tolerance(self.rtol, self.atol, self.noise, step)
         return replace(self, step=step, tolerance=tolerance, relative=False)
+
+    def _refuse_step_for(self, scale: float, name: str) -> None:
+        """A given step that cannot measure the derivative of values of RMS `scale`: one that
+        dwarfs them, or one so small that the objective's rounding swamps the differences (its
+        noise floor, NOISE_FACTOR * epsilon / relative step, would exceed rtol: any gradient
+        would pass)."""
+        relative = self.step / scale
+        advice = (f"pass eps of about {PRECISION_DEFAULTS[self.precision][0]:g} times the values' "
+                  "scale, or leave eps unset (steps then follow each array's scale)")
+        if relative > DWARFING_STEP:
+            raise GradcheckUsageError(
+                f"{name}: the step eps={self.step:g} dwarfs its values (RMS {scale:.3g}), so "
+                f"the differences cannot measure the derivative there; {advice}"
+            )
+        if NOISE_FACTOR * float(np.finfo(self.precision).eps) / relative > self.rtol:
+            raise GradcheckUsageError(
+                f"{name}: the step eps={self.step:g} is so small next to its values (RMS "
+                f"{scale:.3g}) that {self.precision} rounding cancels the differences: they "
+                f"cannot resolve the gradient to rtol={self.rtol:g}; {advice}"
+            )
 
     def array_steps(self, arrays: list[tuple[str, np.ndarray]]) -> list[tuple[str, float]]:
         """(name, step) of each array, as `for_array` sets them: what the report shows."""
@@ -181,18 +197,21 @@ def judging(
     step: float | None = None,
     rtol: float | None = None,
     atol: float = 0.0,
+    zero_scale: float | None = None,
 ) -> Judging:
     """The judging for an objective computed in `precision` with rounding noise `noise`: the
     precision's default step and rtol (PRECISION_DEFAULTS) unless given, and the tolerance.
 
     A given step is absolute; the default one is relative to each array's scale (`for_array`),
-    and `tolerance` is then the one of an array of scale 1."""
+    and `tolerance` is then the one of an array of scale 1. `zero_scale` stands for the scale of
+    an array that is zero everywhere (the output's RMS; ZERO_ARRAY_SCALE if None or 0)."""
     default_step, default_rtol = PRECISION_DEFAULTS[precision]
     relative = step is None
     step = default_step if step is None else step
     rtol = default_rtol if rtol is None else rtol
+    zero = zero_scale if zero_scale and math.isfinite(zero_scale) else ZERO_ARRAY_SCALE
     return Judging(precision, step, rtol, make_tolerance(rtol, atol, noise, step), noise, atol,
-                   relative)
+                   relative, zero)
 
 
 def perturbed_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

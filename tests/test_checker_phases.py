@@ -249,7 +249,7 @@ def test_a_modes_own_error_gets_the_layers_label_in_front(mode: str) -> None:
         check(Linear(4, 3, rng=np.random.default_rng(1)), x_batch() * 1e12, mode=mode,
               eps=1e-6)
     assert info.value.label == "Linear"
-    assert str(info.value).startswith("Linear: x: the step eps=1e-06 vanishes")
+    assert str(info.value).startswith("Linear: x: the step eps=1e-06 is so small next to")
 
 
 def test_an_error_in_a_loss_term_during_evaluations_is_labelled_once() -> None:

@@ -209,7 +209,8 @@ def test_each_array_gets_its_own_step_and_the_report_shows_it() -> None:
     steps = dict(part.rsplit(" ", 1) for part in note.split(": ", 1)[1].split(", "))
     assert 1e-2 < float(steps["x"]) < 1e0  # 1e-6 x RMS of x (about 1e5)
     assert 1e-10 < float(steps["W"]) < 1e-8  # 1e-6 x RMS of W (about 1e-3 x 0.6)
-    assert float(steps["b"]) == 1e-6  # all zeros: the absolute step
+    out_rms = float(np.sqrt(np.mean(np.square(x_rows(6, 5) * 1e5 @ layer.params["W"]))))
+    assert float(steps["b"]) == pytest.approx(1e-6 * out_rms, rel=0.01)  # all zeros: the output's
     assert "relative to each array's scale" in str(result)
 
 
@@ -226,3 +227,31 @@ def test_an_explicit_eps_stays_absolute() -> None:
     result = check(Linear(4, 3, rng=np.random.default_rng(1)), x_rows(5, 4), eps=1e-5)
     assert result.ok and result.eps == 1e-5
     assert not any("relative to each array's scale" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_an_explicit_eps_too_small_for_rounding_is_a_usage_error_naming_the_array(
+    mode: str,
+) -> None:
+    # eps=1e-12 on values of order 1: float64 rounding of the objective, divided by the step,
+    # is above rtol, so every gradient would pass. Before, this was a silent pass.
+    wrong = BatchNormWrongBeta(5)
+    with pytest.raises(GradcheckUsageError) as info:
+        check(wrong, x_rows(8, 5), eps=1e-12, mode=mode)
+    assert str(info.value).startswith("BatchNormWrongBeta: x: the step eps=1e-12 is so small")
+    assert "cannot resolve the gradient" in str(info.value)
+
+
+def test_a_zero_bias_at_huge_scale_gets_a_step_it_can_resolve() -> None:
+    # The bias starts at zero and adds to outputs of 1e150: a step of 1e-6 would leave the
+    # objective unchanged and every bias gradient (right or wrong) within the noise floor.
+    class WrongBias(Linear):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.grads["b"] = self.grads["b"] * 1.001
+            return dx
+
+    x = x_rows(6, 4) * 1e150
+    assert check(Linear(4, 3, rng=np.random.default_rng(1)), x).ok
+    result = check(WrongBias(4, 3, rng=np.random.default_rng(1)), x)
+    assert [e.name for e in result.failed_entries] == ["b"]
