@@ -117,7 +117,8 @@ class Float32Weight(Linear):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
-        return x @ self.params["W"].astype(np.float32) + self.params["b"]
+        out: np.ndarray = x @ self.params["W"].astype(np.float32) + self.params["b"]
+        return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         dx = super().backward(dout)
@@ -176,7 +177,8 @@ class BatchNormWrongInput(BatchNorm1d):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         super().backward(dout)
         dxhat = dout * self.params["gamma"]
-        return self._inv_std * (dxhat - dxhat.mean(axis=0))
+        dx: np.ndarray = self._inv_std * (dxhat - dxhat.mean(axis=0))
+        return dx
 
 
 @pytest.mark.parametrize("bn_eps", [0.0, 1e-5])

@@ -128,19 +128,21 @@ class OneWrongElement(Linear):
     n=st.integers(2, 8),
     d=st.integers(2, 8),
     pick=st.floats(0.0, 1.0, exclude_max=True),
-    error=st.floats(1e-3, 1.0),  # at and above the documented sensitivity of 0.1%
+    error=st.floats(1e-3, 1.0),  # from the documented sensitivity of 0.1% up
     sign=st.sampled_from([1.0, -1.0]),
     scale=SCALE,
     seed=SEED,
+    mode=st.sampled_from(["full", "auto"]),  # auto is full mode on arrays this small
 )
 def test_a_single_wrong_element_is_always_caught_in_full_mode(
-    array: str, n: int, d: int, pick: float, error: float, sign: float, scale: float, seed: int
+    array: str, n: int, d: int, pick: float, error: float, sign: float, scale: float, seed: int,
+    mode: str,
 ) -> None:
     rng = np.random.default_rng(seed)
     layer = OneWrongElement(d, array, pick, 1.0 + sign * error, rng)
     x = rng.normal(size=(n, d)) * scale
     WRONG.clear()
-    result = check(layer, x, seed=seed, mode="full")
+    result = check(layer, x, seed=seed, mode=mode)
     failed = [e.name for e in result.failed_entries]
     assert failed == [array], str(result)
     assert [result.entry(array).worst_index] == WRONG
