@@ -42,14 +42,22 @@ DWARFING_STEP = 0.1
 
 
 def array_scale(values: np.ndarray) -> float:
-    """The RMS of an array's finite values (0.0 if none is nonzero), computed without overflow
-    or underflow: scaled by the largest magnitude first, so 1e-170 and 1e200 keep their scale."""
+    """The RMS of an array's finite values (0.0 if none is nonzero), without overflow or
+    underflow: values beyond 1e150 or all below 1e-150 are scaled by the largest first, so
+    1e-170 and 1e200 keep their scale. One pass of BLAS otherwise: it runs for every array."""
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
-    big = float(np.max(np.abs(v))) if v.size else 0.0
+    if v.size == 0:
+        return 0.0
+    big = float(np.max(np.abs(v)))
+    if not math.isfinite(big):
+        v = v[np.isfinite(v)]
+        big = float(np.max(np.abs(v))) if v.size else 0.0
     if big == 0.0:
         return 0.0
-    return big * float(np.sqrt(np.mean(np.square(v / big))))
+    if 1e-150 < big < 1e150:
+        return math.sqrt(float(np.dot(v, v)) / v.size)
+    w = v / big
+    return big * math.sqrt(float(np.dot(w, w)) / v.size)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import pytest
 
 from example_nn import BatchNorm1d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential
 from pytest_gradcheck import GradcheckUsageError, check
+from pytest_gradcheck.numeric import array_scale
 
 SEEDS = range(30)
 
@@ -257,3 +258,20 @@ def test_a_zero_bias_at_huge_scale_gets_a_step_it_can_resolve() -> None:
     assert check(Linear(4, 3, rng=np.random.default_rng(1)), x).ok
     result = check(WrongBias(4, 3, rng=np.random.default_rng(1)), x)
     assert [e.name for e in result.failed_entries] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("values", "rms"),
+    [
+        (np.zeros(3), 0.0),
+        (np.full(4, 1e-170), 1e-170),
+        (np.array([1e200, -1e200]), 1e200),
+        (np.array([3.0, -4.0]), np.sqrt(12.5)),
+        (np.array([np.nan, 2.0, -2.0, np.inf]), 2.0),  # non-finite values are left out
+        (np.array([]), 0.0),
+    ],
+)
+def test_the_scale_of_an_array_is_its_rms_without_overflow_or_underflow(
+    values: np.ndarray, rms: float
+) -> None:
+    assert array_scale(values) == pytest.approx(rms, rel=1e-12)
