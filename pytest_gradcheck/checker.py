@@ -30,7 +30,7 @@ import numbers
 import random
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from types import TracebackType
 from typing import Any
@@ -412,7 +412,8 @@ class Checker:
     ) -> NumericPasses:
         """The mode's evaluations, judged with the noise the objective's precision implies."""
         judging = self.judging(
-            record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision)
+            record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision),
+            zero_scale=numeric.array_scale(record.out), arrays=analytic.arrays,
         )
         once = self._evaluator(
             record.prepare if (record.patch or record.used) else None,
@@ -465,6 +466,7 @@ class Checker:
             # Noise is told from precision relative to the objective's terms; with every term
             # exactly zero no measured noise can be put down to rounding.
             passes = self.rejudge_hidden_precision(analytic, passes)
+        self.report_steps(analytic, passes.judging)
         j = passes.judging
         entries = [self._entry(a, v) for a, v in zip(analytic.arrays, passes.verdicts)]
         return CheckResult(
@@ -516,41 +518,92 @@ class Checker:
         self, analytic: AnalyticPass, passes: NumericPasses
     ) -> NumericPasses:
         """A layer can compute in float32 inside and still return float64 (x.astype(float32)
-        @ W.astype(float32)). Its noise then fails a correct backward, so before blaming the
-        backward, measure the noise (a few evaluations, spent on failures only) and, if only
-        low precision explains it, judge again with that precision's step and tolerance."""
+        @ W.astype(float32)), or only where one array enters (W.astype(float32) @ x). Its noise
+        then fails a correct backward, so before blaming the backward, measure the noise each
+        failing array sees (`modes.noise_probe`, spent on failures only) and judge that array
+        again in a lower precision only when all of these hold: the noise is rounding (the same
+        at two step sizes, where a kink's grows with the step), only that precision's rounding
+        explains it, and it explains the array's mismatch. A wrong element far beyond the
+        noise, or a kink read as noise, keeps its float64 verdict."""
+        terms = analytic.terms_abs_sum
         if (
             all(v.ok for v in passes.verdicts)
             or passes.judging.precision != "float64"
             or self.opts.eps is not None
             or self.opts.rtol is not None
+            or not terms > 0  # an objective that is exactly zero has no rounding to measure
         ):
             return passes
-        measured = modes.noise_probe(
-            analytic.arrays[0], passes.evaluate, analytic.f_zero,
-            streams.stream(self.opts.seed, streams.NOISE_PROBE),
-        )
-        terms = analytic.terms_abs_sum
-        hidden = numeric.precision_from_noise(measured, terms)
-        if hidden == "float64":
-            return passes
-        judging = self.judging(hidden, max(measured, numeric.objective_noise(terms, hidden)))
-        self.notes.append(
-            f"the objective's measured noise ({measured:.1e}, {measured / terms:.0e}"
-            f" of its terms) shows the layer computes in {hidden} inside although it "
-            f"returns float64: judged again with step {judging.step:g} and rtol "
-            f"{judging.rtol:g}; errors below about {judging.rtol:g} go unseen"
-        )
-        verdicts = self._run_modes(analytic, passes.evaluate, judging, [])
+        rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
+        found: dict[str, list[tuple[int, float]]] = {}  # precision: [(array index, noise)]
+        for i, (a, v) in enumerate(zip(analytic.arrays, passes.verdicts)):
+            if v.ok:
+                continue
+            noise = modes.noise_probe(a, passes.evaluate, rng,
+                                      zero_scale=passes.judging.zero_scale).rounding
+            if noise is None:
+                continue
+            hidden = numeric.precision_from_noise(noise, terms)
+            step = passes.judging.for_array(a.array, a.name).step
+            if hidden != "float64" and numeric.noise_explains(
+                v.worst_analytic, v.worst_numeric, noise, step
+            ):
+                found.setdefault(hidden, []).append((i, noise))
+        verdicts, judging = list(passes.verdicts), passes.judging
+        for hidden, probed in found.items():
+            indices = [i for i, _ in probed]
+            measured = max(noise for _, noise in probed)
+            again = self.judging(hidden, max(measured, numeric.objective_noise(terms, hidden)),
+                                 passes.judging.zero_scale)
+            subset = replace(analytic, arrays=[analytic.arrays[i] for i in indices])
+            for i, v in zip(indices, self._run_modes(subset, passes.evaluate, again, [])):
+                verdicts[i] = v
+            if len(indices) == len(analytic.arrays):
+                judging = again  # every array is judged in that precision: the header says so
+            names = ", ".join(analytic.arrays[i].name for i in indices)
+            self.notes.append(
+                f"the objective's measured noise when {names} move(s) ({measured:.1e}, "
+                f"{measured / terms:.0e} of its terms, the same at two step sizes) shows the "
+                f"layer computes in {hidden} inside although it returns float64: {names} "
+                f"judged again with step {again.step:g}{' x scale' if again.relative else ''} "
+                f"and rtol {again.rtol:g}; errors below about {again.rtol:g} go unseen there"
+            )
         return NumericPasses(judging, passes.evaluate, verdicts)
+
+    def report_steps(self, analytic: AnalyticPass, judging: numeric.Judging) -> None:
+        """With relative steps (no eps given), the header's step is a multiple of each array's
+        scale: a note gives each array's own step."""
+        if not judging.relative:
+            return
+        steps = judging.array_steps([(a.name, a.array) for a in analytic.arrays])
+        self.notes.append(
+            f"step {judging.step:g} relative to each array's scale (its RMS; for an all-zero "
+            f"array the output's, {judging.zero_scale:.2g}): "
+            + ", ".join(f"{name} {step:.2g}" for name, step in steps)
+        )
 
     # -- judging ----------------------------------------------------------------------------
 
-    def judging(self, precision: str, noise: float = 0.0) -> numeric.Judging:
+    def judging(
+        self,
+        precision: str,
+        noise: float = 0.0,
+        zero_scale: float | None = None,
+        arrays: Sequence[CheckedArray] = (),
+    ) -> numeric.Judging:
         """The one place the options meet a precision's defaults: step and rtol as given, else
-        the precision's; the tolerance for an objective of rounding noise `noise`."""
+        the precision's; the tolerance for an objective of rounding noise `noise`; `zero_scale`
+        (the output's RMS) is the scale an all-zero array's relative step follows. A given eps
+        that cannot measure the derivatives of one of `arrays` is a usage error naming it."""
         opts = self.opts
-        return numeric.judging(precision, noise, step=opts.eps, rtol=opts.rtol, atol=opts.atol)
+        j = numeric.judging(precision, noise, step=opts.eps, rtol=opts.rtol, atol=opts.atol,
+                            zero_scale=zero_scale)
+        for a in arrays if not j.relative else ():  # relative steps always fit
+            try:
+                j.for_array(a.array, a.name)
+            except GradcheckUsageError as exc:
+                raise self._usage(str(exc)) from None
+        return j
 
     def _run_modes(
         self,

@@ -25,9 +25,15 @@ import numpy as np
 from . import numeric, streams
 from .errors import GradcheckUsageError
 
-# Evaluations the checker spends measuring the objective's noise when a float64 check fails
-# (`noise_probe` with its defaults: 3 directions, f at 4 points besides x on each).
-NOISE_PROBE_EVALUATIONS = 12
+# Evaluations the checker spends measuring the objective's noise per array that fails a float64
+# check (`noise_probe` with its defaults: 2 step sizes, 2 directions, 5 points on either side).
+NOISE_PROBE_EVALUATIONS = 40
+# The noise probe's second step size, as a multiple of the first, and how far its two readings
+# may differ and still be taken for rounding noise (a kink inside both spans reads
+# NOISE_STEP_RATIO times more at the larger step; rounding noise reads the same up to sampling:
+# four fourth differences per step size rarely differ by a factor of 3, let alone 10).
+NOISE_STEP_RATIO = 100.0
+STEADY_NOISE = 10.0
 # At most this many wrong elements are located per array in fast mode (each costs
 # 2*ceil(log2 n) + 2 evaluations); a map of more would need full mode anyway.
 MAX_LOCATED = 4
@@ -120,7 +126,7 @@ def elementwise(
     indices: np.ndarray | None = None,
 ) -> ArrayVerdict:
     """Central differences at every element (or at `indices`)."""
-    judging = judging.for_array(t.array)
+    judging = judging.for_array(t.array, t.name)
     eps, tol = judging.step, judging.tolerance
     flat = t.array.reshape(-1)
     assert t.analytic is not None
@@ -387,41 +393,69 @@ class _Search:
         return num, False
 
 
+@dataclass(frozen=True)
+class NoiseReading:
+    """The objective's noise measured along the same directions at two step sizes."""
+
+    near: float  # with each element moved by rel_step of its magnitude per point
+    far: float  # with steps NOISE_STEP_RATIO times larger
+
+    @property
+    def rounding(self) -> float | None:
+        """The rounding noise, or None when the readings disagree.
+
+        Rounding noise does not depend on the step; what a kink or curvature adds to the
+        fourth differences grows with it (a kink's in proportion). Only a reading that stays
+        within STEADY_NOISE across the NOISE_STEP_RATIO is rounding, and the smaller of the two
+        is kept so that the allowance can only err on the strict side.
+        """
+        lo, hi = sorted((self.near, self.far))
+        if hi == 0.0:
+            return 0.0
+        return lo if hi <= STEADY_NOISE * lo else None
+
+
 def noise_probe(
     t: Checked,
     evaluate: Callable[[], float],
-    f_zero: float,
     rng: np.random.Generator,
-    directions: int = 3,
-    points: int = 2,
+    directions: int = 2,
+    points: int = 5,
     rel_step: float = 1e-6,
-) -> float:
-    """Measured noise of the objective: f at x + k*s*d for k = -points..points along seeded
-    directions, each element moved by rel_step of its magnitude (far above float32's
-    resolution, far below any curvature), fed to `numeric.difference_noise`.
+    zero_scale: float = numeric.ZERO_ARRAY_SCALE,
+) -> NoiseReading:
+    """Measured noise of the objective when `t` moves: f at x + k*s*d for k = 1..points and
+    k = -1..-points along seeded directions d, each element moved by s = rel_step of its
+    magnitude (or of the array's RMS, whichever is larger: zeros move too; `zero_scale` for an
+    array that is zero everywhere), and again with
+    s NOISE_STEP_RATIO times larger; fourth differences of each side's values
+    (`numeric.difference_noise`) pooled per step size.
 
-    The median estimate over the directions is kept: a kink that happens to lie inside one
-    probe's tiny span inflates that probe only, and a single probe can read low by chance.
+    Each side stays on one side of x, so a kink exactly at x (a ReLU input at 0, zero padding,
+    the output of an earlier ReLU) lies in no probe's span; a kink nearby does, and shows as a
+    reading that grows with the step (`NoiseReading.rounding`).
     """
     flat = t.array.reshape(-1)
     base = flat.copy()
-    rms = float(np.sqrt(np.mean(np.square(base)))) if base.size else 0.0
-    scale = np.maximum(np.abs(base), rms if rms > 0 else 1.0) * rel_step
-    estimates = []
-    for _ in range(directions):
-        d = direction(rng, flat.size) * scale
-        values = []
-        try:
-            for k in range(-points, points + 1):
-                if k == 0:
-                    values.append(f_zero)
-                    continue
-                flat[...] = base + k * d
-                values.append(evaluate())
-        finally:
-            flat[...] = base
-        estimates.append(numeric.difference_noise(values))
-    return float(np.median(estimates))
+    rms = numeric.array_scale(base)
+    unit = np.maximum(np.abs(base), rms if rms > 0 else zero_scale) * rel_step
+    dirs = [direction(rng, flat.size) * unit for _ in range(directions)]
+    readings = []
+    for factor in (1.0, NOISE_STEP_RATIO):
+        estimates: list[float] = []
+        for d in dirs:
+            for side in (1.0, -1.0):
+                values = []
+                try:
+                    for k in range(1, points + 1):
+                        flat[...] = base + (side * k * factor) * d
+                        values.append(evaluate())
+                finally:
+                    flat[...] = base
+                estimates.append(numeric.difference_noise(values))
+        # Equal-length series: the RMS of their estimates is the pooled estimate.
+        readings.append(float(np.sqrt(np.mean(np.square(estimates)))))
+    return NoiseReading(readings[0], readings[1])
 
 
 def array_mode(mode: str, size: int, auto_limit: int) -> str:

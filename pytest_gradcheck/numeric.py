@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
 import numpy as np
 
+from .errors import GradcheckUsageError
+
 # Defaults per precision the objective is computed in: (step, rtol). Central differences have
 # error ~ step**2 (truncation) + eps/step (rounding); the steps sit near that optimum, the
-# tolerances well above what a correct layer reaches and below a 0.1% error in float64.
+# tolerances well above what a correct layer reaches and below a 0.1% error in float64. Unless
+# the caller gives a step, it is relative: each array's step is this times the array's scale.
 PRECISION_DEFAULTS: dict[str, tuple[float, float]] = {
     "float64": (1e-6, 1e-5),
     "float32": (1e-3, 1e-2),
@@ -24,6 +27,37 @@ PRECISION_DEFAULTS: dict[str, tuple[float, float]] = {
 # How many multiples of the estimated rounding noise of the objective we tolerate. The estimate is
 # a bound on the sum of |terms| already, so a small factor suffices.
 NOISE_FACTOR = 8.0
+
+# The scale of an array that is zero everywhere (a bias or a batchnorm shift initialised to zero)
+# when nothing better is known. Such an array has no scale of its own, and the other arrays'
+# scales say nothing about it (batchnorm's shift adds to values of order 1 whatever its input's
+# scale; a linear layer's bias adds to values of the input's scale). What it adds to shows in the
+# output: the checker passes the output's RMS as `zero_scale`, and this is only the fallback for
+# an output that is zero everywhere too.
+ZERO_ARRAY_SCALE = 1.0
+
+# An explicit step larger than this fraction of an array's RMS dwarfs its values: the difference
+# quotient then measures the function far away from the point, not its derivative there.
+DWARFING_STEP = 0.1
+
+
+def array_scale(values: np.ndarray) -> float:
+    """The RMS of an array's finite values (0.0 if none is nonzero), without overflow or
+    underflow: values beyond 1e150 or all below 1e-150 are scaled by the largest first, so
+    1e-170 and 1e200 keep their scale. One pass of BLAS otherwise: it runs for every array."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return 0.0
+    big = float(np.max(np.abs(v)))
+    if not math.isfinite(big):
+        v = v[np.isfinite(v)]
+        big = float(np.max(np.abs(v))) if v.size else 0.0
+    if big == 0.0:
+        return 0.0
+    if 1e-150 < big < 1e150:
+        return math.sqrt(float(np.dot(v, v)) / v.size)
+    w = v / big
+    return big * math.sqrt(float(np.dot(w, w)) / v.size)
 
 
 @dataclass(frozen=True)
@@ -92,6 +126,18 @@ def precision_from_noise(noise: float, terms_abs_sum: float) -> str:
     return "float64"
 
 
+# A mismatch up to this many multiples of the measured noise over the step can be put down to that
+# noise: the difference of two noisy values over 2h deviates by ~0.7 noise/h, the worst of many
+# elements by a few times that, and a noise measured from few differences can read low by a few.
+NOISE_EXPLAINS = 4 * NOISE_FACTOR
+
+
+def noise_explains(analytic: float, numeric: float, noise: float, step: float) -> bool:
+    """Whether rounding noise `noise` of the objective explains a derivative's mismatch at
+    step `step` (never a non-finite one)."""
+    return abs(analytic - numeric) <= NOISE_EXPLAINS * noise / step
+
+
 def make_tolerance(rtol: float, atol: float, noise: float, step: float) -> Tolerance:
     """Tolerance for central differences with step `step` on an objective of noise `noise`."""
     return Tolerance(rtol=rtol, atol=atol + NOISE_FACTOR * noise / step)
@@ -108,11 +154,48 @@ class Judging:
     tolerance: Tolerance  # rtol, and atol with the objective's noise floor at this step
     noise: float = 0.0  # the objective's rounding noise that `tolerance` allows for
     atol: float = 0.0  # the caller's absolute tolerance, before the noise floor
+    # True: `step` is relative, each array's step is step * array_scale(values) (the default);
+    # False: `step` is the absolute step of every array (the caller's eps, or one array's own).
+    relative: bool = False
+    zero_scale: float = ZERO_ARRAY_SCALE  # the scale of an array that is zero everywhere
 
-    def for_array(self, values: np.ndarray) -> Judging:
-        """The judging of one checked array (its step and the tolerance at that step); the
-        modes ask for it once per array. Every array shares one step for now."""
-        return self
+    def for_array(self, values: np.ndarray, name: str | None = None) -> Judging:
+        """The judging of one checked array: its step and the tolerance's noise floor at that
+        step; the modes ask for it once per array. A relative step becomes the array's own
+        absolute step (so asking again returns the same judging). An absolute step that dwarfs
+        the array's values is a `GradcheckUsageError` naming the array (`name`)."""
+        scale = array_scale(values)
+        if not self.relative:
+            if scale > 0.0:
+                self._refuse_step_for(scale, name or "an array")
+            return self
+        step = self.step * (scale if scale > 0.0 else self.zero_scale)
+        tolerance = make_tolerance(self.rtol, self.atol, self.noise, step)
+        return replace(self, step=step, tolerance=tolerance, relative=False)
+
+    def _refuse_step_for(self, scale: float, name: str) -> None:
+        """A given step that cannot measure the derivative of values of RMS `scale`: one that
+        dwarfs them, or one so small that the objective's rounding swamps the differences (its
+        noise floor, NOISE_FACTOR * epsilon / relative step, would exceed rtol: any gradient
+        would pass)."""
+        relative = self.step / scale
+        advice = (f"pass eps of about {PRECISION_DEFAULTS[self.precision][0]:g} times the values' "
+                  "scale, or leave eps unset (steps then follow each array's scale)")
+        if relative > DWARFING_STEP:
+            raise GradcheckUsageError(
+                f"{name}: the step eps={self.step:g} dwarfs its values (RMS {scale:.3g}), so "
+                f"the differences cannot measure the derivative there; {advice}"
+            )
+        if NOISE_FACTOR * float(np.finfo(self.precision).eps) / relative > self.rtol:
+            raise GradcheckUsageError(
+                f"{name}: the step eps={self.step:g} is so small next to its values (RMS "
+                f"{scale:.3g}) that {self.precision} rounding cancels the differences: they "
+                f"cannot resolve the gradient to rtol={self.rtol:g}; {advice}"
+            )
+
+    def array_steps(self, arrays: list[tuple[str, np.ndarray]]) -> list[tuple[str, float]]:
+        """(name, step) of each array, as `for_array` sets them: what the report shows."""
+        return [(name, self.for_array(values, name).step) for name, values in arrays]
 
 
 def judging(
@@ -122,13 +205,21 @@ def judging(
     step: float | None = None,
     rtol: float | None = None,
     atol: float = 0.0,
+    zero_scale: float | None = None,
 ) -> Judging:
     """The judging for an objective computed in `precision` with rounding noise `noise`: the
-    precision's default step and rtol (PRECISION_DEFAULTS) unless given, and the tolerance."""
+    precision's default step and rtol (PRECISION_DEFAULTS) unless given, and the tolerance.
+
+    A given step is absolute; the default one is relative to each array's scale (`for_array`),
+    and `tolerance` is then the one of an array of scale 1. `zero_scale` stands for the scale of
+    an array that is zero everywhere (the output's RMS; ZERO_ARRAY_SCALE if None or 0)."""
     default_step, default_rtol = PRECISION_DEFAULTS[precision]
+    relative = step is None
     step = default_step if step is None else step
     rtol = default_rtol if rtol is None else rtol
-    return Judging(precision, step, rtol, make_tolerance(rtol, atol, noise, step), noise, atol)
+    zero = zero_scale if zero_scale and math.isfinite(zero_scale) else ZERO_ARRAY_SCALE
+    return Judging(precision, step, rtol, make_tolerance(rtol, atol, noise, step), noise, atol,
+                   relative, zero)
 
 
 def perturbed_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

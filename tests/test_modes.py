@@ -197,8 +197,12 @@ def test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode() -> Non
     assert f.max_rel_error == pytest.approx(g.max_rel_error, rel=1e-9)
     assert f.failed == g.failed == 1
     assert np.flatnonzero(f.failed_mask).tolist() == [37 * 128 + 101]
-    # group testing: ceil(log2 16384) = 14 probes of two passes, and two for the element
-    assert fast.forward_calls <= 100
+    # group testing: ceil(log2 16384) = 14 probes of two passes, and two for the element; the
+    # verification a failing verdict gets on top (the noise probe, the confirmations of the
+    # unperturbed point) is the same in every mode and is counted below
+    search = fast.forward_calls - SETUP_FORWARDS - CONFIRMATIONS - NOISE_PROBE_EVALUATIONS
+    assert search <= 2 + 2 * 14 + 2 + 8  # the direction, the halvings, the element, repeats
+    assert fast.forward_calls < full.forward_calls / 250
     # a failing float64 check also measures the objective's noise before blaming backward
     assert fast.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
         2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS)
@@ -268,11 +272,13 @@ class TripledInputGradient(Linear):
 
 @pytest.mark.parametrize("mode", ["full", "sample", "fast"])
 def test_a_step_that_vanishes_next_to_huge_inputs_is_an_error_in_every_mode(mode: str) -> None:
-    # x + 1e-6 == x at 1e12: fast mode must not read the unmoved input as a zero derivative
+    # x + 1e-6 == x at 1e12 (an explicit eps is absolute): fast mode must not read the unmoved
+    # input as a zero derivative
     layer = TripledInputGradient(4, 3, rng=np.random.default_rng(0))
     with pytest.raises(GradcheckUsageError) as info:
-        check(layer, x_of((5, 4)) * 1e12, mode=mode)
-    assert str(info.value).startswith("TripledInputGradient: x: the step eps=1e-06 vanishes")
+        check(layer, x_of((5, 4)) * 1e12, mode=mode, eps=1e-6)
+    assert str(info.value).startswith(
+        "TripledInputGradient: x: the step eps=1e-06 is so small next to its values")
 
 
 # ---------------------------------------------------------------------------------------------
