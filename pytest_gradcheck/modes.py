@@ -15,6 +15,7 @@ checker does not care which ran. Only `numeric` does arithmetic on the numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,9 +35,6 @@ MAX_LOCATED = 4
 # difference mixes the one-sided slopes) are located to explain a directional mismatch away for
 # up to MAX_EXPLAINED of them, or more while the search has cost under an eighth of full mode.
 MAX_EXPLAINED = 16
-# A direction that passes with a relative error above this fraction of rtol is followed by one
-# more direction: agreement that close to the limit is how nearly cancelling errors look.
-MARGINAL = 0.01
 # A directional mismatch that neither wrong elements nor kinks explain is settled element by
 # element (full mode's verdict, at full mode's cost) for arrays up to this size; above it, the
 # array fails without an index and a note suggests full mode.
@@ -63,6 +61,9 @@ class ArrayVerdict:
     checked: int
     failed_mask: np.ndarray | None  # flat bool over the whole array, where known
     note: str | None = None  # how the verdict was reached, when the report should say so
+    # Fast mode: the estimated numerical error of the worst direction's finite difference,
+    # relative to its derivative (the smallest relative disagreement it could see).
+    estimate: float | None = None
 
 
 def _from_elements(v: numeric.Verdict, indices: np.ndarray | None, size: int) -> ArrayVerdict:
@@ -165,10 +166,13 @@ class _Line:
 
     Ranges rather than index arrays keep every probe on views (no fancy indexing), and the
     halving of group testing only ever needs ranges. Elements excluded from a direction (those
-    already located) have d = 0, so they stay exactly at x.
+    already located) have d = 0, so they stay exactly at x. Two scratch arrays are allocated
+    once per array and reused by every probe: at a million elements a fresh allocation costs
+    about as much as the arithmetic.
     """
 
-    def __init__(self, t: Checked, evaluate: Callable[[], float], eps: float) -> None:
+    def __init__(self, t: Checked, evaluate: Callable[[], float],
+                 judging: numeric.Judging) -> None:
         assert t.analytic is not None
         if not t.array.flags.c_contiguous:  # never: the checker promotes or refuses these
             raise GradcheckUsageError(f"{t.name}: cannot perturb a non-contiguous array")
@@ -176,37 +180,65 @@ class _Line:
         self.base = self.flat.copy()
         self.analytic = t.analytic.reshape(-1).astype(np.float64, copy=False)
         self.evaluate = evaluate
-        self.eps = eps
-        self.cast = self.flat.dtype != np.float64
+        self.eps = judging.step
+        n = self.flat.size
+        # |d_i| <= 2: bounds on sum |g_i d_i| and on the 2-norm of any direction.
+        self.rounding = numeric.directional_rounding(
+            judging, self.eps, 2.0 * float(np.abs(self.analytic).sum()), 2.0 * math.sqrt(n))
+        # Set once a direction shows truncation above the noise: from then on every
+        # measurement of this array is extrapolated (steps h and 2h).
+        self.extrapolate = False
+        self._step = np.empty(n)
+        self._disp = np.empty(n)
 
-    def probe(self, d: np.ndarray, lo: int, hi: int) -> tuple[float, float, float]:
-        """(f_plus, f_minus, analytic) for the step h*d on elements lo..hi-1.
+    def probe(self, d: np.ndarray, lo: int, hi: int, scale: float = 1.0
+              ) -> tuple[float, float, float]:
+        """(f_plus, f_minus, analytic) for the step scale*h*d on elements lo..hi-1.
 
         The analytic value is projected on the displacement actually stored, so the rounding of
         x + h*d in the array's dtype does not count as an error.
         """
-        seg, x, h = self.flat[lo:hi], self.base[lo:hi], self.eps
-        step = d[lo:hi] * h
-        plus, minus = x + step, x - step
-        if self.cast:
-            plus, minus = plus.astype(seg.dtype), minus.astype(seg.dtype)
-            disp = plus.astype(np.float64) - minus.astype(np.float64)
-        else:
-            disp = plus - minus
-        analytic = float(np.dot(self.analytic[lo:hi], disp)) / (2.0 * h)
+        seg, x, h = self.flat[lo:hi], self.base[lo:hi], self.eps * scale
+        step, disp, g = self._step[lo:hi], self._disp[lo:hi], self.analytic[lo:hi]
+        np.multiply(d[lo:hi], h, out=step)
         try:
-            seg[...] = plus
+            np.add(x, step, out=seg)
             f_plus = self.evaluate()
-            seg[...] = minus
+            np.subtract(seg, x, out=disp)
+            projected = float(np.dot(g, disp))
+            np.subtract(x, step, out=seg)
             f_minus = self.evaluate()
+            np.subtract(x, seg, out=disp)
+            projected += float(np.dot(g, disp))
         finally:
             seg[...] = x
-        return f_plus, f_minus, analytic
+        return f_plus, f_minus, projected / (2.0 * h)
 
-    def mismatch(self, d: np.ndarray, lo: int, hi: int) -> float:
-        """numeric - analytic directional derivative over lo..hi-1 (additive over ranges)."""
+    def measure(self, d: np.ndarray, lo: int, hi: int, detect: bool) -> numeric.Directional:
+        """The directional derivative over lo..hi-1 against the analytic one, with its error.
+
+        Step h alone (two evaluations) unless the array needs extrapolation. With `detect`, a
+        mismatch beyond step h's rounding is measured again at 2h (two more): truncation then
+        shows as D(h) - D(2h), and when it stands above the noise the extrapolated value is
+        the one judged (and the array's later measurements are extrapolated too).
+        """
         f_plus, f_minus, analytic = self.probe(d, lo, hi)
-        return (f_plus - f_minus) / (2.0 * self.eps) - analytic
+        value = numeric.directional((f_plus - f_minus) / (2.0 * self.eps), analytic,
+                                    self.rounding)
+        if not self.extrapolate and (not detect or (value.within and not value.unresolved)):
+            return value
+        f2_plus, f2_minus, analytic_2 = self.probe(d, lo, hi, 2.0)
+        ext = numeric.richardson(value.numeric, analytic, (f2_plus - f2_minus) / (4.0 * self.eps),
+                                 analytic_2, self.rounding)
+        if self.extrapolate or ext.truncation > numeric.DIRECTIONAL_SAFETY * self.rounding:
+            self.extrapolate = True
+            return ext
+        return numeric.Directional(value.numeric, analytic, self.rounding, ext.truncation)
+
+    @property
+    def cost(self) -> int:
+        """Evaluations one measurement costs."""
+        return 4 if self.extrapolate else 2
 
     def element(self, i: int, f_zero: float, tol: numeric.Tolerance) -> _Element:
         """Full mode's verdict at element i, from the same two evaluations full mode makes."""
@@ -235,21 +267,25 @@ def fast(
     directions: int,
     rng: np.random.Generator,
 ) -> ArrayVerdict:
-    """Directional derivatives along seeded random directions, then group testing.
+    """Directional derivatives along seeded random directions, judged by their estimated
+    numerical error; group testing locates what they disagree about.
 
-    Each direction costs two evaluations whatever the array's size. When one disagrees, the
-    mismatch (numeric - analytic) is a sum of one term per element, so probing one half of the
-    support tells how much of it sits in each half: following the larger half finds the element
-    behind it among n in ceil(log2 n) probes of two evaluations, and that element is judged
-    exactly as full mode judges it (two more). A wrong element is reported; an element that
-    passes on its own (a kink such as ReLU at 0, where the central difference is the average of
-    the one-sided slopes) has its share taken out of the mismatch, and the search goes on until
-    what is left is within tolerance. Later directions leave the elements found out.
+    Each direction costs two evaluations whatever the array's size, and two more (step 2h)
+    when it disagrees beyond step h's rounding: Richardson extrapolation then cancels the
+    O(h^2) truncation, so the derivative is compared within its estimated error, not within
+    `rtol` of the whole direction (where one wrong element among n has only ~1/sqrt(n) of the
+    say). A mismatch beyond `numeric.DIRECTIONAL_SAFETY` times the estimate is a sum of one term
+    per element, so probing one half of the support tells how much of it sits in each half:
+    following the larger half finds the element behind it among n in ceil(log2 n) probes, and
+    that element is judged exactly as full mode judges it (by rtol, atol and the kink rule).
+    A wrong element is reported; one that passes on its own (a kink such as ReLU at 0) is left
+    out of the direction, which is measured again, until what is left is within the estimate.
+    Later directions leave the elements found out.
     """
     judging = judging.for_array(t.array)
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
-    line = _Line(t, evaluate, eps)
+    line = _Line(t, evaluate, judging)
     if n:
         # Refuse, as full mode does, an array where x + h == x: the direction would silently
         # skip those elements. The spacing of floats grows with |x| and every |d_i| >= 1, so
@@ -259,43 +295,48 @@ def fast(
         if big + h == big or big - h == big:
             raise _vanishing_step(t, eps)
     search = _Search(line, f_zero, tol)
-    worst_dir = (0.0, 0.0, 0.0)  # (rel error, analytic, numeric) of the worst direction
+    worst: numeric.Directional | None = None
+    worst_error = -1.0
     unexplained = False
-    probes = 0
-    while probes < directions or (
-        # A pass close to the tolerance is what errors that happen to nearly cancel along this
-        # direction look like (a correct layer agrees to ~1e-8 of rtol's 1e-5): one more
-        # direction, drawn independently, settles it.
-        probes == directions and not search.wrong and worst_dir[0] > MARGINAL * tol.rtol
-    ):
-        probes += 1
+    for _ in range(directions):
         d = direction(rng, n)
         search.leave_out(d)
-        f_plus, f_minus, analytic = search.line.probe(d, 0, n)
-        # No kink rule for a whole direction: kinks are judged one element at a time below.
-        passed, err, num = numeric.compare_one(analytic, f_plus, f_minus, eps, eps, tol)
-        if not passed:
-            num, unexplained_now = search.explain(d, num, analytic)
-            unexplained |= unexplained_now
-            err = float(tol.relative_error(np.array(analytic), np.array(num)))
-        if err >= worst_dir[0]:
-            worst_dir = (err, analytic, num)
+        value = line.measure(d, 0, n, detect=True)
+        if not value.within or value.unresolved:
+            value, left = search.explain(d, value)
+            unexplained |= left
+        err = float(tol.relative_error(np.array(value.analytic), np.array(value.numeric)))
+        if err > worst_error:
+            worst, worst_error = value, err
     kinks = sum(e.kink for e in search.right.values())
     wrong = search.wrong
+    estimate = None if worst is None else worst.relative_estimate
     if unexplained and not wrong:
-        # Neither a wrong element nor kinks account for the mismatch: the error is spread thin
-        # over many elements, or there are more kinks than the search may chase. Full mode's
-        # verdict settles it, where affordable.
+        assert worst is not None
+        if worst.unresolved:
+            # Truncation is a sizeable part of the derivative: no expansion in h holds, and a
+            # pass would mean nothing.
+            share = worst.truncation / max(worst.scale, np.finfo(np.float64).tiny)
+            return ArrayVerdict(False, None, worst_error, worst.analytic, worst.numeric, kinks,
+                                0, n, None, note=(
+                f"{t.name}: the finite difference cannot resolve the gradient: it changes by "
+                f"{share:.0%} of itself between steps {eps:g} and {2 * eps:g} (the step dwarfs "
+                "the scale on which the values change); pass a smaller eps, or rescale the "
+                "inputs"), estimate=estimate)
+        # Neither a wrong element nor kinks account for the mismatch: the
+        # error is spread thin over many elements, or there are more kinks than the search
+        # may chase. Full mode's verdict settles it, where affordable.
         if n <= FALLBACK_LIMIT:
             v = elementwise(t, evaluate, f_zero, judging)
             v.note = (f"{t.name}: a random direction disagreed and no single element explained "
                       "it; the array was checked element by element")
             return v
-        err, an, nu = worst_dir
-        return ArrayVerdict(False, None, err, an, nu, kinks, 0, n, None, note=(
-            f"{t.name}: a random direction disagrees (relative error {err:.2e}) but no single "
-            "element stands out: the error is spread over many elements (or many kinks); "
-            "mode='full' maps them"))
+        return ArrayVerdict(False, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
+                            None, note=(
+            f"{t.name}: a random direction disagrees (relative error {worst_error:.2e}, "
+            f"{abs(worst.mismatch) / worst.error:.0f} times its estimated numerical error) but "
+            "no single element stands out: the error is spread over many elements (or many "
+            "kinks); mode='full' maps them"), estimate=estimate)
     # Rows count elements as in full mode: every element took part in the directional check
     # (checked = n) and `failed` is the number of wrong elements located.
     if wrong:
@@ -308,9 +349,11 @@ def fast(
             note = (f"{t.name}: fast mode stops after locating {len(wrong)} wrong elements; "
                     "mode='full' maps them all")
         return ArrayVerdict(False, idx, w.error, w.analytic, w.numeric, kinks, len(wrong), n,
-                            mask, note=note)
-    err, an, nu = worst_dir
-    return ArrayVerdict(True, None, err, an, nu, kinks, 0, n, None)
+                            mask, note=note, estimate=estimate)
+    if worst is None:
+        return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None)
+    return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
+                        None, estimate=estimate)
 
 
 class _Search:
@@ -323,7 +366,7 @@ class _Search:
         self.wrong: dict[int, _Element] = {}
         self.right: dict[int, _Element] = {}  # passed on their own: kinks, mostly
         n = line.flat.size
-        one = 2 * max(n - 1, 1).bit_length() + 2  # evaluations to locate and judge one element
+        one = 2 * max(n - 1, 1).bit_length() + 4  # evaluations to locate, judge, confirm
         self.budget = max(MAX_EXPLAINED * one, n // 4)  # evaluations, i.e. 2n / 8
         self.spent = 0
 
@@ -332,42 +375,53 @@ class _Search:
         if self.wrong or self.right:
             d[[*self.wrong, *self.right]] = 0.0
 
-    def explain(self, d: np.ndarray, num: float, analytic: float) -> tuple[float, bool]:
+    def explain(self, d: np.ndarray, value: numeric.Directional
+                ) -> tuple[numeric.Directional, bool]:
         """Locate the elements behind the mismatch of direction d (updating `wrong`/`right`).
 
-        Returns the direction's numeric value without the share of the elements found right
-        (what the direction would read if they agreed exactly), and whether some of the
-        mismatch is left unexplained within the search's budget.
+        Returns the direction measured without the elements found (what it reads once they
+        are left out), and whether some of the mismatch is left unexplained: the budget ran
+        out, or the search ended on an element that accounts for no more than the noise
+        (it was following noise, or an error spread over many elements).
         """
-        tol, line = self.tol, self.line
-        residual = num - analytic
-        # What is left passes when it would have let the direction pass.
-        allowed = tol.rtol * max(abs(num), abs(analytic), tol.floor)
-        while abs(residual) > allowed:
+        line = self.line
+        while not value.within or value.unresolved:
             if len(self.wrong) >= MAX_LOCATED or self.spent >= self.budget:
-                return num, True
-            lo, hi, m = 0, d.size, residual
+                return value, True
+            lo, hi, m = 0, d.size, value.mismatch
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                m_low = line.mismatch(d, lo, mid)
-                self.spent += 2
+                m_low = line.measure(d, lo, mid, detect=False).mismatch
+                self.spent += line.cost
                 if abs(m_low) >= abs(m - m_low):
                     hi, m = mid, m_low
                 else:
                     lo, m = mid, m - m_low
             if d[lo] == 0.0:
-                return num, True  # nothing left to probe: the mismatch is noise or non-additive
-            e = line.element(lo, self.f_zero, tol)
+                return value, True  # nothing left to probe: the mismatch is noise or non-additive
+            e = line.element(lo, self.f_zero, self.tol)
             self.spent += 2
-            share = float(d[lo]) * (e.numeric - e.analytic)
-            residual -= share
+            # The element's own share of the mismatch, as its central difference reads it.
+            line_d = d[lo]
+            share = float(line_d) * (e.numeric - e.analytic)
             d[lo] = 0.0
-            if e.passed:
-                self.right[lo] = e
-                num -= share
+            (self.right if e.passed else self.wrong)[lo] = e
+            if e.passed and abs(share) <= numeric.DIRECTIONAL_SAFETY * value.error:
+                return value, True  # it accounts for no more than noise: the search followed noise
+            if line.extrapolate:
+                # Extrapolated values do not subtract step-h shares: measure again.
+                value = line.measure(d, 0, d.size, detect=False)
+                self.spent += line.cost
             else:
-                self.wrong[lo] = e
-        return num, False
+                # The subtraction adds the element's own rounding to what is left.
+                value = numeric.Directional(value.numeric - share, value.analytic,
+                                            value.error + abs(float(line_d)) * line.rounding)
+            if value.within and e.kink:
+                # A kink's slopes depend on the step, and the direction stepped it by h*|d_i|,
+                # not h: confirm what is left with a measurement of its own.
+                value = line.measure(d, 0, d.size, detect=False)
+                self.spent += line.cost
+        return value, False
 
 
 def noise_probe(

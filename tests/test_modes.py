@@ -186,10 +186,11 @@ def test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode() -> Non
     assert f.max_rel_error == pytest.approx(g.max_rel_error, rel=1e-9)
     assert f.failed == g.failed == 1
     assert np.flatnonzero(f.failed_mask).tolist() == [37 * 128 + 101]
+    # a direction at step h disagrees, and again at 2h (no truncation: the error is real);
     # group testing: ceil(log2 16384) = 14 probes of two passes, and two for the element
     assert fast.forward_calls <= 100
     # a failing float64 check also measures the objective's noise before blaming backward
-    assert fast.forward_calls == SETUP_FORWARDS + 2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS
+    assert fast.forward_calls == SETUP_FORWARDS + 2 + 2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS
     assert full.forward_calls == SETUP_FORWARDS + 2 * 16384 + NOISE_PROBE_EVALUATIONS
 
 
@@ -202,7 +203,7 @@ def test_fast_mode_locates_several_wrong_elements() -> None:
     assert sorted(np.flatnonzero(e.failed_mask).tolist()) == sorted(i * 128 + j for i, j in wrong)
     assert e.failed == 3
     assert result.forward_calls <= (
-        SETUP_FORWARDS + 2 + len(wrong) * (2 * 14 + 2) + NOISE_PROBE_EVALUATIONS
+        SETUP_FORWARDS + 2 + 2 + len(wrong) * (2 * 14 + 2) + NOISE_PROBE_EVALUATIONS
     )
     assert len(wrong) < MAX_LOCATED
 
