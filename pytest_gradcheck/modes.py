@@ -233,7 +233,8 @@ class _Line:
         if self.extrapolate or ext.truncation > numeric.DIRECTIONAL_SAFETY * self.rounding:
             self.extrapolate = True
             return ext
-        return numeric.Directional(value.numeric, analytic, self.rounding, ext.truncation)
+        return numeric.Directional(value.numeric, analytic, self.rounding, ext.truncation,
+                                   ext.unresolved)
 
     @property
     def cost(self) -> int:
@@ -298,10 +299,13 @@ def fast(
     worst: numeric.Directional | None = None
     worst_error = -1.0
     unexplained = False
+    unresolved: numeric.Directional | None = None  # a measurement the step could not resolve
     for _ in range(directions):
         d = direction(rng, n)
         search.leave_out(d)
         value = line.measure(d, 0, n, detect=True)
+        if value.unresolved:
+            unresolved = value
         if not value.within or value.unresolved:
             value, left = search.explain(d, value)
             unexplained |= left
@@ -311,18 +315,21 @@ def fast(
     kinks = sum(e.kink for e in search.right.values())
     wrong = search.wrong
     estimate = None if worst is None else worst.relative_estimate
+    advice = None
+    if unresolved is not None:
+        # Truncation is a sizeable part of the derivative: no expansion in h holds, element-wise
+        # differences at the same step included, and a pass would mean nothing.
+        low = min(abs(unresolved.numeric), abs(unresolved.analytic))
+        share = unresolved.truncation / max(low, np.finfo(np.float64).tiny)
+        advice = (f"{t.name}: the finite difference cannot resolve the gradient: along a random "
+                  f"direction its O(h^2) term, from steps {eps:g} and {2 * eps:g}, is {share:.0%} "
+                  "of the derivative (the step dwarfs the scale on which the values change); "
+                  "pass a smaller eps, or rescale the inputs")
     if unexplained and not wrong:
         assert worst is not None
-        if worst.unresolved:
-            # Truncation is a sizeable part of the derivative: no expansion in h holds, and a
-            # pass would mean nothing.
-            share = worst.truncation / max(worst.scale, np.finfo(np.float64).tiny)
+        if advice is not None:
             return ArrayVerdict(False, None, worst_error, worst.analytic, worst.numeric, kinks,
-                                0, n, None, note=(
-                f"{t.name}: the finite difference cannot resolve the gradient: it changes by "
-                f"{share:.0%} of itself between steps {eps:g} and {2 * eps:g} (the step dwarfs "
-                "the scale on which the values change); pass a smaller eps, or rescale the "
-                "inputs"), estimate=estimate)
+                                0, n, None, note=advice, estimate=estimate)
         # Neither a wrong element nor kinks account for the mismatch: the
         # error is spread thin over many elements, or there are more kinks than the search
         # may chase. Full mode's verdict settles it, where affordable.
@@ -344,8 +351,8 @@ def fast(
         w = wrong[idx]
         mask = np.zeros(n, dtype=bool)
         mask[list(wrong)] = True
-        note = None
-        if unexplained:
+        note = advice
+        if unexplained and note is None:
             note = (f"{t.name}: fast mode stops after locating {len(wrong)} wrong elements; "
                     "mode='full' maps them all")
         return ArrayVerdict(False, idx, w.error, w.analytic, w.numeric, kinks, len(wrong), n,

@@ -294,6 +294,9 @@ class Directional:
     analytic: float
     error: float
     truncation: float = 0.0
+    # The step dwarfs the values: truncation stands above the noise and is a sizeable part of
+    # the derivative, so no expansion in h (and no extrapolation) can be trusted.
+    unresolved: bool = False
 
     @property
     def mismatch(self) -> float:
@@ -314,12 +317,6 @@ class Directional:
         """The estimated error relative to the derivative: what the difference can resolve."""
         scale = self.scale
         return self.error / scale if scale > 0 else math.inf
-
-    @property
-    def unresolved(self) -> bool:
-        """The step dwarfs the values: truncation is a sizeable part of the derivative, so no
-        expansion in h (and no extrapolation) can be trusted."""
-        return self.truncation > UNRESOLVED_TRUNCATION * self.scale
 
 
 def directional_rounding(judging: Judging, step: float, analytic_abs: float,
@@ -352,4 +349,8 @@ def richardson(numeric_h: float, analytic_h: float, numeric_2h: float, analytic_
     truncation = abs(numeric_h - numeric_2h) / 3.0
     scale = max(abs(numeric_h), abs(analytic_h))
     left = truncation * truncation / scale if scale > 0 else truncation
-    return Directional(numeric, analytic, 1.5 * rounding + left, truncation)
+    # Against the smaller of the two: a step that dwarfs the values shrinks the difference
+    # (sin(k x) reads sinc(k h) of its slope), and the analytic side does not shrink with it.
+    unresolved = (truncation > DIRECTIONAL_SAFETY * rounding
+                  and truncation > UNRESOLVED_TRUNCATION * min(abs(numeric_h), abs(analytic_h)))
+    return Directional(numeric, analytic, 1.5 * rounding + left, truncation, unresolved)
