@@ -151,3 +151,36 @@ def test_correct_layers_pass_in_fast_mode_over_many_seeds(
         x = scale * rng.normal(size=shape)
         result = check(make(rng), x, mode="fast", seed=seed)
         assert result.ok, str(result)
+
+
+class LinearReLU:
+    """relu(x @ W): a kink inside, in the hidden units."""
+
+    def __init__(self, W: np.ndarray) -> None:
+        self.params = {"W": W}
+        self.grads = {"W": np.zeros_like(W)}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x, self.z = x, x @ self.params["W"]
+        return np.maximum(self.z, 0.0)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dz = dout * (self.z > 0)
+        self.grads["W"] = self.x.T @ dz
+        return dz @ self.params["W"].T
+
+
+def test_a_hidden_kink_only_the_directions_step_reaches_passes_cheaply() -> None:
+    """A hidden unit sits 3e-7 from ReLU's kink: one weight's step moves it by ~1e-7, the whole
+    direction's by ~1e-6. No element explains the mismatch; at step h/16 it is gone."""
+    rng = np.random.default_rng(0)
+    x = 0.1 * rng.normal(size=(4, 64))
+    W = rng.normal(size=(64, 64))
+    W[:, 0] -= x[0] * (x[0] @ W[:, 0] - 3e-7) / (x[0] @ x[0])
+    crossed = 0
+    for seed in range(6):
+        result = check(LinearReLU(W), x, mode="fast", seed=seed, inputs=False)
+        assert result.ok, str(result)
+        assert result.forward_calls < 100  # not element by element (8,194 passes)
+        crossed += result.forward_calls > SETUP_FORWARDS + 2
+    assert crossed >= 3  # the construction does reach the kink
