@@ -22,8 +22,9 @@ COTANGENT = "grad"  # the random output gradient g of the objective sum(g * out)
 NOISE_PROBE = "nois"  # the directions along which the objective's noise is measured
 ARRAY_CHOICES = "modes"  # per checked array: sample mode's elements, fast mode's directions
 DISCOVERY_CASE = "case"  # the `rng` handed to `pytest_gradcheck_make_case`, per target
+POINT = "pnt"  # the seed of each further point of a check with points > 1
 
-PURPOSES = (COTANGENT, NOISE_PROBE, ARRAY_CHOICES, DISCOVERY_CASE)
+PURPOSES = (COTANGENT, NOISE_PROBE, ARRAY_CHOICES, DISCOVERY_CASE, POINT)
 
 
 def tag(purpose: str) -> int:

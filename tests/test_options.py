@@ -47,6 +47,7 @@ STRING_EXAMPLES: dict[str, tuple[str, Any]] = {
     "samples": ("5", 5),
     "directions": ("3", 3),
     "auto_limit": ("64", 64),
+    "points": ("5", 5),
 }
 
 
