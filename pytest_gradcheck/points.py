@@ -27,9 +27,11 @@ def point_seed(seed: int, point: int) -> int:
 
 def run_points(check_at: Callable[[Options], CheckResult], opts: Options) -> CheckResult:
     """`check_at` once per point, with the point's seed; the results merged."""
+    if opts.points == 1:
+        return check_at(opts)
     results = [check_at(replace(opts, seed=point_seed(opts.seed, k), points=1))
                for k in range(opts.points)]
-    return results[0] if len(results) == 1 else merge(results, opts.seed)
+    return merge(results, opts.seed)
 
 
 def _worse(a: Entry, b: Entry) -> bool:

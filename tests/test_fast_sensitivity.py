@@ -80,7 +80,7 @@ def test_a_correct_linear_layer_costs_two_passes_per_array_and_reports_the_estim
     assert result.forward_calls == SETUP_FORWARDS + 3 * 2
     for e in result.entries:
         # The estimate is what the direction could resolve: far below rtol, rounding-sized.
-        assert e.estimate is not None and 0 < e.estimate < 1e-8
+        assert e.estimate is not None and 0 < e.estimate < 1e-7
         assert e.max_rel_error <= 10 * e.estimate
         assert e.to_dict()["estimate"] == e.estimate
     assert check(layer, x, mode="full").entries[1].estimate is None
