@@ -354,3 +354,11 @@ def richardson(numeric_h: float, analytic_h: float, numeric_2h: float, analytic_
     unresolved = (truncation > DIRECTIONAL_SAFETY * rounding
                   and truncation > UNRESOLVED_TRUNCATION * min(abs(numeric_h), abs(analytic_h)))
     return Directional(numeric, analytic, 1.5 * rounding + left, truncation, unresolved)
+
+
+def relative_error_one(analytic: float, numeric: float, tol: Tolerance) -> float:
+    """`Tolerance.relative_error` for one pair of Python floats (no numpy call overhead)."""
+    if not (math.isfinite(analytic) and math.isfinite(numeric)):
+        return math.inf
+    scale = max(abs(analytic), abs(numeric), tol.floor)
+    return 0.0 if scale == 0 else abs(analytic - numeric) / scale
