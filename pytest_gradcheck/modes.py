@@ -4,9 +4,13 @@
   forward passes and 1 backward): a verdict and a failure map per element.
 - sample: the same at `samples` seeded elements of every array.
 - fast: per array, the derivative along a seeded random direction against the analytic
-  gradient's projection, 2 evaluations whatever the size; a disagreement is traced to its
-  elements by group testing (2*ceil(log2 n) + 2 evaluations per element found), and the row
-  reports the worst located element exactly as full mode would.
+  gradient's projection, 2 evaluations whatever the size, judged within the difference's
+  estimated numerical error (rounding noise, and truncation by Richardson extrapolation over
+  steps h and 2h, 2 more evaluations, spent only when step h disagrees beyond its noise); a
+  disagreement is traced to its elements by group testing (2*ceil(log2 n) + 2 evaluations per
+  element found), judged by rtol, atol and the kink rule exactly as full mode would, and the
+  row reports the worst located element. A passing row reports the direction's relative error
+  and, as `estimate`, the relative error the difference could resolve.
 - auto (the default): full for arrays up to `auto_limit` elements, fast above.
 
 Every mode turns (array, analytic gradient, an evaluate() callable) into an `ArrayVerdict`; the
