@@ -335,6 +335,9 @@ def fast(
     worst: numeric.Directional | None = None
     worst_error = -1.0
     unexplained = False
+    # Whether an unexplained mismatch is beyond what elements each within rtol/atol could add up
+    # to (then some element must fail, though none stood out).
+    provable = False
     unresolved: numeric.Directional | None = None  # a measurement the step could not resolve
     try:
         for _ in range(directions):
@@ -347,6 +350,8 @@ def fast(
                 value, left = search.explain(d, value)
                 if left and not search.wrong and not value.unresolved:
                     value, left = _kink_in_reach(line, d, value)
+                if left:
+                    provable |= _beyond_every_element_within(line, d, value, tol)
                 unexplained |= left
             err = numeric.relative_error_one(value.analytic, value.numeric, tol)
             if err > worst_error:
@@ -379,12 +384,22 @@ def fast(
             v.note = (f"{t.name}: a random direction disagreed and no single element explained "
                       "it; the array was checked element by element")
             return v
+        if not provable:
+            # rtol and atol bound each element: small errors spread over all of them (a
+            # backward summing in float32) may add up to this, and fail none.
+            return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0,
+                                n, None, note=(
+                f"{t.name}: a random direction disagrees by {abs(worst.mismatch) / worst.error:.0f}"
+                " times its estimated numerical error, spread over many elements: no more than "
+                "elements each within rtol/atol can add up to; mode='full' judges each"),
+                estimate=estimate)
         return ArrayVerdict(False, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
                             None, note=(
             f"{t.name}: a random direction disagrees (relative error {worst_error:.2e}, "
             f"{abs(worst.mismatch) / worst.error:.0f} times its estimated numerical error) but "
             "no single element stands out: the error is spread over many elements (or many "
-            "kinks); mode='full' maps them"), estimate=estimate)
+            "kinks), more than elements each within rtol/atol can add up to; mode='full' maps "
+            "them"), estimate=estimate)
     # Rows count elements as in full mode: every element took part in the directional check
     # (checked = n) and `failed` is the number of wrong elements located.
     if wrong:
@@ -402,6 +417,18 @@ def fast(
         return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None)
     return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
                         None, estimate=estimate)
+
+
+def _beyond_every_element_within(line: _Line, d: np.ndarray, value: numeric.Directional,
+                                 tol: numeric.Tolerance) -> bool:
+    """Whether the mismatch along d exceeds what it could be if every element's error were
+    within tolerance: |sum d_i e_i| <= sum |d_i| (rtol |g_i| + atol) when each |e_i| is. Past
+    that bound (and the difference's own error) some element must fail; one read of the
+    array, spent only on a mismatch no element explained."""
+    a = np.abs(d)
+    bound = (tol.rtol * float(np.dot(a, np.abs(line.analytic))) + tol.atol * float(a.sum())
+             + numeric.DIRECTIONAL_SAFETY * value.error)
+    return abs(value.mismatch) > bound
 
 
 def _kink_in_reach(line: _Line, d: np.ndarray, value: numeric.Directional

@@ -184,3 +184,30 @@ def test_a_hidden_kink_only_the_directions_step_reaches_passes_cheaply() -> None
         assert result.forward_calls < 100  # not element by element (8,194 passes)
         crossed += result.forward_calls > SETUP_FORWARDS + 2
     assert crossed >= 3  # the construction does reach the kink
+
+
+class SlightlyOff:
+    """x * c, whose backward is off at every element by 3e-6 of itself (random signs): each
+    element well within rtol=1e-5, together far beyond a float64 difference's rounding."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        rng = np.random.default_rng(3)
+        self.c = 1.0 + rng.random(shape)
+        self.off = 1.0 + 3e-6 * rng.choice([-1.0, 1.0], size=shape)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x * self.c
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.c * self.off
+
+
+def test_errors_within_rtol_spread_over_a_big_array_pass_with_a_note() -> None:
+    shape = (300, 250)  # 75,000 elements: above the size checked element by element instead
+    x = np.random.default_rng(0).normal(size=shape)
+    result = check(SlightlyOff(shape), x, mode="fast")
+    assert result.ok, str(result)
+    assert any("no more than elements each within rtol/atol can add up to" in n
+               for n in result.notes)
+    assert result.forward_calls < 100
+    assert check(SlightlyOff((30, 25)), x[:30, :25], mode="full").ok
