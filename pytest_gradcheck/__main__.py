@@ -19,8 +19,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .api import run_check
-from .discovery import DiscoveredTarget, SkipCase, build_case, find_targets, split_specs
+from .api import check_target
+from .discovery import DiscoveredTarget, SkipCase, find_targets, split_specs
 from .errors import GradcheckUsageError
 from .manager import default_hook, plugin_manager
 from .options import Options, Where, resolve_seed, settable
@@ -157,9 +157,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 def _check_one(target: DiscoveredTarget, base: Options, hook: Any) -> Any:
     """A `CheckResult`, a `SkipCase`, or an error message for one target."""
     try:
-        case = build_case(target, hook, base.seed)
-        opts = base.updated({"label": target.name, **case.options}, f"{target.name}: case")
-        return run_check(case.layer, case.inputs, opts, hook=hook)
+        return check_target(target, base, hook)
     except SkipCase as exc:
         return exc
     except GradcheckUsageError as exc:

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .checker import Checker
+from .discovery import DiscoveredTarget, build_case
 from .manager import default_hook
 from .options import Options
+from .points import run_points
 from .result import CheckResult
 
 
@@ -16,7 +18,7 @@ def check(layer: Any, *inputs: Any, hook: Any = None, **options: Any) -> CheckRe
 
     `layer` is an object with forward/backward (or a `(forward_fn, backward_fn)` pair);
     `inputs` are passed to forward. Options: seed, eps, rtol, atol, params, inputs, extra_loss,
-    random_sources, mode, samples, directions, auto_limit, label (see the README).
+    random_sources, mode, samples, directions, auto_limit, points, label (see the README).
     The layer, the inputs and every random stream are left exactly as they were.
     """
     opts = Options().updated(options, "check()")
@@ -24,8 +26,24 @@ def check(layer: Any, *inputs: Any, hook: Any = None, **options: Any) -> CheckRe
 
 
 def run_check(layer: Any, inputs: Sequence[Any], opts: Options, hook: Any = None) -> CheckResult:
-    """`check` with options already resolved (used by the pytest fixture and the CLI)."""
+    """`check` with options already resolved (used by the pytest fixture and the CLI). With
+    points > 1 the same layer and inputs are checked once per point (fresh cotangent and
+    directions each), merged."""
     hook = hook if hook is not None else default_hook()
-    result = Checker(layer, inputs, opts, hook).run()
+    result = run_points(lambda o: Checker(layer, inputs, o, hook).run(), opts)
+    hook.pytest_gradcheck_result(result=result)
+    return result
+
+
+def check_target(target: DiscoveredTarget, opts: Options, hook: Any) -> CheckResult:
+    """Check a discovered target: its case built from each point's seed (a fresh case per
+    point), the case's options on top of `opts`. Raises `SkipCase` if it cannot be built."""
+
+    def at_point(o: Options) -> CheckResult:
+        case = build_case(target, hook, o.seed)
+        o = o.updated({"label": target.name, **case.options}, f"{target.name}: case")
+        return Checker(case.layer, case.inputs, o, hook).run()
+
+    result = run_points(at_point, opts)
     hook.pytest_gradcheck_result(result=result)
     return result

@@ -1241,6 +1241,7 @@ class Checker:
             checked=v.checked,
             size=a.array.size,
             failed_mask=v.failed_mask,
+            estimate=v.estimate,
         )
 
 

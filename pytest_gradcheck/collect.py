@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from .api import run_check
-from .discovery import PAIR, DiscoveredTarget, SkipCase, build_case, find_targets
+from .api import check_target
+from .discovery import PAIR, DiscoveredTarget, SkipCase, find_targets
 from .errors import GradcheckUsageError
 from .items import (
     SKIPPED_PROPERTY,
@@ -67,7 +67,7 @@ class GradcheckItem(pytest.Item):
         with usage_errors_fail(self):
             opts = marker_options(self)
             try:
-                case = build_case(self.target, hook, opts.seed)
+                result = check_target(self.target, opts, hook)
             except SkipCase as exc:
                 self.user_properties.append((SKIPPED_PROPERTY, str(exc)))
                 pytest.skip(str(exc))
@@ -78,10 +78,6 @@ class GradcheckItem(pytest.Item):
                 keep_error(self, f"{self.target.name}: building the case raised "
                            f"{type(exc).__name__}: {exc}")
                 raise
-            opts = opts.updated(
-                {"label": self.target.name, **case.options}, f"{self.target.name}: case"
-            )
-            result = run_check(case.layer, case.inputs, opts, hook=hook)
         keep_result(self, result)
         fail_if_wrong(result)
 

@@ -4,9 +4,13 @@
   forward passes and 1 backward): a verdict and a failure map per element.
 - sample: the same at `samples` seeded elements of every array.
 - fast: per array, the derivative along a seeded random direction against the analytic
-  gradient's projection, 2 evaluations whatever the size; a disagreement is traced to its
-  elements by group testing (2*ceil(log2 n) + 2 evaluations per element found), and the row
-  reports the worst located element exactly as full mode would.
+  gradient's projection, 2 evaluations whatever the size, judged within the difference's
+  estimated numerical error (rounding noise, and truncation by Richardson extrapolation over
+  steps h and 2h, 2 more evaluations, spent only when step h disagrees beyond its noise); a
+  disagreement is traced to its elements by group testing (2*ceil(log2 n) + 2 evaluations per
+  element found), judged by rtol, atol and the kink rule exactly as full mode would, and the
+  row reports the worst located element. A passing row reports the direction's relative error
+  and, as `estimate`, the relative error the difference could resolve.
 - auto (the default): full for arrays up to `auto_limit` elements, fast above.
 
 Every mode turns (array, analytic gradient, an evaluate() callable) into an `ArrayVerdict`; the
@@ -41,13 +45,13 @@ MAX_LOCATED = 4
 # difference mixes the one-sided slopes) are located to explain a directional mismatch away for
 # up to MAX_EXPLAINED of them, or more while the search has cost under an eighth of full mode.
 MAX_EXPLAINED = 16
-# A direction that passes with a relative error above this fraction of rtol is followed by one
-# more direction: agreement that close to the limit is how nearly cancelling errors look.
-MARGINAL = 0.01
 # A directional mismatch that neither wrong elements nor kinks explain is settled element by
 # element (full mode's verdict, at full mode's cost) for arrays up to this size; above it, the
 # array fails without an index and a note suggests full mode.
 FALLBACK_LIMIT = 65536
+# A mismatch no element explains is measured again at step h / KINK_SHRINK, where a kink the
+# direction's step reached is out of reach (`_kink_in_reach`).
+KINK_SHRINK = 16.0
 
 
 class Checked(Protocol):
@@ -70,6 +74,9 @@ class ArrayVerdict:
     checked: int
     failed_mask: np.ndarray | None  # flat bool over the whole array, where known
     note: str | None = None  # how the verdict was reached, when the report should say so
+    # Fast mode: the estimated numerical error of the worst direction's finite difference,
+    # relative to its derivative (the smallest relative disagreement it could see).
+    estimate: float | None = None
 
 
 def _from_elements(v: numeric.Verdict, indices: np.ndarray | None, size: int) -> ArrayVerdict:
@@ -159,12 +166,19 @@ def direction(rng: np.random.Generator, n: int) -> np.ndarray:
     """A seeded fast-mode direction: entries +-(1 + u), u uniform in [0, 1), random signs.
 
     Every element weighs at least 1, so no small random weight can hide a wrong element (as a
-    Gaussian direction can), and at most 2. The magnitudes are continuous, so errors of equal
-    size cannot cancel exactly: with plain +-1 directions two equal errors of opposite sign
-    cancel for half of all sign patterns.
+    Gaussian direction can), and at most 2. The magnitudes are continuous (2**23 values), so
+    errors of equal size cannot cancel exactly: with plain +-1 directions two equal errors of
+    opposite sign cancel for half of all sign patterns.
+
+    Built from random bits as float32: a random sign bit and mantissa under the exponent of
+    [1, 2). Several times cheaper than arithmetic on uniform doubles, which at a million
+    elements costs about half a forward pass of a linear layer.
     """
-    v = rng.random(n) * 2.0 - 1.0
-    return v + np.copysign(1.0, v)
+    # Raw 64-bit draws split in two: the cheapest random bits a Generator gives.
+    bits = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+    bits &= np.uint32(0x807FFFFF)  # sign and mantissa
+    bits |= np.uint32(0x3F800000)  # exponent of 1.0
+    return bits.view(np.float32)
 
 
 class _Line:
@@ -172,10 +186,13 @@ class _Line:
 
     Ranges rather than index arrays keep every probe on views (no fancy indexing), and the
     halving of group testing only ever needs ranges. Elements excluded from a direction (those
-    already located) have d = 0, so they stay exactly at x.
+    already located) have d = 0, so they stay exactly at x. Two scratch arrays are allocated
+    once per array and reused by every probe: at a million elements a fresh allocation costs
+    about as much as the arithmetic.
     """
 
-    def __init__(self, t: Checked, evaluate: Callable[[], float], eps: float) -> None:
+    def __init__(self, t: Checked, evaluate: Callable[[], float],
+                 judging: numeric.Judging) -> None:
         assert t.analytic is not None
         if not t.array.flags.c_contiguous:  # never: the checker promotes or refuses these
             raise GradcheckUsageError(f"{t.name}: cannot perturb a non-contiguous array")
@@ -183,40 +200,91 @@ class _Line:
         self.base = self.flat.copy()
         self.analytic = t.analytic.reshape(-1).astype(np.float64, copy=False)
         self.evaluate = evaluate
-        self.eps = eps
+        self.eps = judging.step
+        n = self.flat.size
+        # |d_i| <= 2: bounds on sum |g_i d_i| (by Cauchy-Schwarz, one read of g) and on the
+        # 2-norm of any direction.
+        g_l1 = math.sqrt(n * float(np.dot(self.analytic, self.analytic)))
+        self.rounding = numeric.directional_rounding(judging, self.eps, 2.0 * g_l1,
+                                                     2.0 * math.sqrt(n))
+        self._dirty = (0, 0)  # the range a probe left perturbed (`restore` puts it back)
         self.cast = self.flat.dtype != np.float64
+        # Set once a direction shows truncation above the noise: from then on every
+        # measurement of this array is extrapolated (steps h and 2h).
+        self.extrapolate = False
+        self._step = np.empty(n)
+        self._disp = np.empty(n)
 
-    def probe(self, d: np.ndarray, lo: int, hi: int) -> tuple[float, float, float]:
-        """(f_plus, f_minus, analytic) for the step h*d on elements lo..hi-1.
+    def probe(self, d: np.ndarray, lo: int, hi: int, scale: float = 1.0
+              ) -> tuple[float, float, float]:
+        """(f_plus, f_minus, analytic) for the step scale*h*d on elements lo..hi-1.
 
         The analytic value is projected on the displacement actually stored, so the rounding of
-        x + h*d in the array's dtype does not count as an error.
+        x + h*d in the array's dtype does not count as an error. The range is left at x - h*d
+        (the next probe overwrites it; `restore` puts it back); elements outside it are at x.
         """
-        seg, x, h = self.flat[lo:hi], self.base[lo:hi], self.eps
-        step = d[lo:hi] * h
-        plus, minus = x + step, x - step
-        if self.cast:
-            plus, minus = plus.astype(seg.dtype), minus.astype(seg.dtype)
-            disp = plus.astype(np.float64) - minus.astype(np.float64)
-        else:
-            disp = plus - minus
-        analytic = float(np.dot(self.analytic[lo:hi], disp)) / (2.0 * h)
+        self._restore_outside(lo, hi)
+        seg, x, h = self.flat[lo:hi], self.base[lo:hi], self.eps * scale
+        step, plus, g = self._step[lo:hi], self._disp[lo:hi], self.analytic[lo:hi]
+        np.multiply(d[lo:hi], h, out=step, dtype=np.float64)  # d is float32: h*d in float64
+        np.add(x, step, out=plus)
+        self._dirty = (lo, hi)
         try:
             seg[...] = plus
+            if self.cast:
+                plus[...] = seg  # x + h*d as the array stores it
             f_plus = self.evaluate()
-            seg[...] = minus
+            np.subtract(x, step, out=seg)
             f_minus = self.evaluate()
-        finally:
-            seg[...] = x
-        return f_plus, f_minus, analytic
+        except BaseException:
+            self.restore()
+            raise
+        disp = np.subtract(plus, seg, out=plus)  # the displacement actually stored
+        return f_plus, f_minus, float(np.dot(g, disp)) / (2.0 * h)
 
-    def mismatch(self, d: np.ndarray, lo: int, hi: int) -> float:
-        """numeric - analytic directional derivative over lo..hi-1 (additive over ranges)."""
+    def _restore_outside(self, lo: int, hi: int) -> None:
+        a, b = self._dirty
+        if a < lo:
+            self.flat[a:min(b, lo)] = self.base[a:min(b, lo)]
+        if b > hi:
+            self.flat[max(a, hi):b] = self.base[max(a, hi):b]
+
+    def restore(self) -> None:
+        """Put the range the last probe perturbed back to x, bit for bit."""
+        a, b = self._dirty
+        self.flat[a:b] = self.base[a:b]
+        self._dirty = (0, 0)
+
+    def measure(self, d: np.ndarray, lo: int, hi: int, detect: bool) -> numeric.Directional:
+        """The directional derivative over lo..hi-1 against the analytic one, with its error.
+
+        Step h alone (two evaluations) unless the array needs extrapolation. With `detect`, a
+        mismatch beyond step h's rounding is measured again at 2h (two more): truncation then
+        shows as D(h) - D(2h), and when it stands above the noise the extrapolated value is
+        the one judged (and the array's later measurements are extrapolated too).
+        """
         f_plus, f_minus, analytic = self.probe(d, lo, hi)
-        return (f_plus - f_minus) / (2.0 * self.eps) - analytic
+        value = numeric.directional((f_plus - f_minus) / (2.0 * self.eps), analytic,
+                                    self.rounding)
+        if not self.extrapolate and (not detect or (value.within and not value.unresolved)):
+            return value
+        f2_plus, f2_minus, analytic_2 = self.probe(d, lo, hi, 2.0)
+        ext = numeric.richardson(value.numeric, analytic, (f2_plus - f2_minus) / (4.0 * self.eps),
+                                 analytic_2, self.rounding)
+        if self.extrapolate or ext.truncation > numeric.DIRECTIONAL_SAFETY * self.rounding:
+            self.extrapolate = True
+            return ext
+        return numeric.Directional(value.numeric, analytic, self.rounding, ext.truncation,
+                                   ext.unresolved)
+
+    @property
+    def cost(self) -> int:
+        """Evaluations one measurement costs."""
+        return 4 if self.extrapolate else 2
 
     def element(self, i: int, f_zero: float, tol: numeric.Tolerance) -> _Element:
         """Full mode's verdict at element i, from the same two evaluations full mode makes."""
+        self.restore()
         idx = np.array([i])
         f_plus, f_minus, h_plus, h_minus = numeric.central_values(self.flat, self.evaluate,
                                                                   self.eps, idx)
@@ -242,69 +310,104 @@ def fast(
     directions: int,
     rng: np.random.Generator,
 ) -> ArrayVerdict:
-    """Directional derivatives along seeded random directions, then group testing.
+    """Directional derivatives along seeded random directions, judged by their estimated
+    numerical error; group testing locates what they disagree about.
 
-    Each direction costs two evaluations whatever the array's size. When one disagrees, the
-    mismatch (numeric - analytic) is a sum of one term per element, so probing one half of the
-    support tells how much of it sits in each half: following the larger half finds the element
-    behind it among n in ceil(log2 n) probes of two evaluations, and that element is judged
-    exactly as full mode judges it (two more). A wrong element is reported; an element that
-    passes on its own (a kink such as ReLU at 0, where the central difference is the average of
-    the one-sided slopes) has its share taken out of the mismatch, and the search goes on until
-    what is left is within tolerance. Later directions leave the elements found out.
+    Each direction costs two evaluations whatever the array's size, and two more (step 2h)
+    when it disagrees beyond step h's rounding: Richardson extrapolation then cancels the
+    O(h^2) truncation, so the derivative is compared within its estimated error, not within
+    `rtol` of the whole direction (where one wrong element among n has only ~1/sqrt(n) of the
+    say). A mismatch beyond `numeric.DIRECTIONAL_SAFETY` times the estimate is a sum of one term
+    per element, so probing one half of the support tells how much of it sits in each half:
+    following the larger half finds the element behind it among n in ceil(log2 n) probes, and
+    that element is judged exactly as full mode judges it (by rtol, atol and the kink rule).
+    A wrong element is reported; one that passes on its own (a kink such as ReLU at 0) is left
+    out of the direction, which is measured again, until what is left is within the estimate.
+    Later directions leave the elements found out.
     """
     judging = judging.for_array(t.array)
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
-    line = _Line(t, evaluate, eps)
+    line = _Line(t, evaluate, judging)
     if n:
         # Refuse, as full mode does, an array where x + h == x: the direction would silently
         # skip those elements. The spacing of floats grows with |x| and every |d_i| >= 1, so
         # the largest magnitude is the one to try.
-        big = np.max(np.abs(line.base))
+        big = np.maximum(line.base.max(), -line.base.min())  # max |x| without a temporary
         h = big.dtype.type(eps)
         if big + h == big or big - h == big:
             raise _vanishing_step(t, eps)
     if not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
-    worst_dir = (0.0, 0.0, 0.0)  # (rel error, analytic, numeric) of the worst direction
+    worst: numeric.Directional | None = None
+    worst_error = -1.0
     unexplained = False
-    probes = 0
-    while probes < directions or (
-        # A pass close to the tolerance is what errors that happen to nearly cancel along this
-        # direction look like (a correct layer agrees to ~1e-8 of rtol's 1e-5): one more
-        # direction, drawn independently, settles it.
-        probes == directions and not search.wrong and worst_dir[0] > MARGINAL * tol.rtol
-    ):
-        probes += 1
-        d = direction(rng, n)
-        search.leave_out(d)
-        f_plus, f_minus, analytic = search.line.probe(d, 0, n)
-        # No kink rule for a whole direction: kinks are judged one element at a time below.
-        passed, err, num = numeric.compare_one(analytic, f_plus, f_minus, eps, eps, tol)
-        if not passed:
-            num, unexplained_now = search.explain(d, num, analytic)
-            unexplained |= unexplained_now
-            err = float(tol.relative_error(np.array(analytic), np.array(num)))
-        if err >= worst_dir[0]:
-            worst_dir = (err, analytic, num)
+    # Whether an unexplained mismatch is beyond what elements each within rtol/atol could add up
+    # to (then some element must fail, though none stood out).
+    provable = False
+    unresolved: numeric.Directional | None = None  # a measurement the step could not resolve
+    try:
+        for _ in range(directions):
+            d = direction(rng, n)
+            search.leave_out(d)
+            value = line.measure(d, 0, n, detect=True)
+            if value.unresolved:
+                unresolved = value
+            if not value.within or value.unresolved:
+                value, left = search.explain(d, value)
+                if left and not search.wrong and not value.unresolved:
+                    value, left = _kink_in_reach(line, d, value)
+                if left:
+                    provable |= _beyond_every_element_within(line, d, value, tol)
+                unexplained |= left
+            err = numeric.relative_error_one(value.analytic, value.numeric, tol)
+            if err > worst_error:
+                worst, worst_error = value, err
+    finally:
+        line.restore()
     kinks = sum(e.kink for e in search.right.values())
     wrong = search.wrong
+    estimate = None if worst is None else worst.relative_estimate
+    advice = None
+    if unresolved is not None:
+        # Truncation is a sizeable part of the derivative: no expansion in h holds, element-wise
+        # differences at the same step included, and a pass would mean nothing.
+        low = min(abs(unresolved.numeric), abs(unresolved.analytic))
+        share = float(unresolved.truncation) / max(float(low), float(np.finfo(np.float64).tiny))
+        advice = (f"{t.name}: the finite difference cannot resolve the gradient: along a random "
+                  f"direction its O(h^2) term, from steps {eps:g} and {2 * eps:g}, is {share:.0%} "
+                  "of the derivative (the step dwarfs the scale on which the values change); "
+                  "pass a smaller eps, or rescale the inputs")
     if unexplained and not wrong:
-        # Neither a wrong element nor kinks account for the mismatch: the error is spread thin
-        # over many elements, or there are more kinks than the search may chase. Full mode's
-        # verdict settles it, where affordable.
+        assert worst is not None
+        if advice is not None:
+            return ArrayVerdict(False, None, worst_error, worst.analytic, worst.numeric, kinks,
+                                0, n, None, note=advice, estimate=estimate)
+        # Neither a wrong element nor kinks account for the mismatch: the
+        # error is spread thin over many elements, or there are more kinks than the search
+        # may chase. Full mode's verdict settles it, where affordable.
         if n <= FALLBACK_LIMIT:
             v = elementwise(t, evaluate, f_zero, judging)
             v.note = (f"{t.name}: a random direction disagreed and no single element explained "
                       "it; the array was checked element by element")
             return v
-        err, an, nu = worst_dir
-        return ArrayVerdict(False, None, err, an, nu, kinks, 0, n, None, note=(
-            f"{t.name}: a random direction disagrees (relative error {err:.2e}) but no single "
-            "element stands out: the error is spread over many elements (or many kinks); "
-            "mode='full' maps them"))
+        if not provable:
+            # rtol and atol bound each element: small errors spread over all of them (a
+            # backward summing in float32) may add up to this, and fail none.
+            return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0,
+                                n, None, note=(
+                f"{t.name}: a random direction disagrees by {abs(worst.mismatch) / worst.error:.0f}"
+                " times its estimated numerical error, spread over many elements: no more than "
+                "elements each within rtol/atol can add up to; mode='full' judges each"),
+                estimate=estimate)
+        return ArrayVerdict(False, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
+                            None, note=(
+            f"{t.name}: a random direction disagrees (relative error {worst_error:.2e}, "
+            f"{abs(worst.mismatch) / worst.error:.0f} times its estimated numerical error) but "
+            "no single element stands out: the error is spread over many elements (or many "
+            "kinks), more than elements each within rtol/atol can add up to; mode='full' maps "
+            "them"), estimate=estimate)
     # Rows count elements as in full mode: every element took part in the directional check
     # (checked = n) and `failed` is the number of wrong elements located.
     if wrong:
@@ -312,14 +415,46 @@ def fast(
         w = wrong[idx]
         mask = np.zeros(n, dtype=bool)
         mask[list(wrong)] = True
-        note = None
-        if unexplained:
+        note = advice
+        if unexplained and note is None:
             note = (f"{t.name}: fast mode stops after locating {len(wrong)} wrong elements; "
                     "mode='full' maps them all")
         return ArrayVerdict(False, idx, w.error, w.analytic, w.numeric, kinks, len(wrong), n,
-                            mask, note=note)
-    err, an, nu = worst_dir
-    return ArrayVerdict(True, None, err, an, nu, kinks, 0, n, None)
+                            mask, note=note, estimate=estimate)
+    if worst is None:
+        return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None)
+    return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
+                        None, estimate=estimate)
+
+
+def _beyond_every_element_within(line: _Line, d: np.ndarray, value: numeric.Directional,
+                                 tol: numeric.Tolerance) -> bool:
+    """Whether the mismatch along d exceeds what it could be if every element's error were
+    within tolerance: |sum d_i e_i| <= sum |d_i| (rtol |g_i| + atol) when each |e_i| is. Past
+    that bound (and the difference's own error) some element must fail; one read of the
+    array, spent only on a mismatch no element explained."""
+    a = np.abs(d)
+    bound = (tol.rtol * float(np.dot(a, np.abs(line.analytic))) + tol.atol * float(a.sum())
+             + numeric.DIRECTIONAL_SAFETY * value.error)
+    return abs(value.mismatch) > bound
+
+
+def _kink_in_reach(line: _Line, d: np.ndarray, value: numeric.Directional
+                   ) -> tuple[numeric.Directional, bool]:
+    """Whether a mismatch no element accounts for is a kink the direction's step reaches.
+
+    A step along d moves an intermediate value (a hidden unit's input) by the combined
+    displacement of all elements, much further than one element's step does, and can carry it
+    across a kink (ReLU at 0) that no element-wise difference crosses. A wrong gradient reads
+    the same at any step; a crossed kink's share vanishes once the step no longer reaches it.
+    So the direction is measured again at step h/KINK_SHRINK (two evaluations), within that
+    step's larger rounding error. Returns the value to judge and whether it is unexplained.
+    """
+    f_plus, f_minus, analytic = line.probe(d, 0, d.size, 1.0 / KINK_SHRINK)
+    small = line.eps / KINK_SHRINK
+    error = KINK_SHRINK * line.rounding + value.truncation / KINK_SHRINK**2
+    shorter = numeric.Directional((f_plus - f_minus) / (2.0 * small), analytic, error)
+    return (shorter, False) if shorter.within else (value, True)
 
 
 def _non_finite_analytic(line: _Line, f_zero: float, tol: numeric.Tolerance) -> ArrayVerdict:
@@ -346,7 +481,7 @@ class _Search:
         self.wrong: dict[int, _Element] = {}
         self.right: dict[int, _Element] = {}  # passed on their own: kinks, mostly
         n = line.flat.size
-        one = 2 * max(n - 1, 1).bit_length() + 2  # evaluations to locate and judge one element
+        one = 2 * max(n - 1, 1).bit_length() + 4  # evaluations to locate, judge, confirm
         self.budget = max(MAX_EXPLAINED * one, n // 4)  # evaluations, i.e. 2n / 8
         self.spent = 0
 
@@ -355,42 +490,53 @@ class _Search:
         if self.wrong or self.right:
             d[[*self.wrong, *self.right]] = 0.0
 
-    def explain(self, d: np.ndarray, num: float, analytic: float) -> tuple[float, bool]:
+    def explain(self, d: np.ndarray, value: numeric.Directional
+                ) -> tuple[numeric.Directional, bool]:
         """Locate the elements behind the mismatch of direction d (updating `wrong`/`right`).
 
-        Returns the direction's numeric value without the share of the elements found right
-        (what the direction would read if they agreed exactly), and whether some of the
-        mismatch is left unexplained within the search's budget.
+        Returns the direction measured without the elements found (what it reads once they
+        are left out), and whether some of the mismatch is left unexplained: the budget ran
+        out, or the search ended on an element that accounts for no more than the noise
+        (it was following noise, or an error spread over many elements).
         """
-        tol, line = self.tol, self.line
-        residual = num - analytic
-        # What is left passes when it would have let the direction pass.
-        allowed = tol.rtol * max(abs(num), abs(analytic), tol.floor)
-        while abs(residual) > allowed:
+        line = self.line
+        while not value.within or value.unresolved:
             if len(self.wrong) >= MAX_LOCATED or self.spent >= self.budget:
-                return num, True
-            lo, hi, m = 0, d.size, residual
+                return value, True
+            lo, hi, m = 0, d.size, value.mismatch
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                m_low = line.mismatch(d, lo, mid)
-                self.spent += 2
+                m_low = line.measure(d, lo, mid, detect=False).mismatch
+                self.spent += line.cost
                 if abs(m_low) >= abs(m - m_low):
                     hi, m = mid, m_low
                 else:
                     lo, m = mid, m - m_low
             if d[lo] == 0.0:
-                return num, True  # nothing left to probe: the mismatch is noise or non-additive
-            e = line.element(lo, self.f_zero, tol)
+                return value, True  # nothing left to probe: the mismatch is noise or non-additive
+            e = line.element(lo, self.f_zero, self.tol)
             self.spent += 2
-            share = float(d[lo]) * (e.numeric - e.analytic)
-            residual -= share
+            # The element's own share of the mismatch, as its central difference reads it.
+            line_d = d[lo]
+            share = float(line_d) * (e.numeric - e.analytic)
             d[lo] = 0.0
-            if e.passed:
-                self.right[lo] = e
-                num -= share
+            (self.right if e.passed else self.wrong)[lo] = e
+            if e.passed and abs(share) <= numeric.DIRECTIONAL_SAFETY * value.error:
+                return value, True  # it accounts for no more than noise: the search followed noise
+            if line.extrapolate:
+                # Extrapolated values do not subtract step-h shares: measure again.
+                value = line.measure(d, 0, d.size, detect=False)
+                self.spent += line.cost
             else:
-                self.wrong[lo] = e
-        return num, False
+                # The subtraction adds the element's own rounding to what is left.
+                value = numeric.Directional(value.numeric - share, value.analytic,
+                                            value.error + abs(float(line_d)) * line.rounding)
+            if value.within and e.kink:
+                # A kink's slopes depend on the step, and the direction stepped it by h*|d_i|,
+                # not h: confirm what is left with a measurement of its own.
+                value = line.measure(d, 0, d.size, detect=False)
+                self.spent += line.cost
+        return value, False
 
 
 @dataclass(frozen=True)

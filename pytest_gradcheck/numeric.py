@@ -353,3 +353,103 @@ def compare(
         passed = passed | kink
         err = np.where(kink, 0.0, err)
     return Verdict(analytic=a, numeric=numeric, rel_error=err, passed=passed, kink=kink)
+
+
+# -- directional differences judged by their estimated error (fast mode) -------------------------
+
+# A directional mismatch (numeric - analytic) larger than this multiple of the difference's
+# estimated numerical error is looked into element by element. The estimate is a bound (sums of
+# |terms|), so a small factor keeps correct layers from setting off searches.
+DIRECTIONAL_SAFETY = 4.0
+# Rounding of the analytic projection sum(g * d) and of backward's own sums, in multiples of
+# eps * sum(|g * d|): generous, and still far below a central difference's rounding noise.
+ANALYTIC_ROUNDING = 64.0
+# Truncation above this fraction of the derivative means the step is too large for the values:
+# the O(h^4) terms Richardson extrapolation leaves are then no longer small.
+UNRESOLVED_TRUNCATION = 0.25
+
+
+@dataclass(frozen=True)
+class Directional:
+    """One directional derivative, numeric against analytic, with its estimated error.
+
+    `numeric` is the central difference at step h, or when truncation shows the Richardson
+    extrapolation (4 D(h) - D(2h)) / 3, which cancels the O(h^2) term. `error` estimates the
+    numeric value's numerical error: rounding (the objective's noise over the step, the
+    analytic projection's rounding, the caller's atol spread over the direction) plus, after
+    extrapolation, the O(h^4) term it leaves. `truncation` is |D(h) - D(2h)| / 3, the O(h^2)
+    term at step h (0 when only step h was evaluated).
+    """
+
+    numeric: float
+    analytic: float
+    error: float
+    truncation: float = 0.0
+    # The step dwarfs the values: truncation stands above the noise and is a sizeable part of
+    # the derivative, so no expansion in h (and no extrapolation) can be trusted.
+    unresolved: bool = False
+
+    @property
+    def mismatch(self) -> float:
+        return self.numeric - self.analytic
+
+    @property
+    def scale(self) -> float:
+        return max(abs(self.numeric), abs(self.analytic))
+
+    @property
+    def within(self) -> bool:
+        """The mismatch is what the numerical error explains (never for NaN/inf)."""
+        m = self.mismatch
+        return math.isfinite(m) and abs(m) <= DIRECTIONAL_SAFETY * self.error
+
+    @property
+    def relative_estimate(self) -> float:
+        """The estimated error relative to the derivative: what the difference can resolve."""
+        scale = self.scale
+        return self.error / scale if scale > 0 else math.inf
+
+
+def directional_rounding(judging: Judging, step: float, analytic_abs: float,
+                         direction_norm: float) -> float:
+    """Rounding bound of a directional central difference at `step`: the objective's noise
+    bound over the step (f(x+hd) and f(x-hd) each off by at most `judging.noise`), the analytic
+    projection's rounding (`analytic_abs` = sum |g_i d_i|), and the caller's atol per element
+    spread over a direction of 2-norm `direction_norm`."""
+    info = np.finfo(np.float64)
+    return (judging.noise / step + ANALYTIC_ROUNDING * float(info.eps) * analytic_abs
+            + judging.atol * direction_norm)
+
+
+def directional(numeric_h: float, analytic_h: float, rounding: float) -> Directional:
+    """The step-h directional derivative and its error estimate (rounding only)."""
+    return Directional(numeric_h, analytic_h, rounding)
+
+
+def richardson(numeric_h: float, analytic_h: float, numeric_2h: float, analytic_2h: float,
+               rounding: float) -> Directional:
+    """The extrapolation (4 D(h) - D(2h)) / 3 with its error estimate.
+
+    The analytic values differ only by the rounding of the displacements actually stored, and
+    are combined the same way. Rounding: 4/3 of step h's plus 1/3 of step 2h's (half of h's).
+    The O(h^4) term left is estimated as the O(h^2) term times its own ratio to the derivative
+    (successive terms of the expansion shrink by about that much).
+    """
+    numeric = (4.0 * numeric_h - numeric_2h) / 3.0
+    analytic = (4.0 * analytic_h - analytic_2h) / 3.0
+    truncation = abs(numeric_h - numeric_2h) / 3.0
+    scale = max(abs(numeric_h), abs(analytic_h))
+    left = truncation * truncation / scale if scale > 0 else truncation
+    # Against the smaller of the two: a step that dwarfs the values shrinks the difference
+    # (sin(k x) reads sinc(k h) of its slope), and the analytic side does not shrink with it.
+    unresolved = (truncation > DIRECTIONAL_SAFETY * rounding
+                  and truncation > UNRESOLVED_TRUNCATION * min(abs(numeric_h), abs(analytic_h)))
+    return Directional(numeric, analytic, 1.5 * rounding + left, truncation, unresolved)
+
+
+def relative_error_one(analytic: float, numeric: float, tol: Tolerance) -> float:
+    """`Tolerance.relative_error` for one pair of Python floats (no numpy call overhead)."""
+    if not (math.isfinite(analytic) and math.isfinite(numeric)):
+        return math.inf
+    scale = max(abs(analytic), abs(numeric), tol.floor)
+    return 0.0 if scale == 0 else abs(analytic - numeric) / scale

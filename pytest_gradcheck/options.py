@@ -338,13 +338,14 @@ class Options:
         16, integer(1), "int", "elements per array in `sample` mode", where=Where.EVERYWHERE
     )
     # One direction per array: its entries are +-(1+u), so any wrong element shows with at least
-    # its full error and equal errors cannot cancel exactly; more directions only guard against
-    # near-cancellation of several errors, at two forward passes each.
+    # its full error and equal errors cannot cancel exactly; the direction is judged within its
+    # estimated numerical error, far below rtol. More directions only guard against errors of
+    # several elements cancelling to within that error, at two forward passes each.
     directions: int = option(
         1,
         integer(1),
         "int",
-        "random directions per array in `fast` mode (one more when the first is borderline)",
+        "random directions per array in `fast` mode",
         where=Where.EVERYWHERE,
     )
     auto_limit: int = option(
@@ -352,6 +353,17 @@ class Options:
         integer(1),
         "int",
         "`auto` checks arrays up to this size element by element, larger ones in `fast` mode",
+        where=Where.EVERYWHERE,
+    )
+    # Each point draws its own cotangent and directions (and, for discovered layers, its own
+    # case from gradcheck_case(rng)): a bug confined to part of the input domain, or hidden by
+    # one cotangent, shows at some point. Point 0 is the check at `seed` itself.
+    points: int = option(
+        1,
+        integer(1),
+        "int",
+        "check at this many points: fresh cotangents and directions per point, fresh cases for "
+        "discovered layers; a row shows its worst point and fails if any point fails",
         where=Where.EVERYWHERE,
     )
     label: str | None = option(

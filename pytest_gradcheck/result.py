@@ -43,6 +43,10 @@ class Entry:
     failed: int = 0
     checked: int = 0
     size: int = 0
+    # Fast mode: the estimated numerical error of the directional finite difference relative to
+    # the derivative (rounding, and truncation where Richardson extrapolation was needed); the
+    # smallest disagreement along the direction the check could see. None in other modes.
+    estimate: float | None = None
     # Per-element failure mask (full mode) or the failing flat indices found (fast mode);
     # kept for the failure maps, not serialised.
     failed_mask: np.ndarray | None = field(default=None, repr=False)
@@ -69,6 +73,7 @@ class Entry:
             "checked": int(self.checked),
             "size": int(self.size),
             "message": self.message,
+            "estimate": _f(self.estimate),
         }
 
 

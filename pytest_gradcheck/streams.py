@@ -23,8 +23,9 @@ NOISE_PROBE = "nois"  # the directions along which the objective's noise is meas
 ARRAY_CHOICES = "modes"  # per checked array: sample mode's elements, fast mode's directions
 DISCOVERY_CASE = "case"  # the `rng` handed to `pytest_gradcheck_make_case`, per target
 DECOY = "dcoy"  # the decoy forward's inputs and the random states it starts from
+POINT = "pnt"  # the seed of each further point of a check with points > 1
 
-PURPOSES = (COTANGENT, NOISE_PROBE, ARRAY_CHOICES, DISCOVERY_CASE, DECOY)
+PURPOSES = (COTANGENT, NOISE_PROBE, ARRAY_CHOICES, DISCOVERY_CASE, DECOY, POINT)
 
 
 def tag(purpose: str) -> int:

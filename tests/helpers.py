@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pytest_gradcheck import CheckResult
+from pytest_gradcheck.checker import repeats
 
 # Plugins of this environment that slow every pytester run down and play no part in it.
 QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
@@ -27,3 +28,16 @@ def global_streams() -> tuple[Any, ...]:
     """The states of numpy's global RNG and Python's `random`, comparable with ==."""
     mt = np.random.get_state()
     return (mt[0], mt[1].tobytes(), *mt[2:], random.getstate())
+
+
+# Forward passes every check on a deterministic, float64 layer makes besides the numeric ones:
+# one that lets lazily created parameters appear, the decoy (other random states and inputs, so
+# that state left from an earlier call shows), and one from the baseline that learns what a
+# forward pass changes, repeats the first bit for bit, and serves the single backward.
+SETUP_FORWARDS = 3
+
+
+def evaluations(n: int) -> int:
+    """Forward passes of n numeric evaluations: some are made twice, to prove them repeatable
+    (and a verdict with kinks or failures costs CONFIRMATIONS more)."""
+    return n + repeats(n)

@@ -21,24 +21,12 @@ from buggy_layers import (
     BatchNormMeanConstant,
     LinearBiasGradMean,
 )
-from helpers import global_streams
+from helpers import SETUP_FORWARDS, evaluations, global_streams
 
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
 from pytest_gradcheck import GradcheckUsageError, check
-from pytest_gradcheck.checker import CONFIRMATIONS, repeats
+from pytest_gradcheck.checker import CONFIRMATIONS
 from pytest_gradcheck.modes import MAX_LOCATED, NOISE_PROBE_EVALUATIONS
-
-# Forward passes every check on a deterministic, float64 layer makes besides the numeric ones:
-# one that lets lazily created parameters appear, the decoy (other random states and inputs, so
-# that state left from an earlier call shows), and one from the baseline that learns what a
-# forward pass changes, repeats the first bit for bit, and serves the single backward.
-SETUP_FORWARDS = 3
-
-
-def evaluations(n: int) -> int:
-    """Forward passes of n numeric evaluations: some are made twice, to prove them repeatable
-    (and a verdict with kinks or failures costs CONFIRMATIONS more)."""
-    return n + repeats(n)
 
 MODES = ("full", "sample", "fast", "auto")
 # When the first two forwards differ for a legitimate reason, one more confirms determinism.
@@ -197,15 +185,16 @@ def test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode() -> Non
     assert f.max_rel_error == pytest.approx(g.max_rel_error, rel=1e-9)
     assert f.failed == g.failed == 1
     assert np.flatnonzero(f.failed_mask).tolist() == [37 * 128 + 101]
+    # a direction at step h disagrees, and again at 2h (no truncation: the error is real);
     # group testing: ceil(log2 16384) = 14 probes of two passes, and two for the element; the
     # verification a failing verdict gets on top (the noise probe, the confirmations of the
-    # unperturbed point) is the same in every mode and is counted below
+    # unperturbed point) is the same in every mode and is counted apart
     search = fast.forward_calls - SETUP_FORWARDS - CONFIRMATIONS - NOISE_PROBE_EVALUATIONS
-    assert search <= 2 + 2 * 14 + 2 + 8  # the direction, the halvings, the element, repeats
-    assert fast.forward_calls < full.forward_calls / 250
+    assert search <= 2 + 2 + 2 * 14 + 2 + 8  # the direction twice, the halvings, the element,
+    assert fast.forward_calls < full.forward_calls / 250  # and the repeats
     # a failing float64 check also measures the objective's noise before blaming backward
     assert fast.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
-        2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS)
+        2 + 2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS)
     assert full.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
         2 * 16384 + NOISE_PROBE_EVALUATIONS)
 
@@ -219,7 +208,7 @@ def test_fast_mode_locates_several_wrong_elements() -> None:
     assert sorted(np.flatnonzero(e.failed_mask).tolist()) == sorted(i * 128 + j for i, j in wrong)
     assert e.failed == 3
     assert result.forward_calls <= SETUP_FORWARDS + CONFIRMATIONS + evaluations(
-        2 + len(wrong) * (2 * 14 + 2) + NOISE_PROBE_EVALUATIONS
+        2 + 2 + len(wrong) * (2 * 14 + 2) + NOISE_PROBE_EVALUATIONS
     )
     assert len(wrong) < MAX_LOCATED
 

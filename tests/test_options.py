@@ -48,6 +48,7 @@ STRING_EXAMPLES: dict[str, tuple[str, Any]] = {
     "directions": ("3", 3),
     "auto_limit": ("64", 64),
     "summary": ("full", "full"),
+    "points": ("5", 5),
 }
 # About pytest's terminal summary: the command line prints every table (`-q`: failed only).
 PYTEST_ONLY = {"summary"}

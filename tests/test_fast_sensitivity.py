@@ -1,0 +1,212 @@
+"""Fast mode (and so the default mode on arrays over `auto_limit`) judged by measured error.
+
+A directional central difference is accurate to about its rounding noise (the objective's noise
+over the step), usually ~1e-10 of the derivative in float64, so fast mode compares it against
+that estimate rather than against rtol: one wrong element among n then shows although it has
+only ~1/sqrt(n) of the direction's say. Sensitivity is stated relative to the array's gradient
+scale: an element "off by 0.1%" is off by 0.1% of the root-mean-square of the array's gradient
+(0.1% of an element's own, tiny gradient can sit below any rounding noise). The wrong element
+is always located and judged element by element, by rtol/atol and the kink rule.
+
+Everything here is deterministic: fixed seeds, counting layers, no timings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import SETUP_FORWARDS, evaluations
+
+from example_nn import BatchNorm1d, Dropout, LayerNorm, Linear, ReLU, Sequential, Softmax, Tanh
+from pytest_gradcheck import check
+
+
+class OffLinear:
+    """An affine layer x @ W + b whose weight gradient is off at one element by `rel` times the
+    root-mean-square of the weight gradient."""
+
+    def __init__(self, n_in: int, n_out: int, rel: float, where: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.params = {"W": rng.normal(size=(n_in, n_out)) / np.sqrt(n_in),
+                       "b": 0.1 * rng.normal(size=n_out)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.rel, self.where = rel, where
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dW = self._x.T @ dout
+        dW.flat[self.where] += self.rel * np.sqrt(np.mean(dW**2))
+        self.grads["W"] = dW
+        self.grads["b"] = dout.sum(axis=0)
+        return dout @ self.params["W"].T
+
+
+def caught(n_in: int, n_out: int, batch: int, rel: float, seed: int, **opts: Any) -> bool:
+    """Whether the default mode fails W at exactly the wrong element, for this seed."""
+    rng = np.random.default_rng(1000 + seed)
+    where = int(rng.integers(n_in * n_out))
+    layer = OffLinear(n_in, n_out, rel, where, seed=seed)
+    result = check(layer, rng.normal(size=(batch, n_in)), seed=seed, params=["W"],
+                   inputs=False, **opts)
+    e = result.entry("W")
+    assert result.mode == "auto" and e.size > 2048  # the directional check, not full mode
+    return (not e.ok) and e.failed == 1 and bool(np.asarray(e.failed_mask)[where])
+
+
+@pytest.mark.parametrize("rel", [1e-3, 1e-4])
+def test_one_element_off_by_a_tenth_of_a_percent_in_4096_is_caught_at_every_seed(
+    rel: float,
+) -> None:
+    # Before: a fixed rtol of 1e-5 over the whole direction caught 0.1% in ~75% of seeds.
+    assert all(caught(64, 64, 8, rel, seed) for seed in range(100))
+
+
+def test_one_element_off_by_a_tenth_of_a_percent_in_a_million_is_caught() -> None:
+    assert all(caught(1000, 1000, 2, 1e-3, seed) for seed in range(2))
+
+
+def test_a_correct_linear_layer_costs_two_passes_per_array_and_reports_the_estimate() -> None:
+    layer = OffLinear(64, 64, 0.0, 0)
+    x = np.random.default_rng(0).normal(size=(8, 64))
+    result = check(layer, x, mode="fast")
+    assert result.ok, str(result)
+    # Affine in every array: step h agrees within its rounding, no second step is spent.
+    assert result.forward_calls == SETUP_FORWARDS + evaluations(3 * 2)
+    for e in result.entries:
+        # The estimate is what the direction could resolve: far below rtol, rounding-sized.
+        assert e.estimate is not None and 0 < e.estimate < 1e-6
+        assert e.max_rel_error <= 10 * e.estimate
+        assert e.to_dict()["estimate"] == e.estimate
+    assert check(layer, x, mode="full").entries[1].estimate is None
+
+
+def test_truncation_is_extrapolated_away_on_a_curved_layer() -> None:
+    """A step large enough for truncation to stand above the noise: Richardson over h and 2h
+    cancels the O(h^2) term, so a correct layer passes and a wrong element is still found."""
+
+    class Cube:
+        def __init__(self, off: float) -> None:
+            self.off = off
+
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            self.x = x
+            return x**3
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = 3 * self.x**2 * dout
+            dx.flat[7] += self.off * np.sqrt(np.mean(dx**2))
+            return dx
+
+    x = np.random.default_rng(0).normal(size=(40, 40))
+    good = check(Cube(0.0), x, mode="fast", eps=1e-3)
+    assert good.ok, str(good)
+    # h and 2h: the cheap test at h sees the O(h^2) term, the extrapolation does not
+    assert good.forward_calls == SETUP_FORWARDS + evaluations(4)
+    bad = check(Cube(1e-3), x, mode="fast", eps=1e-3, rtol=1e-5)
+    assert bad.entry("x").worst_index == (0, 7), str(bad)
+
+
+def test_a_step_that_dwarfs_the_values_fails_with_advice_never_passes() -> None:
+    class Wave:
+        """sin(k x): at k*h ~ 1.5 the central difference is off by a third of the derivative."""
+
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            self.x = x
+            return np.sin(1500.0 * x)
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            return 1500.0 * np.cos(1500.0 * self.x) * dout
+
+    x = np.random.default_rng(0).normal(size=(30, 30))
+    result = check(Wave(), x, mode="fast", eps=1e-3)
+    assert not result.ok
+    assert any("cannot resolve the gradient" in n and "smaller eps" in n for n in result.notes)
+
+
+def _net(rng: np.random.Generator) -> Sequential:
+    return Sequential(Linear(32, 64, rng=rng), BatchNorm1d(64), ReLU(),
+                      Dropout(0.3, rng=rng), Linear(64, 16, rng=rng))
+
+
+@pytest.mark.parametrize(("make", "shape", "scale"), [
+    (lambda rng: Linear(64, 48, rng=rng), (16, 64), 1.0),
+    (lambda rng: BatchNorm1d(64), (32, 64), 3.0),
+    (_net, (16, 32), 1.0),
+    (lambda rng: Tanh(), (64, 64), 2.0),
+    (lambda rng: Softmax(), (32, 40), 3.0),
+    (lambda rng: ReLU(), (64, 64), 1.0),
+    (lambda rng: LayerNorm(64), (32, 64), 1.0),
+], ids=["linear", "batchnorm", "lin-bn-relu-drop-lin", "tanh", "softmax", "relu", "layernorm"])
+def test_correct_layers_pass_in_fast_mode_over_many_seeds(
+    make: Any, shape: tuple[int, ...], scale: float
+) -> None:
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        x = scale * rng.normal(size=shape)
+        result = check(make(rng), x, mode="fast", seed=seed)
+        assert result.ok, str(result)
+
+
+class LinearReLU:
+    """relu(x @ W): a kink inside, in the hidden units."""
+
+    def __init__(self, W: np.ndarray) -> None:
+        self.params = {"W": W}
+        self.grads = {"W": np.zeros_like(W)}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x, self.z = x, x @ self.params["W"]
+        return np.maximum(self.z, 0.0)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dz = dout * (self.z > 0)
+        self.grads["W"] = self.x.T @ dz
+        return dz @ self.params["W"].T
+
+
+def test_a_hidden_kink_only_the_directions_step_reaches_passes_cheaply() -> None:
+    """A hidden unit sits 3e-7 from ReLU's kink: one weight's step moves it by ~1e-7, the whole
+    direction's by ~1e-6. No element explains the mismatch; at step h/16 it is gone."""
+    rng = np.random.default_rng(0)
+    x = 0.1 * rng.normal(size=(4, 64))
+    W = rng.normal(size=(64, 64))
+    W[:, 0] -= x[0] * (x[0] @ W[:, 0] - 3e-7) / (x[0] @ x[0])
+    crossed = 0
+    for seed in range(6):
+        result = check(LinearReLU(W), x, mode="fast", seed=seed, inputs=False)
+        assert result.ok, str(result)
+        assert result.forward_calls < 100  # not element by element (8,194 passes)
+        crossed += result.forward_calls > SETUP_FORWARDS + evaluations(2)
+    assert crossed >= 3  # the construction does reach the kink
+
+
+class SlightlyOff:
+    """x * c, whose backward is off at every element by 3e-6 of itself (random signs): each
+    element well within rtol=1e-5, together far beyond a float64 difference's rounding."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        rng = np.random.default_rng(3)
+        self.c = 1.0 + rng.random(shape)
+        self.off = 1.0 + 3e-6 * rng.choice([-1.0, 1.0], size=shape)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x * self.c
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.c * self.off
+
+
+def test_errors_within_rtol_spread_over_a_big_array_pass_with_a_note() -> None:
+    shape = (300, 250)  # 75,000 elements: above the size checked element by element instead
+    x = np.random.default_rng(0).normal(size=shape)
+    result = check(SlightlyOff(shape), x, mode="fast")
+    assert result.ok, str(result)
+    assert any("no more than elements each within rtol/atol can add up to" in n
+               for n in result.notes)
+    assert result.forward_calls < 100
+    assert check(SlightlyOff((30, 25)), x[:30, :25], mode="full").ok
