@@ -267,7 +267,7 @@ class Options:
         optional(finite(0, inclusive=False)),
         "float",
         "finite-difference step; unset, each array's step is the precision's default times the "
-        "array's RMS (the default alone for an all-zero array); given, the same absolute step "
+        "array's RMS (for an all-zero array, the output's RMS); given, the same absolute step "
         "for every array",
         where=Where.EVERYWHERE,
         default_text=_per_precision(0),
