@@ -152,11 +152,32 @@ class ValueAndGradAccess(LayerAccess):
             f"are {', '.join(names[:n])} (positions 0 to {n - 1})"
         )
 
+    def _wrt_positions(self, names: list[str], args: Sequence[Any]) -> list[int]:
+        """`wrt` as argument positions: each a distinct float-array argument."""
+        n = len(args)
+        wrt = [self._position(k, names, n) for k in self.wrt or ()]
+        given = list(self.wrt or ())
+        for j, i in enumerate(wrt):
+            if i in wrt[:j]:
+                raise GradcheckUsageError(
+                    f"{self.label}: wrt={given!r} names argument {names[i]!r} twice; "
+                    "name each argument a gradient belongs to once, in the order the "
+                    "gradients are returned"
+                )
+            if not is_float_array(args[i]):
+                what = (f"a {args[i].dtype} array" if isinstance(args[i], np.ndarray)
+                        else _describe(args[i]))
+                raise GradcheckUsageError(
+                    f"{self.label}: wrt={given!r}: {names[i]!r} is {what}, not a float "
+                    "array: only float-array arguments have gradients to check"
+                )
+        return wrt
+
     def _per_argument(self, grads: Any, args: Sequence[Any]) -> list[Any]:
         n = len(args)
         names = self.input_names(n)
         floats = [i for i, a in enumerate(args) if is_float_array(a)]
-        wrt = [self._position(k, names, n) for k in self.wrt] if self.wrt else None
+        wrt = self._wrt_positions(names, args) if self.wrt else None
         per: list[Any] = [None] * n
         if isinstance(grads, dict):
             for key, g in grads.items():

@@ -1,0 +1,43 @@
+"""Features that were built apart, used together: shapes of code with options, modes, points,
+the decoy forward, protection of big arrays and discovery. Each test pins a case where two of
+them met badly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_gradcheck import GradcheckUsageError, check
+
+
+def data(n: int = 8, d: int = 4, c: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.integers(0, c, size=n)
+
+
+# -- wrt= ---------------------------------------------------------------------------------------
+
+
+def a_dot_b_plus_c2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[float, Any]:
+    """Gradients for a and c only, as a tuple: wrt must say which."""
+    return float(np.sum(a * b) + np.sum(c**2)), (b, 2 * c)
+
+
+@pytest.mark.parametrize("wrt", [[0, 0], ["a", 0], [2, -1]])
+def test_wrt_naming_one_argument_twice_is_a_usage_error(wrt: list[Any]) -> None:
+    # Otherwise the second gradient silently replaces the first, and the argument it belongs
+    # to is listed as not differentiated.
+    a, b, c = np.random.default_rng(0).normal(size=(3, 3))
+    with pytest.raises(GradcheckUsageError, match=r"wrt=.*twice"):
+        check(a_dot_b_plus_c2, a, b, c, wrt=wrt)
+
+
+def test_wrt_naming_an_integer_argument_is_a_usage_error_naming_wrt() -> None:
+    def total(x: np.ndarray, idx: np.ndarray) -> tuple[float, Any]:
+        return float(np.sum(x[idx])), (np.ones(len(idx)),)
+
+    x = np.random.default_rng(0).normal(size=4)
+    with pytest.raises(GradcheckUsageError, match=r"wrt=\[1\]: 'idx' .*int64.*float"):
+        check(total, x, np.arange(3), wrt=[1])
