@@ -361,10 +361,21 @@ class OwnLossNetworkAccess(ObjectAccess):
         names = (first[:1] or ["X"]) + targets
         return names[:n] if len(names) >= n else super().input_names(n)
 
+    _n_inputs = 0
+
+    def fixed_inputs(self) -> set[int]:
+        """The targets are data (one-hot labels are float arrays): held fixed."""
+        return set(range(1, self._n_inputs))
+
     def forward(self, inputs: Sequence[Any]) -> Any:
-        if not inputs:
-            raise GradcheckUsageError(f"{self.label}: pass the input and the targets: "
-                                      "check(model, X, y)")
+        wanted = len(required_positional(self.layer.backward)) - 1  # backward(output, *targets)
+        if len(inputs) < 1 + wanted:
+            raise GradcheckUsageError(
+                f"{self.label}: got {len(inputs)} argument(s); a network checked through its "
+                f"own loss takes forward's input and the {wanted} target(s) backward takes: "
+                "check(model, X, y)"
+            )
+        self._n_inputs = len(inputs)
         x, targets = inputs[0], inputs[1:]
         out = super().forward([x])
         loss = own_loss(self.layer)

@@ -4,12 +4,16 @@ them met badly."""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
+import cs231n_style as cs
 import numpy as np
 import pytest
+from helpers import rows
 
 from pytest_gradcheck import GradcheckUsageError, check
+from pytest_gradcheck.result import NOT_DIFFERENTIATED, OK
 
 
 def data(n: int = 8, d: int = 4, c: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +45,25 @@ def test_wrt_naming_an_integer_argument_is_a_usage_error_naming_wrt() -> None:
     x = np.random.default_rng(0).normal(size=4)
     with pytest.raises(GradcheckUsageError, match=r"wrt=\[1\]: 'idx' .*int64.*float"):
         check(total, x, np.arange(3), wrt=[1])
+
+
+# -- the nnfs Model: targets are data -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_nnfs_model_with_one_hot_float_targets_holds_them_fixed(mode: str) -> None:
+    X, y = data()
+    onehot = np.eye(3)[y]
+    model = cs.nnfs_model(seed=0)
+    before = pickle.dumps(model)
+    result = check(model, X, onehot, mode=mode)
+    assert result.ok, str(result)
+    assert rows(result)["y"] == NOT_DIFFERENTIATED
+    assert rows(result)["X"] == OK
+    assert pickle.dumps(model) == before
+
+
+def test_nnfs_model_without_targets_says_to_pass_them() -> None:
+    X, _ = data()
+    with pytest.raises(GradcheckUsageError, match=r"check\(model, X, y\)"):
+        check(cs.nnfs_model(seed=0), X)
