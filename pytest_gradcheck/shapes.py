@@ -239,6 +239,9 @@ class ModelLossAccess(LayerAccess):
         self.label = label or layer_label(model)
         self._args: Sequence[Any] = ()
         self._pending: dict[Any, Any] = {}
+        # Whether loss() changes the parameters (an optimizer step inside it); None until the
+        # first call tells.
+        self._steps: bool | None = None
         # Published by backward: gradient arrays the checker may zero and mark are never the
         # ones the latest forward returned.
         self._grads: dict[Any, Any] | None = None
@@ -262,7 +265,12 @@ class ModelLossAccess(LayerAccess):
         return set(range(len(self._args)))
 
     def forward(self, inputs: Sequence[Any]) -> Any:
-        res = self.layer.loss(*inputs)
+        saved = self._params_now() if self._steps is not False else None
+        try:
+            res = self.layer.loss(*inputs)
+        finally:
+            if saved is not None:
+                self._put_back(saved)
         if not (isinstance(res, (tuple, list)) and len(res) == 2):
             raise GradcheckUsageError(
                 f"{self.label}: loss() returned {_describe(res)}; a model is checked through "
@@ -278,6 +286,35 @@ class ModelLossAccess(LayerAccess):
         self._args = inputs
         self._pending = res[1]
         return loss
+
+    def _params_now(self) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+        found = self._found_dict()  # none yet: loss() may create them on its first call
+        pdict = found[1] if found else {}
+        return [(k, v, v.copy()) for k, v in pdict.items() if isinstance(v, np.ndarray)]
+
+    def _found_dict(self) -> tuple[str, dict[Any, Any]] | None:
+        for name in PARAM_DICTS:
+            d = real_attr(self.layer, name)
+            if isinstance(d, dict) and d:
+                return name, d
+        return None
+
+    def _put_back(self, saved: list[tuple[Any, np.ndarray, np.ndarray]]) -> None:
+        """Undo what loss() did to the parameters (an optimizer step after computing the
+        gradients): every call must see the parameters the checker set, and the gradients
+        returned belong to those. Only watched while the first call showed such a step."""
+        found = self._found_dict()
+        pdict = found[1] if found else {}
+        stepped = False
+        for key, arr, before in saved:
+            if pdict.get(key) is not arr:  # a new array assigned: the checker's is put back
+                pdict[key] = arr
+                stepped = True
+            if not np.array_equal(arr, before, equal_nan=True):
+                np.copyto(arr, before)
+                stepped = True
+        if self._steps is None:
+            self._steps = stepped
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
         scale = float(dout)
@@ -312,10 +349,9 @@ class ModelLossAccess(LayerAccess):
                      grad_source=f"loss()[1][{key!r}]")
 
     def _param_dict(self) -> tuple[str, dict[Any, Any]]:
-        for name in PARAM_DICTS:
-            d = real_attr(self.layer, name)
-            if isinstance(d, dict) and d:
-                return name, d
+        found = self._found_dict()
+        if found is not None:
+            return found
         raise GradcheckUsageError(
             f"{self.label}: a model is checked over its parameter dict, and it has none: keep "
             "the parameters in self.params (a dict of arrays) keyed like the gradients loss() "

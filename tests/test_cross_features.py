@@ -13,7 +13,7 @@ import pytest
 from helpers import rows
 
 from pytest_gradcheck import GradcheckUsageError, check
-from pytest_gradcheck.result import NOT_DIFFERENTIATED, OK
+from pytest_gradcheck.result import FAIL, NOT_DIFFERENTIATED, OK
 
 
 def data(n: int = 8, d: int = 4, c: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +67,64 @@ def test_nnfs_model_without_targets_says_to_pass_them() -> None:
     X, _ = data()
     with pytest.raises(GradcheckUsageError, match=r"check\(model, X, y\)"):
         check(cs.nnfs_model(seed=0), X)
+
+
+# -- a model whose loss() takes an optimizer step ----------------------------------------------
+
+
+class SteppingNet(cs.TwoLayerNet):
+    """loss() returns the gradients at the parameters it was called with, then updates them
+    in place (a training step folded into loss)."""
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        value, grads = super().loss(X, y)
+        for key, g in grads.items():
+            self.params[key] -= 0.1 * g
+        return value, grads
+
+
+class ReassigningNet(cs.TwoLayerNet):
+    """The same step, assigning new arrays instead of updating in place."""
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        value, grads = super().loss(X, y)
+        for key, g in grads.items():
+            self.params[key] = self.params[key] - 0.1 * g
+        return value, grads
+
+
+@pytest.mark.parametrize("cls", [SteppingNet, ReassigningNet])
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_model_stepping_its_parameters_inside_loss_is_checked(cls: type[Any], mode: str) -> None:
+    X, y = data()
+    model = cls(input_dim=4, hidden_dim=5, num_classes=3, weight_scale=0.3, reg=0.1, seed=0)
+    before = pickle.dumps(model)
+    result = check(model, X, y, mode=mode)
+    assert result.ok, str(result)
+    assert {e.name for e in result.entries if e.status == OK} == {"W1", "b1", "W2", "b2"}
+    assert pickle.dumps(model) == before
+
+
+def test_a_stepping_model_with_a_big_protected_parameter_is_checked_and_restored() -> None:
+    # W1 is 1.3 MB: protected (read-only) rather than copied, so the first step inside loss()
+    # hits protection and the check runs again with copies.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4, 400)), rng.integers(0, 3, size=4)
+    model = SteppingNet(input_dim=400, hidden_dim=400, num_classes=3, weight_scale=0.05, seed=0)
+    before = pickle.dumps(model)
+    result = check(model, X, y, mode="fast")
+    assert result.ok, str(result)
+    assert pickle.dumps(model) == before
+    assert model.params["W1"].flags.writeable
+
+
+def test_a_stepping_model_with_a_wrong_gradient_fails_on_that_row() -> None:
+    class Wrong(SteppingNet):
+        def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+            value, grads = super().loss(X, y)
+            return value, {**grads, "b2": grads["b2"] * 1.01}
+
+    X, y = data()
+    model = Wrong(input_dim=4, hidden_dim=5, num_classes=3, weight_scale=0.3, seed=0)
+    result = check(model, X, y)
+    assert [e.name for e in result.entries if e.status == FAIL] == ["b2"]
