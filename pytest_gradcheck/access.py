@@ -528,8 +528,10 @@ class Outputs:
         self.count = len(outs)
         self.differentiated = [i for i, o in enumerate(outs) if _is_float(o)]
         self.shapes = [tuple(np.shape(outs[i])) for i in self.differentiated]
+        self.last: tuple[Any, ...] = tuple(outs)
 
     def flat(self, outs: Sequence[Any]) -> np.ndarray:
+        self.last = tuple(outs)  # as forward returned them, for a `loss=` applied to them
         parts = [np.ravel(outs[i]) for i in self.differentiated]
         return np.concatenate(parts) if parts else np.zeros(0)
 

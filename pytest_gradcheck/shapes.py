@@ -581,7 +581,16 @@ class LossOnOutputAccess(LayerAccess):
 
     def forward(self, inputs: Sequence[Any]) -> Any:
         out = self.inner.forward(inputs)
-        res = self.loss(out)
+        # Several outputs travel flat through the checker; the loss gets them as returned.
+        outputs: Outputs | None = getattr(self.inner, "_outputs", None)
+        try:
+            res = self.loss(out if outputs is None else outputs.last)
+        except GradcheckUsageError:
+            raise
+        except Exception as exc:
+            raise GradcheckUsageError(
+                f"{self.label}: loss= raised {type(exc).__name__}: {exc}"
+            ) from exc
         value = _scalar(res[0]) if isinstance(res, (tuple, list)) and len(res) == 2 else None
         if value is None:
             raise GradcheckUsageError(
@@ -589,6 +598,9 @@ class LossOnOutputAccess(LayerAccess):
                 f"{_describe(res)}"
             )
         dout = res[1]
+        if outputs is not None:
+            self._dout = self._flat_douts(dout, outputs)
+            return value
         if np.shape(dout) != np.shape(out):
             raise GradcheckUsageError(
                 f"{self.label}: loss= returned a gradient of shape {np.shape(dout)} for an "
@@ -596,6 +608,34 @@ class LossOnOutputAccess(LayerAccess):
             )
         self._dout = dout
         return value
+
+    def _flat_douts(self, douts: Any, outputs: Outputs) -> np.ndarray:
+        """The loss's gradients for several outputs (one per output, in order; None for an
+        output it does not use) as the one flat array the inner access splits again."""
+        n = outputs.count
+        if not isinstance(douts, (tuple, list)) or len(douts) not in (
+            n, len(outputs.differentiated)
+        ):
+            raise GradcheckUsageError(
+                f"{self.label}: forward returns {n} outputs, so loss= receives them as a tuple "
+                f"and must return (value, (dout1, ..., dout{n})), one gradient per output in "
+                f"order (None for one it does not use); it returned {_describe(douts)}"
+            )
+        if len(douts) != n:  # one per float output only
+            douts = [douts[outputs.differentiated.index(i)]
+                     if i in outputs.differentiated else None for i in range(n)]
+        parts = []
+        for i, shape in zip(outputs.differentiated, outputs.shapes):
+            d = douts[i]
+            if d is None:
+                d = np.zeros(shape)
+            if np.shape(d) != shape:
+                raise GradcheckUsageError(
+                    f"{self.label}: loss= returned a gradient of shape {np.shape(d)} for "
+                    f"output {i} of shape {shape}"
+                )
+            parts.append(np.ravel(np.asarray(d, dtype=np.float64)))
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
         return self.inner.backward(np.array(self._dout, dtype=np.float64) * float(dout))

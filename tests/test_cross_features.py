@@ -10,8 +10,9 @@ from typing import Any
 import cs231n_style as cs
 import numpy as np
 import pytest
-from helpers import rows
+from helpers import global_streams, rows
 
+from example_nn import LSTMCell
 from pytest_gradcheck import GradcheckUsageError, check
 from pytest_gradcheck.result import FAIL, NOT_DIFFERENTIATED, OK
 
@@ -128,3 +129,61 @@ def test_a_stepping_model_with_a_wrong_gradient_fails_on_that_row() -> None:
     model = Wrong(input_dim=4, hidden_dim=5, num_classes=3, weight_scale=0.3, seed=0)
     result = check(model, X, y)
     assert [e.name for e in result.entries if e.status == FAIL] == ["b2"]
+
+
+# -- loss= on a layer with several outputs --------------------------------------------------
+
+
+def lstm_objective(out: Any) -> tuple[float, Any]:
+    h, c = out
+    return float(np.sum(h**2) + 0.5 * np.sum(c)), (2 * h, np.full_like(c, 0.5))
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_loss_on_a_two_output_layer_receives_its_outputs(mode: str) -> None:
+    cell, inputs = LSTMCell.gradcheck_case(np.random.default_rng(0))
+    streams = global_streams()
+    result = check(cell, *inputs, loss=lstm_objective, mode=mode)
+    assert result.ok, str(result)
+    assert set(rows(result)) == {"x", "h_prev", "c_prev", "Wx", "Wh", "b"}
+    assert global_streams() == streams
+
+
+def test_loss_on_a_two_output_pair_receives_its_outputs() -> None:
+    cell, (x, h0, c0) = LSTMCell.gradcheck_case(np.random.default_rng(0))
+    p = cell.params
+    result = check((cs.lstm_step_forward, cs.lstm_step_backward), x, h0, c0, p["Wx"], p["Wh"],
+                   p["b"], loss=lstm_objective)
+    assert result.ok, str(result)
+
+
+def test_loss_on_a_two_output_layer_catches_a_wrong_output_gradient_use() -> None:
+    class Slipped(LSTMCell):
+        def backward(self, dh: np.ndarray, dc: np.ndarray) -> Any:
+            return super().backward(dh, dc * 1.01)
+
+    cell, inputs = Slipped.gradcheck_case(np.random.default_rng(0))
+    result = check(cell, *inputs, loss=lstm_objective)
+    assert not result.ok
+    assert rows(result)["c_prev"] == FAIL
+
+
+def test_loss_with_the_wrong_number_of_output_gradients_is_a_usage_error() -> None:
+    cell, inputs = LSTMCell.gradcheck_case(np.random.default_rng(0))
+
+    def only_h(out: Any) -> tuple[float, Any]:
+        h, _ = out
+        return float(np.sum(h)), (np.ones_like(h),)
+
+    with pytest.raises(GradcheckUsageError, match=r"2 outputs, so loss= .*a tuple of 1"):
+        check(cell, *inputs, loss=only_h)
+
+
+def test_a_loss_that_raises_is_named_as_the_loss_not_forward() -> None:
+    def broken(out: Any) -> tuple[float, Any]:
+        raise KeyError("labels")
+
+    X, _ = data()
+    with pytest.raises(GradcheckUsageError, match=r"loss= raised KeyError") as info:
+        check(cs.AffineInputBack(np.ones((4, 3)), np.zeros(3)), X, loss=broken)
+    assert "forward raised" not in str(info.value)
