@@ -76,6 +76,19 @@ def _scalar(value: Any) -> np.ndarray | None:
     return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
 
 
+def _scaled(grad: Any, scale: float) -> Any:
+    """A returned gradient times the objective's cotangent; anything that is not an array of
+    real numbers (a string, a ragged list, complex values) is passed on as it is, for the
+    checker to give its array an error row that says what is wrong."""
+    if grad is None:
+        return None
+    try:
+        arr = np.asarray(grad)
+    except ValueError:
+        return grad
+    return arr * scale if arr.dtype.kind in "fiub" else grad
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"
@@ -116,7 +129,7 @@ class ValueAndGradAccess(LayerAccess):
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
         scale = float(dout)
-        return [None if g is None else np.asarray(g) * scale for g in self._grads]
+        return [_scaled(g, scale) for g in self._grads]
 
     def fixed_inputs(self) -> set[int]:
         return {i for i, a in enumerate(self._args)
@@ -318,8 +331,7 @@ class ModelLossAccess(LayerAccess):
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
         scale = float(dout)
-        self._grads = {k: None if g is None else np.asarray(g) * scale
-                       for k, g in self._pending.items()}
+        self._grads = {k: _scaled(g, scale) for k, g in self._pending.items()}
         return [None] * len(self._args)
 
     def parameters(self) -> list[Param]:

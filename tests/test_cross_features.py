@@ -14,7 +14,7 @@ from helpers import global_streams, rows
 
 from example_nn import LSTMCell
 from pytest_gradcheck import GradcheckUsageError, check
-from pytest_gradcheck.result import FAIL, NOT_DIFFERENTIATED, OK
+from pytest_gradcheck.result import ERROR, FAIL, NOT_DIFFERENTIATED, OK
 
 
 def data(n: int = 8, d: int = 4, c: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -187,3 +187,53 @@ def test_a_loss_that_raises_is_named_as_the_loss_not_forward() -> None:
     with pytest.raises(GradcheckUsageError, match=r"loss= raised KeyError") as info:
         check(cs.AffineInputBack(np.ones((4, 3)), np.zeros(3)), X, loss=broken)
     assert "forward raised" not in str(info.value)
+
+
+# -- unusable gradients from loss-shaped code are error rows -----------------------------------
+
+
+RAGGED_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="checker.Checker._grad_array calls np.iscomplexobj on a ragged list, which raises "
+    "AttributeError in numpy 2 before the 'not an array of numbers' error row is built",
+)
+
+
+@pytest.mark.parametrize("bad", ["pending", pytest.param([[1.0, 2.0], [3.0]], marks=RAGGED_XFAIL),
+                                 np.ones(3) + 0j], ids=["string", "ragged", "complex"])
+def test_a_function_returning_an_unusable_gradient_gets_an_error_row(bad: Any) -> None:
+    def f(x: np.ndarray, w: np.ndarray) -> tuple[float, Any]:
+        return float(np.sum(x * w)), (w, bad)
+
+    x, w = np.random.default_rng(0).normal(size=(2, 3))
+    result = check(f, x, w)
+    assert rows(result) == {"x": OK, "w": ERROR}
+    assert "backward raised" not in str(result)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_model_returning_an_unusable_gradient_gets_an_error_row(mode: str) -> None:
+    class Pending(cs.TwoLayerNet):
+        def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+            value, grads = super().loss(X, y)
+            return value, {**grads, "b1": "pending"}
+
+    X, y = data()
+    model = Pending(input_dim=4, hidden_dim=5, num_classes=3, weight_scale=0.3, seed=0)
+    result = check(model, X, y, mode=mode)
+    assert {k: v for k, v in rows(result).items() if k in ("W1", "b1", "W2", "b2")} == {
+        "W1": OK, "b1": ERROR, "W2": OK, "b2": OK}
+    assert "not an array of numbers" in str(result.entry("b1").message)
+
+
+@RAGGED_XFAIL
+def test_a_layer_returning_a_ragged_input_gradient_gets_an_error_row() -> None:
+    class Ragged:
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            return 2 * x
+
+        def backward(self, dout: np.ndarray) -> Any:
+            return [[1.0, 2.0], [3.0]]
+
+    result = check(Ragged(), np.ones((2, 2)))
+    assert rows(result) == {"x": ERROR}
