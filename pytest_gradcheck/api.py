@@ -37,10 +37,15 @@ def run_check(layer: Any, inputs: Sequence[Any], opts: Options, hook: Any = None
 
 def check_target(target: DiscoveredTarget, opts: Options, hook: Any) -> CheckResult:
     """Check a discovered target: its case built from each point's seed (a fresh case per
-    point), the case's options on top of `opts`. Raises `SkipCase` if it cannot be built."""
+    point), the case's options on top of `opts`. Raises `SkipCase` if it cannot be built.
+    A case may set `points` itself: the first case is built before the points are run."""
+    first = build_case(target, hook, opts.seed)
+    if "points" in first.options:
+        opts = opts.updated({"points": first.options["points"]}, f"{target.name}: case")
+    cases = {opts.seed: first}  # point 0 runs at the run's seed: its case is built already
 
     def at_point(o: Options) -> CheckResult:
-        case = build_case(target, hook, o.seed)
+        case = cases.pop(o.seed, None) or build_case(target, hook, o.seed)
         o = o.updated({"label": target.name, **case.options}, f"{target.name}: case")
         return Checker(case.layer, case.inputs, o, hook).run()
 

@@ -14,6 +14,10 @@ from helpers import global_streams, rows
 
 from example_nn import LSTMCell
 from pytest_gradcheck import GradcheckUsageError, check
+from pytest_gradcheck.api import check_target
+from pytest_gradcheck.discovery import Case, DiscoveredTarget
+from pytest_gradcheck.manager import default_hook
+from pytest_gradcheck.options import Options
 from pytest_gradcheck.result import ERROR, FAIL, NOT_DIFFERENTIATED, OK
 
 
@@ -242,3 +246,24 @@ def test_a_layer_storing_a_ragged_parameter_gradient_gets_an_error_row() -> None
 
     result = check(Ragged(), np.ones((2, 2)))
     assert rows(result) == {"x": OK, "w": ERROR}
+
+
+# -- discovery: a case's own options -----------------------------------------------------------
+
+
+def test_points_in_a_discovered_case_are_honoured() -> None:
+    built: list[int] = []
+
+    def square(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return float(np.sum(x**2)), 2 * x
+
+    def case(rng: np.random.Generator) -> Case:
+        built.append(1)
+        return Case(None, (rng.normal(size=3),), {"points": 3})
+
+    square.gradcheck_case = case  # type: ignore[attr-defined]
+
+    target = DiscoveredTarget("mod.square", "function", square)
+    result = check_target(target, Options(), default_hook())
+    assert result.ok
+    assert len(built) == 3  # one fresh case per point, the first not built twice
