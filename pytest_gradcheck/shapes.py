@@ -89,6 +89,17 @@ def _scaled(grad: Any, scale: float) -> Any:
     return arr * scale if arr.dtype.kind in "fiub" else grad
 
 
+def _called(fn: Callable[..., Any], args: Sequence[Any], label: str, what: str) -> Any:
+    """`fn(*args)`, an exception it raises named after `what` (the code the user wrote is a
+    loss function or method, not a forward)."""
+    try:
+        return fn(*args)
+    except GradcheckUsageError:
+        raise
+    except Exception as exc:
+        raise GradcheckUsageError(f"{label}: {what} raised {type(exc).__name__}: {exc}") from exc
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"
@@ -121,7 +132,7 @@ class ValueAndGradAccess(LayerAccess):
         return names[:n] if len(names) >= n else super().input_names(n)
 
     def forward(self, inputs: Sequence[Any]) -> Any:
-        res = self.fn(*inputs)
+        res = _called(self.fn, inputs, self.label, f"{getattr(self.fn, '__name__', 'f')}()")
         loss = self._loss_of(res)
         self._args = inputs
         self._grads = self._per_argument(res[1], inputs)
@@ -280,7 +291,7 @@ class ModelLossAccess(LayerAccess):
     def forward(self, inputs: Sequence[Any]) -> Any:
         saved = self._params_now() if self._steps is not False else None
         try:
-            res = self.layer.loss(*inputs)
+            res = _called(self.layer.loss, inputs, self.label, "loss()")
         finally:
             if saved is not None:
                 self._put_back(saved)
@@ -595,14 +606,7 @@ class LossOnOutputAccess(LayerAccess):
         out = self.inner.forward(inputs)
         # Several outputs travel flat through the checker; the loss gets them as returned.
         outputs: Outputs | None = getattr(self.inner, "_outputs", None)
-        try:
-            res = self.loss(out if outputs is None else outputs.last)
-        except GradcheckUsageError:
-            raise
-        except Exception as exc:
-            raise GradcheckUsageError(
-                f"{self.label}: loss= raised {type(exc).__name__}: {exc}"
-            ) from exc
+        res = _called(self.loss, [out if outputs is None else outputs.last], self.label, "loss=")
         value = _scalar(res[0]) if isinstance(res, (tuple, list)) and len(res) == 2 else None
         if value is None:
             raise GradcheckUsageError(

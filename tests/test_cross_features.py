@@ -267,3 +267,21 @@ def test_points_in_a_discovered_case_are_honoured() -> None:
     result = check_target(target, Options(), default_hook())
     assert result.ok
     assert len(built) == 3  # one fresh case per point, the first not built twice
+
+
+def test_a_model_whose_loss_raises_names_loss_not_forward() -> None:
+    class Broken(cs.TwoLayerNet):
+        def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+            raise RuntimeError("boom")
+
+    X, y = data()
+    with pytest.raises(GradcheckUsageError, match=r"Broken: loss\(\) raised RuntimeError: boom"):
+        check(Broken(4, 5, 3, seed=0), X, y)
+
+
+def test_a_function_that_raises_is_named_by_its_name() -> None:
+    def softmax(x: np.ndarray) -> tuple[float, np.ndarray]:
+        raise ZeroDivisionError("nope")
+
+    with pytest.raises(GradcheckUsageError, match=r"softmax: softmax\(\) raised ZeroDivisionError"):
+        check(softmax, np.ones(3))
