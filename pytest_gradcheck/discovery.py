@@ -206,12 +206,13 @@ def is_layer_class(cls: Any) -> bool:
 
 
 def is_model_class(cls: Any) -> bool:
-    """A class with a callable `loss` and no `forward`/`backward`, declaring `gradcheck_case`
-    (a model checked through its loss; many classes have a `loss` method, so only declared
-    ones are taken)."""
+    """A class with a callable `loss` that is not a layer (no `forward` and `backward` pair: a
+    `forward` for predictions alone is fine, as for `check`), declaring `gradcheck_case` (a
+    model checked through its loss; many classes have a `loss` method, so only declared ones
+    are taken)."""
     if not inspect.isclass(cls) or not callable(getattr(cls, "loss", None)):
         return False
-    if callable(getattr(cls, "forward", None)) or callable(getattr(cls, "backward", None)):
+    if callable(getattr(cls, "forward", None)) and callable(getattr(cls, "backward", None)):
         return False
     return not inspect.isabstract(cls) and callable(getattr(cls, DECLARATION, None))
 

@@ -5,6 +5,7 @@ them met badly."""
 from __future__ import annotations
 
 import pickle
+import types
 from typing import Any
 
 import cs231n_style as cs
@@ -15,7 +16,7 @@ from helpers import global_streams, rows
 from example_nn import LSTMCell
 from pytest_gradcheck import GradcheckUsageError, check
 from pytest_gradcheck.api import check_target
-from pytest_gradcheck.discovery import Case, DiscoveredTarget
+from pytest_gradcheck.discovery import MODEL, Case, DiscoveredTarget, targets_in_module
 from pytest_gradcheck.manager import default_hook
 from pytest_gradcheck.options import Options
 from pytest_gradcheck.result import ERROR, FAIL, NOT_DIFFERENTIATED, OK
@@ -285,3 +286,32 @@ def test_a_function_that_raises_is_named_by_its_name() -> None:
 
     with pytest.raises(GradcheckUsageError, match=r"softmax: softmax\(\) raised ZeroDivisionError"):
         check(softmax, np.ones(3))
+
+
+class ScoresModel:
+    """`forward(X)` gives scores for prediction (no backward); `loss(X, y)` is the objective.
+    check() takes it as a model, so discovery must find it as one."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.params = {"W": rng.normal(size=(3, 2))}
+
+    def forward(self, X: np.ndarray) -> np.ndarray:
+        out: np.ndarray = X @ self.params["W"]
+        return out
+
+    def loss(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        d = self.forward(X) - y
+        return float(np.sum(d**2)), {"W": 2 * X.T @ d * 1.01}  # bug: the 1.01
+
+    @classmethod
+    def gradcheck_case(cls, rng: np.random.Generator) -> Any:
+        return cls(rng), (rng.normal(size=(4, 3)), rng.normal(size=(4, 2)))
+
+
+def test_discovery_finds_a_model_with_a_forward_but_no_backward_as_check_does() -> None:
+    module = types.ModuleType("scores_models")
+    module.ScoresModel = type("ScoresModel", (ScoresModel,), {"__module__": "scores_models"})
+    targets = targets_in_module(module)
+    assert [(t.name, t.kind) for t in targets] == [("scores_models.ScoresModel", MODEL)]
+    result = check_target(targets[0], Options(), default_hook())
+    assert rows(result)["W"] == FAIL
