@@ -314,7 +314,8 @@ class ModelLossAccess(LayerAccess):
     def _params_now(self) -> list[tuple[Any, np.ndarray, np.ndarray]]:
         found = self._found_dict()  # none yet: loss() may create them on its first call
         pdict = found[1] if found else {}
-        return [(k, v, v.copy()) for k, v in pdict.items() if isinstance(v, np.ndarray)]
+        return [(k, v, v.copy()) for k, v in pdict.items()
+                if isinstance(v, np.ndarray) and v.dtype.kind in "biufc"]  # numbers only
 
     def _found_dict(self) -> tuple[str, dict[Any, Any]] | None:
         for name in PARAM_DICTS:
@@ -334,7 +335,7 @@ class ModelLossAccess(LayerAccess):
             if pdict.get(key) is not arr:  # a new array assigned: the checker's is put back
                 pdict[key] = arr
                 stepped = True
-            if not np.array_equal(arr, before, equal_nan=True):
+            if not np.array_equal(arr, before, equal_nan=arr.dtype.kind in "fc"):
                 np.copyto(arr, before)
                 stepped = True
         if self._steps is None:

@@ -315,3 +315,25 @@ def test_discovery_finds_a_model_with_a_forward_but_no_backward_as_check_does() 
     assert [(t.name, t.kind) for t in targets] == [("scores_models.ScoresModel", MODEL)]
     result = check_target(targets[0], Options(), default_hook())
     assert rows(result)["W"] == FAIL
+
+
+def test_a_model_with_label_names_in_its_parameter_dict_is_checked() -> None:
+    class Named(cs.TwoLayerNet):
+        def __init__(self) -> None:
+            super().__init__(4, 5, 3, weight_scale=0.3, seed=0)
+            self.params["classes"] = np.array(["cat", "dog", "eel"])
+            self.params["meta"] = np.array([None, "x"], dtype=object)
+
+        def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+            p = self.params
+            trained = {k: v for k, v in p.items() if v.dtype.kind == "f"}
+            self.params = trained
+            try:
+                return super().loss(X, y)
+            finally:
+                self.params = p
+
+    X, y = data()
+    result = check(Named(), X, y)
+    assert result.ok, str(result)
+    assert rows(result)["classes"] == NOT_DIFFERENTIATED
