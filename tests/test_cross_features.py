@@ -370,3 +370,30 @@ def test_a_zero_bias_of_a_model_near_its_optimum_is_not_a_false_failure(mode: st
     model = LeastSquares()
     result = check(model, model.X, model.y, mode=mode)
     assert result.ok, str(result)
+
+
+class TanhAndArgmaxAndSquare:
+    """Three outputs, the middle one integer: backward takes one gradient per float output."""
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.x = x
+        return np.tanh(x), x.argmax(axis=1), x**2
+
+    def backward(self, dt: np.ndarray, ds: np.ndarray) -> np.ndarray:
+        return dt * (1 - np.tanh(self.x) ** 2) + ds * 2 * self.x
+
+
+@pytest.mark.parametrize("per_output", [True, False], ids=["all-outputs", "float-outputs"])
+def test_loss_on_outputs_with_an_integer_one_takes_a_gradient_per_output(
+    per_output: bool,
+) -> None:
+    def objective(out: Any) -> tuple[float, Any]:
+        t, idx, s = out
+        assert idx.dtype.kind == "i"
+        value = float(np.sum(t * t) + np.sum(s))
+        return value, ((2 * t, None, np.ones_like(s)) if per_output else (2 * t, np.ones_like(s)))
+
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    result = check(TanhAndArgmaxAndSquare(), x, loss=objective)
+    assert result.ok, str(result)
+    assert rows(result) == {"x": OK}
