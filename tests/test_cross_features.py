@@ -397,3 +397,34 @@ def test_loss_on_outputs_with_an_integer_one_takes_a_gradient_per_output(
     result = check(TanhAndArgmaxAndSquare(), x, loss=objective)
     assert result.ok, str(result)
     assert rows(result) == {"x": OK}
+
+
+# -- data the objective holds fixed -------------------------------------------------------------
+
+
+def masked_mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean squared error over the targets that are known (NaN marks a missing one)."""
+    known = ~np.isnan(target)
+    d = np.where(known, pred - np.nan_to_num(target), 0.0)
+    return float(np.sum(d**2) / known.sum()), 2 * d / known.sum()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="checker.Checker._refuse_non_finite_inputs refuses NaN in every float input before "
+    "the access says which inputs it holds fixed; a NaN-masked target is data, never perturbed",
+)
+def test_nan_in_a_target_the_loss_masks_out_does_not_stop_the_check() -> None:
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    target[1, 2] = np.nan
+    result = check(masked_mse, pred, target)
+    assert rows(result) == {"target": NOT_DIFFERENTIATED, "pred": OK}
+
+
+def test_nan_in_the_argument_that_is_differentiated_is_still_refused() -> None:
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    pred[0, 0] = np.nan
+    with pytest.raises(GradcheckUsageError, match="'pred' holds non-finite values"):
+        check(masked_mse, pred, target)
