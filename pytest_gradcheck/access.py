@@ -584,6 +584,11 @@ class FunctionPairAccess(LayerAccess):
     def state_roots(self) -> list[Any]:
         return [a for a in self._args if isinstance(a, dict)]
 
+    def extra_loss_args(self) -> tuple[Any, ...]:
+        """`extra_loss` receives the arguments (the arrays being checked), as for a
+        value-and-gradient function: a regulariser needs `w`, not the pair of functions."""
+        return tuple(self._args)
+
     def forward(self, inputs: Sequence[Any]) -> Any:
         res = self.forward_fn(*inputs)
         if not (isinstance(res, tuple) and len(res) >= 2):

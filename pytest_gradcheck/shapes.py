@@ -603,6 +603,11 @@ class LossOnOutputAccess(LayerAccess):
     def loss_terms(self) -> list[Callable[[], float]]:
         return self.inner.loss_terms()
 
+    def extra_loss_args(self) -> tuple[Any, ...]:
+        """What `extra_loss` receives without `loss=`: a pair's arguments, else the layer."""
+        inner_args = getattr(self.inner, "extra_loss_args", None)
+        return tuple(inner_args()) if callable(inner_args) else (self.layer,)
+
     def forward(self, inputs: Sequence[Any]) -> Any:
         out = self.inner.forward(inputs)
         # Several outputs travel flat through the checker; the loss gets them as returned.

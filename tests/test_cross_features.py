@@ -428,3 +428,33 @@ def test_nan_in_the_argument_that_is_differentiated_is_still_refused() -> None:
     pred[0, 0] = np.nan
     with pytest.raises(GradcheckUsageError, match="'pred' holds non-finite values"):
         check(masked_mse, pred, target)
+
+
+# -- extra_loss with function pairs -------------------------------------------------------------
+
+REG = 0.3
+
+
+def affine_l2_backward(dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+    """affine_backward with the gradient of 0.5 * REG * sum(w**2) added to dw."""
+    dx, dw, db = cs.affine_backward(dout, cache)
+    return dx, dw + REG * cache[1], db
+
+
+def l2_of_w(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> float:
+    return 0.5 * REG * float(np.sum(w**2))
+
+
+def affine_args() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)
+
+
+@pytest.mark.parametrize("with_loss", [False, True], ids=["cotangent", "loss="])
+def test_extra_loss_of_a_function_pair_receives_its_arguments(with_loss: bool) -> None:
+    x, w, b = affine_args()
+    y = np.array([0, 2, 1, 1, 0])
+    options: dict[str, Any] = {"loss": lambda out: cs.softmax_loss(out, y)} if with_loss else {}
+    pair = (cs.affine_forward, affine_l2_backward)
+    assert check(pair, x, w, b, extra_loss=l2_of_w, **options).ok
+    assert rows(check(pair, x, w, b, **options))["w"] == FAIL
