@@ -233,6 +233,8 @@ def layer_label(obj: Any) -> str:
 
 
 def _fn_name(fn: Any) -> str:
+    if inspect.ismethod(fn):  # its __name__ is forwarded, not its own: `Class.method`
+        return _str_attr(fn.__func__, "__qualname__") or _fn_name(fn.__func__)
     return _str_attr(fn, "__name__") or type(fn).__name__
 
 

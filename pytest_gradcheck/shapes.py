@@ -131,6 +131,15 @@ class ValueAndGradAccess(LayerAccess):
         names = _positional_names(self.fn)
         return names[:n] if len(names) >= n else super().input_names(n)
 
+    def state_roots(self) -> list[Any]:
+        """The object behind a bound method or a callable instance: its state (counters,
+        caches, its own generators) is reset before every evaluation and restored after."""
+        fn = self.fn
+        owner = fn.__self__ if inspect.ismethod(fn) else fn
+        if inspect.isfunction(owner) or inspect.isbuiltin(owner) or inspect.isclass(owner):
+            return []
+        return [owner]
+
     def forward(self, inputs: Sequence[Any]) -> Any:
         res = _called(self.fn, inputs, self.label, f"{getattr(self.fn, '__name__', 'f')}()")
         loss = self._loss_of(res)

@@ -458,3 +458,41 @@ def test_extra_loss_of_a_function_pair_receives_its_arguments(with_loss: bool) -
     pair = (cs.affine_forward, affine_l2_backward)
     assert check(pair, x, w, b, extra_loss=l2_of_w, **options).ok
     assert rows(check(pair, x, w, b, **options))["w"] == FAIL
+
+
+# -- value-and-gradient callables with state ----------------------------------------------------
+
+
+class MaskedSquares:
+    """A callable loss object with state: a call counter, a history and its own generator
+    drawing a fresh mask per call (the mask is part of the objective, so it must be reset)."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+        self.calls = 0
+        self.history: list[float] = []
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        self.calls += 1
+        keep = self.rng.random(x.shape) < 0.7
+        value = float(np.sum((x * keep) ** 2))
+        self.history.append(value)
+        return value, 2 * x * keep
+
+    def objective(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        return self(x)
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["callable-object", "bound-method"])
+def test_a_stateful_value_and_gradient_callable_is_reset_and_restored(bound: bool) -> None:
+    loss = MaskedSquares()
+    before = pickle.dumps(loss)
+    x = np.random.default_rng(1).normal(size=(4, 3))
+    result = check(loss.objective if bound else loss, x)
+    assert result.ok, str(result)
+    assert pickle.dumps(loss) == before
+
+
+def test_a_bound_method_is_labelled_by_its_qualified_name() -> None:
+    x = np.random.default_rng(1).normal(size=(4, 3))
+    assert check(MaskedSquares().objective, x).label == "MaskedSquares.objective"
