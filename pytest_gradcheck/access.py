@@ -584,7 +584,16 @@ class FunctionPairAccess(LayerAccess):
         self._args = args
 
     def state_roots(self) -> list[Any]:
-        return [a for a in self._args if isinstance(a, dict)]
+        """Dict arguments, and the objects of functions that are bound methods (their
+        counters and generators are reset and restored like a layer's)."""
+        owners: list[Any] = []
+        for fn in (self.forward_fn, self.backward_fn):
+            owner = fn.__self__ if inspect.ismethod(fn) else None
+            if owner is not None and not inspect.isclass(owner) and all(
+                owner is not o for o in owners
+            ):
+                owners.append(owner)
+        return [*owners, *(a for a in self._args if isinstance(a, dict))]
 
     def extra_loss_args(self) -> tuple[Any, ...]:
         """`extra_loss` receives the arguments (the arrays being checked), as for a

@@ -496,3 +496,30 @@ def test_a_stateful_value_and_gradient_callable_is_reset_and_restored(bound: boo
 def test_a_bound_method_is_labelled_by_its_qualified_name() -> None:
     x = np.random.default_rng(1).normal(size=(4, 3))
     assert check(MaskedSquares().objective, x).label == "MaskedSquares.objective"
+
+
+class CountingAffine:
+    """cs231n-style forward/backward as methods of an object that counts its calls and keeps
+    its own dropout generator: checked as the pair (obj.affine_forward, obj.affine_backward)."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+        self.calls = 0
+
+    def affine_forward(self, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, Any]:
+        self.calls += 1
+        keep = (self.rng.random((x.shape[0], w.shape[1])) < 0.7) / 0.7
+        return (x @ w) * keep, (x, w, keep)
+
+    def affine_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, np.ndarray]:
+        x, w, keep = cache
+        return (dout * keep) @ w.T, x.T @ (dout * keep)
+
+
+def test_a_pair_of_bound_methods_has_its_object_reset_and_restored() -> None:
+    obj = CountingAffine()
+    before = pickle.dumps(obj)
+    x, w, _ = affine_args()
+    result = check((obj.affine_forward, obj.affine_backward), x, w)
+    assert result.ok, str(result)
+    assert pickle.dumps(obj) == before
