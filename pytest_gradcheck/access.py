@@ -232,6 +232,16 @@ def layer_label(obj: Any) -> str:
     return _fn_name(obj)
 
 
+def callable_owner(fn: Any) -> Any:
+    """The object whose state a callable carries: a bound method's object, or a callable
+    instance itself; None for plain functions, builtins, classes and modules."""
+    owner = fn.__self__ if inspect.ismethod(fn) else fn
+    if (inspect.isfunction(owner) or inspect.isbuiltin(owner) or inspect.isclass(owner)
+            or inspect.ismodule(owner)):
+        return None
+    return owner
+
+
 def _fn_name(fn: Any) -> str:
     if inspect.ismethod(fn):  # its __name__ is forwarded, not its own: `Class.method`
         return _str_attr(fn.__func__, "__qualname__") or _fn_name(fn.__func__)
@@ -588,10 +598,8 @@ class FunctionPairAccess(LayerAccess):
         counters and generators are reset and restored like a layer's)."""
         owners: list[Any] = []
         for fn in (self.forward_fn, self.backward_fn):
-            owner = fn.__self__ if inspect.ismethod(fn) else None
-            if owner is not None and not inspect.isclass(owner) and all(
-                owner is not o for o in owners
-            ):
+            owner = callable_owner(fn)
+            if owner is not None and all(owner is not o for o in owners):
                 owners.append(owner)
         return [*owners, *(a for a in self._args if isinstance(a, dict))]
 

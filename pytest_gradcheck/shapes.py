@@ -34,6 +34,7 @@ from .access import (
     Param,
     _parameters,
     _positional_names,
+    callable_owner,
     layer_label,
     real_attr,
 )
@@ -134,11 +135,8 @@ class ValueAndGradAccess(LayerAccess):
     def state_roots(self) -> list[Any]:
         """The object behind a bound method or a callable instance: its state (counters,
         caches, its own generators) is reset before every evaluation and restored after."""
-        fn = self.fn
-        owner = fn.__self__ if inspect.ismethod(fn) else fn
-        if inspect.isfunction(owner) or inspect.isbuiltin(owner) or inspect.isclass(owner):
-            return []
-        return [owner]
+        owner = callable_owner(self.fn)
+        return [] if owner is None else [owner]
 
     def forward(self, inputs: Sequence[Any]) -> Any:
         res = _called(self.fn, inputs, self.label, f"{getattr(self.fn, '__name__', 'f')}()")
@@ -598,7 +596,11 @@ class LossOnOutputAccess(LayerAccess):
             self.inner.bind(args)
 
     def state_roots(self) -> list[Any]:
-        return self.inner.state_roots()
+        """The layer's, and the loss's object (a bound method's or a callable instance):
+        what it accumulates and its own generators are reset and restored like the layer's."""
+        owner = callable_owner(self.loss)
+        inner = self.inner.state_roots()
+        return inner if owner is None or any(owner is r for r in inner) else [*inner, owner]
 
     def force_train_mode(self) -> list[str]:
         return self.inner.force_train_mode()

@@ -523,3 +523,31 @@ def test_a_pair_of_bound_methods_has_its_object_reset_and_restored() -> None:
     result = check((obj.affine_forward, obj.affine_backward), x, w)
     assert result.ok, str(result)
     assert pickle.dumps(obj) == before
+
+
+class AccumulatingCrossEntropy:
+    """A loss object in the nnfs manner: every call adds to running sums (never part of the
+    value), and a label-smoothing draw from its own generator (part of the value)."""
+
+    def __init__(self, y: np.ndarray) -> None:
+        self.y = y
+        self.rng = np.random.default_rng(3)
+        self.accumulated_sum = 0.0
+        self.accumulated_count = 0
+
+    def value_and_grad(self, out: np.ndarray) -> tuple[float, np.ndarray]:
+        weights = 1.0 + 0.1 * self.rng.random(len(out))
+        value, dout = cs.softmax_loss(out, self.y)
+        self.accumulated_sum += value
+        self.accumulated_count += 1
+        w = weights.mean()
+        return value * w, dout * w
+
+
+def test_loss_as_a_bound_method_of_a_stateful_loss_object_is_reset_and_restored() -> None:
+    x, w, b = affine_args()
+    loss = AccumulatingCrossEntropy(np.array([0, 2, 1, 1, 0]))
+    before = pickle.dumps(loss)
+    result = check(cs.AffineInputBack(w, b), x, loss=loss.value_and_grad)
+    assert result.ok, str(result)
+    assert pickle.dumps(loss) == before
