@@ -277,7 +277,12 @@ class Checker:
 
         # First forward: lazily created parameters come to exist.
         _reset(sources)
-        first_out = np.array(self._output(self._forward(work)), copy=True)
+        try:
+            first_out = np.array(self._output(self._forward(work)), copy=True)
+        except GradcheckUsageError:
+            # A non-finite output from non-finite inputs: name the input, not the output.
+            self._refuse_non_finite_inputs(access.input_names(len(work)), held_fixed=())
+            raise
         self._input_arrays = [a for a in work if isinstance(a, np.ndarray)]
         params, param_rows = self._select_params(self._not_inputs(access.parameters()))
         # The checker perturbs parameters and zeroes gradients in place: no protection there.
@@ -286,6 +291,7 @@ class Checker:
         )
         param_arrays, low = self._promote(params)
         input_names = access.input_names(len(work))
+        self._refuse_non_finite_inputs(input_names, held_fixed=access.fixed_inputs())
         arrays, input_rows = self._checked_inputs(work, input_names)
         arrays += self._checked_params(params, param_arrays)
         self._refuse_empty_output(first_out)
@@ -407,13 +413,24 @@ class Checker:
                          + sum(abs(t()) for t in record.loss_terms))
         return AnalyticPass(g, f_zero, terms_abs_sum, arrays, param_rows)
 
+    @staticmethod
+    def _zero_scale(out: np.ndarray, arrays: Sequence[CheckedArray]) -> float:
+        """The scale an all-zero array steps by: the output's, which the array feeds; for a
+        one-number output (a loss, which can be 1e-10 near an optimum and says nothing about
+        its arguments' scale), that of the checked arrays that are not zero, else 1."""
+        if out.ndim:
+            return numeric.array_scale(out)
+        scales = [numeric.array_scale(a.array) for a in arrays]
+        nonzero = [x for x in scales if x > 0.0 and math.isfinite(x)]
+        return float(np.sqrt(np.mean(np.square(nonzero)))) if nonzero else 1.0
+
     def numeric_passes(
         self, setup: Setup, record: ForwardRecord, analytic: AnalyticPass
     ) -> NumericPasses:
         """The mode's evaluations, judged with the noise the objective's precision implies."""
         judging = self.judging(
             record.precision, numeric.objective_noise(analytic.terms_abs_sum, record.precision),
-            zero_scale=numeric.array_scale(record.out), arrays=analytic.arrays,
+            zero_scale=self._zero_scale(record.out, analytic.arrays), arrays=analytic.arrays,
         )
         once = self._evaluator(
             record.prepare if (record.patch or record.used) else None,
@@ -830,7 +847,6 @@ class Checker:
                     "imaginary parts as separate float inputs"
                 )
         self._refuse_empty_inputs(names)
-        self._refuse_non_finite_inputs(names)
         work = []
         for x in self.user_inputs:
             if is_float_array(x):
@@ -854,13 +870,14 @@ class Checker:
                     "pass inputs with at least one element"
                 )
 
-    def _refuse_non_finite_inputs(self, names: list[str]) -> None:
+    def _refuse_non_finite_inputs(self, names: list[str], held_fixed: Collection[int]) -> None:
         """NaN or inf in a checked input: x + h is NaN too, so its row could only fail with a
-        numeric NaN, blaming backward for the input."""
+        numeric NaN, blaming backward for the input. Inputs the access holds fixed (data such
+        as a target with NaN marking missing values) are never perturbed, so they may."""
         if not self.opts.inputs:
             return
-        for name, x in zip(names, self.user_inputs):
-            if is_float_array(x) and not np.isfinite(x).all():
+        for i, (name, x) in enumerate(zip(names, self.user_inputs)):
+            if i not in held_fixed and is_float_array(x) and not np.isfinite(x).all():
                 where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
                 raise self._usage(
                     f"input {name!r} holds non-finite values ({x[where]} at {where}); "
@@ -1199,7 +1216,11 @@ class Checker:
         gradient for a (C,) parameter is an error. `name` is the tied parameter the gradient
         belongs to, when not `a`'s own name."""
         name = name or a.name
-        if np.iscomplexobj(grad):
+        try:
+            complex_ = np.iscomplexobj(grad)
+        except (TypeError, ValueError, AttributeError):  # a ragged list: no dtype at all
+            complex_ = False
+        if complex_:
             return (f"gradient of {what} {name!r} is complex; backward must return a real "
                     "floating-point array")
         try:
