@@ -65,7 +65,8 @@ def _state_equal(a: Any, b: Any) -> bool:
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same shape, dtype and bits."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     uint = _UINT_OF_SIZE.get(a.dtype.itemsize)
@@ -516,16 +517,17 @@ class Snapshot:
                 return saved
         return None
 
-    def restore(self) -> None:
+    def restore(self) -> list[np.ndarray]:
         """Put every recorded container and array back as it was (identity and bits), and end
         the protection of big arrays (whatever else fails: a read-only array left behind would
-        be a changed user array)."""
+        be a changed user array). Returns the recorded arrays whose bits had changed: the
+        comparison restoring needs anyway, so callers need not compare them again."""
         try:
-            self._put_back()
+            return self._put_back()
         finally:
             self._unprotect()
 
-    def _put_back(self) -> None:
+    def _put_back(self) -> list[np.ndarray]:
         # Containers through the base class methods: a subclass's clear/update/__setitem__
         # may have side effects (a write counter) on state already put back.
         for obj, saved in self.objects:
@@ -550,9 +552,12 @@ class Snapshot:
         for seq in self.sequences:
             if seq.changed():
                 seq.put_back()
+        rewritten = []
         for arr, saved_a in self.arrays:
-            if arr.shape == saved_a.shape and not _same_bits(arr, saved_a):
+            if arr.shape == saved_a.shape and not same_bits(arr, saved_a):
                 np.copyto(arr, saved_a, casting="unsafe")
+                rewritten.append(arr)
+        return rewritten
 
     def patch(self) -> Patch:
         """What differs now from the snapshot, as a Patch that undoes exactly that."""
@@ -592,7 +597,7 @@ class Snapshot:
                 p.sequences.append((seq.obj, seq.put_back))
                 p.descriptions.append(f"{type(seq.obj).__name__} contents")
         for arr, saved_a in self.arrays:
-            if id(arr) not in self.exclude and not _same_bits(arr, saved_a):
+            if id(arr) not in self.exclude and not same_bits(arr, saved_a):
                 p.arrays.append((arr, saved_a))
                 p.descriptions.append(f"array {arr.shape} changed in place")
         return p
