@@ -198,6 +198,7 @@ class Checker:
     """Runs one check; see the module docstring for the phases."""
 
     access: LayerAccess
+    _protect_bytes: int | None = None  # the attempt's: arrays that big are protected, not copied
 
     def __init__(self, layer: Any, inputs: Sequence[Any], opts: Options, hook: Any) -> None:
         self.layer = layer
@@ -226,6 +227,7 @@ class Checker:
         """One whole check. With `protect_bytes`, arrays that big are made read-only rather
         than copied; a forward that writes into one makes `run_protected` try again without."""
         self.notes, self.forward_calls, self.backward_calls = [], 0, 0
+        self._protect_bytes = protect_bytes
         try:
             self.access = self._adapt()
             with Restorer() as undo:
@@ -343,23 +345,32 @@ class Checker:
 
         A probe, not a requirement: if it raises or gives a non-finite or differently shaped
         output, everything it changed is put back and the check goes on without it."""
-        before = Snapshot([*self.access.state_roots(), *setup.work])
-        rng = streams.stream(self.opts.seed, streams.DECOY)
-        inputs = _decoy_inputs(setup.work, rng)
-        _reset(setup.sources)  # puts back a global generator the first forward swapped
-        _scramble(setup.sources, rng)
-        self.forward_calls += 1
+        # Big arrays (the parameters and gradients the first snapshot released, at ~1 ms per
+        # 8 MB copy) are made read-only for the decoy rather than copied, as in the first
+        # snapshot: a decoy writing into one in place faults, and `run_protected` runs the
+        # check again with copies everywhere.
+        before = Snapshot([*self.access.state_roots(), *setup.work],
+                          protect_bytes=self._protect_bytes)
         try:
-            out = np.asarray(self.access.forward(inputs))
-            kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
-                    and np.issubdtype(out.dtype, np.floating) and bool(np.isfinite(out).all()))
-        except Exception as exc:
-            if is_protection_fault(exc):
-                raise  # a write into a protected array: `run_protected` tries again
-            kept = False
-        _reset(setup.sources)
-        if not kept:
-            before.restore()
+            rng = streams.stream(self.opts.seed, streams.DECOY)
+            inputs = _decoy_inputs(setup.work, rng)
+            _reset(setup.sources)  # puts back a global generator the first forward swapped
+            _scramble(setup.sources, rng)
+            self.forward_calls += 1
+            try:
+                out = np.asarray(self.access.forward(inputs))
+                kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
+                        and np.issubdtype(out.dtype, np.floating)
+                        and bool(np.isfinite(out).all()))
+            except Exception as exc:
+                if is_protection_fault(exc):
+                    raise  # a write into a protected array: `run_protected` tries again
+                kept = False
+            _reset(setup.sources)
+            if not kept:
+                before.restore()
+        finally:
+            before.unprotect()  # the later phases write into these arrays
 
     def analytic_pass(self, setup: Setup, record: ForwardRecord) -> AnalyticPass:
         """The objective at the unperturbed point and backward's gradients; what backward
@@ -1299,7 +1310,10 @@ def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator) -> list[Any]:
     inputs: list[Any] = []
     for x in work:
         if is_float_array(x):
-            inputs.append(x * (1.0 + 0.1 * rng.uniform(-1.0, 1.0, x.shape)))
+            # Factors drawn in [0.9, 1.1) directly and multiplied in place: one temporary
+            # where 1 + 0.1 * uniform(-1, 1) made three.
+            factors = rng.uniform(0.9, 1.1, x.shape)
+            inputs.append(np.multiply(factors, x, out=factors))
         elif isinstance(x, np.ndarray):
             inputs.append(x.copy())
         else:

@@ -429,6 +429,10 @@ class Snapshot:
             # have been written through since, and its bits from then must win.
             self._record(owner, first=True)
 
+    def unprotect(self) -> None:
+        """End the protection of big arrays without restoring anything."""
+        self._unprotect()
+
     def _unprotect(self) -> None:
         protected, self.protected = self.protected, []
         for arr in protected:  # owners first

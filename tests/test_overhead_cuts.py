@@ -1,0 +1,91 @@
+"""The per-check savings keep every guarantee: big arrays are protected rather than copied for
+the decoy forward, and what backward changes is still found and put back."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_gradcheck import check, state
+
+WIDTH = 512  # a 512 x 512 float64 weight: 2 MB, above the protection threshold
+
+
+class BigAffine:
+    """y = x @ W + b with a weight big enough to be protected rather than copied."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.params = {"W": rng.normal(size=(WIDTH, WIDTH)) / np.sqrt(WIDTH),
+                       "b": 0.1 * rng.normal(size=WIDTH)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def forward(self, x: np.ndarray) -> Any:
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["W"][...] = self.x.T @ dout
+        self.grads["b"][...] = dout.sum(axis=0)
+        out: np.ndarray = dout @ self.params["W"].T
+        return out
+
+
+def x_wide(seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(2, WIDTH))
+
+
+def test_the_decoy_forward_copies_no_big_parameter_or_gradient() -> None:
+    # Released by the first snapshot, W and its gradient are copied there (2 arrays) and by the
+    # baseline (2 more); the decoy protects them instead of copying them a third time.
+    layer = BigAffine()
+    start = state.copied_bytes()
+    assert check(layer, x_wide(), mode="fast").ok
+    big = layer.params["W"].nbytes
+    assert state.copied_bytes() - start < 5 * big
+    assert layer.params["W"].flags.writeable and layer.grads["W"].flags.writeable
+
+
+@pytest.mark.parametrize("fault", ["raises", "nan"])
+def test_a_failing_decoy_that_wrote_into_a_big_parameter_leaves_no_trace(fault: str) -> None:
+    calls = itertools.count()  # out of the checker's reach
+
+    class Scribbling(BigAffine):
+        def forward(self, x: np.ndarray) -> Any:
+            n = next(calls)
+            self.count = getattr(self, "count", 0) + 1
+            if n == 1:  # the decoy of the first attempt: W is protected, so this faults
+                self.params["W"][0, 0] += 1.0
+            out = super().forward(x)
+            if n == 3:  # the decoy of the attempt with copies: writes, then fails
+                self.params["W"][0, 1] += 1.0
+                if fault == "raises":
+                    raise FloatingPointError("overflow on these inputs")
+                out = out * np.nan
+            return out
+
+    layer = Scribbling()
+    W, b = layer.params["W"].copy(), layer.params["b"].copy()
+    result = check(layer, x_wide(), mode="fast")
+    assert result.ok, str(result)
+    assert layer.params["W"].tobytes() == W.tobytes() and layer.params["W"].flags.writeable
+    assert layer.params["b"].tobytes() == b.tobytes()
+    assert not hasattr(layer, "count")
+
+
+def test_a_big_parameter_stepped_inside_backward_is_found_and_put_back() -> None:
+    class Stepping(BigAffine):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.params["W"] -= 0.1 * self.grads["W"]
+            return dx
+
+    layer = Stepping()
+    W = layer.params["W"].copy()
+    result = check(layer, x_wide(), mode="fast")
+    assert result.ok, str(result)
+    assert any("backward changed parameter(s) W in place" in n for n in result.notes)
+    assert layer.params["W"].tobytes() == W.tobytes()
