@@ -228,6 +228,7 @@ class Checker:
         than copied; a forward that writes into one makes `run_protected` try again without."""
         self.notes, self.forward_calls, self.backward_calls = [], 0, 0
         self._protect_bytes = protect_bytes
+        self._untouched: list[tuple[np.ndarray, np.ndarray]] = []
         try:
             self.access = self._adapt()
             with Restorer() as undo:
@@ -304,7 +305,8 @@ class Checker:
         live = [a for a in work if isinstance(a, np.ndarray)]
         # Optional entries (running statistics) that forward updates in place must be patched.
         required = [a for p, a in zip(setup.params, setup.param_arrays) if p.required]
-        baseline = Snapshot([*self.access.state_roots(), *work], exclude=[*required, *live])
+        baseline = Snapshot([*self.access.state_roots(), *work], exclude=[*required, *live],
+                            known=self._untouched)
         # The baseline already holds a copy of each working input (a root it records).
         saved_inputs = [_saved_or_copy(baseline, a) for a in live]
         _reset(setup.sources)
@@ -366,6 +368,12 @@ class Checker:
                 if is_protection_fault(exc):
                     raise  # a write into a protected array: `run_protected` tries again
                 kept = False
+            # Protected all through the decoy, so still as the first snapshot copied them
+            # when it released them (nothing writes them in between): the baseline reuses
+            # those copies.
+            protected = {id(a) for a in before.protected}
+            self._untouched = [(a, saved) for a, saved in self._original.released
+                               if id(a) in protected]
             _reset(setup.sources)
             if not kept:
                 before.restore()

@@ -349,8 +349,14 @@ class Snapshot:
         exclude: Iterable[np.ndarray] = (),
         names: Sequence[str] = (),
         protect_bytes: int | None = None,
+        known: Iterable[tuple[np.ndarray, np.ndarray]] = (),
     ) -> None:
         self.exclude = {id(a) for a in exclude}
+        # (array, copy of its current bits) the caller can vouch for: taken as they are rather
+        # than copied again. Saved copies are only ever read, so two snapshots may share one.
+        self._known = {id(a): (a, saved) for a, saved in known}
+        # (array, copy) recorded by `release`: the bits the caller writes into from then on.
+        self.released: list[tuple[np.ndarray, np.ndarray]] = []
         self.protect_bytes = protect_bytes
         self.copied_bytes = 0
         # Read-only until restore(): arrays owning their data first, then views of them.
@@ -372,12 +378,15 @@ class Snapshot:
         del self._big
 
     def _record(self, arr: np.ndarray, first: bool = False) -> None:
+        entry = self._known.get(id(arr))
+        if entry is None or entry[0] is not arr:
+            entry = (arr, arr.copy())
+            self.copied_bytes += arr.nbytes
+            _count_copy(arr.nbytes)
         if first:
-            self.arrays.insert(0, (arr, arr.copy()))
+            self.arrays.insert(0, entry)
         else:
-            self.arrays.append((arr, arr.copy()))
-        self.copied_bytes += arr.nbytes
-        _count_copy(arr.nbytes)
+            self.arrays.append(entry)
 
     def _protect(self, big: list[np.ndarray]) -> None:
         """Make `big` read-only, or copy those that cannot be protected soundly.
@@ -428,6 +437,7 @@ class Snapshot:
             # Restored before the copies taken at construction: a small view copied then may
             # have been written through since, and its bits from then must win.
             self._record(owner, first=True)
+            self.released.append(self.arrays[0])
 
     def unprotect(self) -> None:
         """End the protection of big arrays without restoring anything."""

@@ -38,14 +38,15 @@ def x_wide(seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(2, WIDTH))
 
 
-def test_the_decoy_forward_copies_no_big_parameter_or_gradient() -> None:
-    # Released by the first snapshot, W and its gradient are copied there (2 arrays) and by the
-    # baseline (2 more); the decoy protects them instead of copying them a third time.
+def test_big_parameters_and_gradients_are_copied_once_per_check() -> None:
+    # Released by the first snapshot, W and its gradient are copied there, once each: the
+    # decoy protects them instead of copying them, and the baseline reuses those copies (the
+    # protection proves the decoy left them alone).
     layer = BigAffine()
     start = state.copied_bytes()
     assert check(layer, x_wide(), mode="fast").ok
     big = layer.params["W"].nbytes
-    assert state.copied_bytes() - start < 5 * big
+    assert state.copied_bytes() - start < 3 * big
     assert layer.params["W"].flags.writeable and layer.grads["W"].flags.writeable
 
 
