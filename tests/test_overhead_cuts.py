@@ -90,3 +90,25 @@ def test_a_big_parameter_stepped_inside_backward_is_found_and_put_back() -> None
     assert result.ok, str(result)
     assert any("backward changed parameter(s) W in place" in n for n in result.notes)
     assert layer.params["W"].tobytes() == W.tobytes()
+
+
+def test_a_forward_writing_into_the_last_input_gradient_cannot_change_the_analytic_one() -> None:
+    # Gradients backward creates are judged without a copy, read-only for the check: a forward
+    # that writes into one (held where no snapshot looks) faults, and the check runs again
+    # with copies. Without that, the evaluations would zero the analytic gradient of x.
+    held: dict[str, np.ndarray] = {}
+
+    class Sneaky(BigAffine):
+        def forward(self, x: np.ndarray) -> Any:
+            if "dx" in held:
+                held["dx"][...] = 0.0
+            return super().forward(x)
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            held["dx"] = super().backward(dout)
+            return held["dx"]
+
+    result = check(Sneaky(), x_wide(), mode="fast")
+    assert result.ok, str(result)
+    assert result.entry("x").status == "ok"
+    assert held["dx"].flags.writeable
