@@ -429,7 +429,8 @@ class Checker:
                 "no parameter with a gradient was found; see the supported conventions in the "
                 "README, or teach yours with a pytest_gradcheck_layer_parameters hook"
             )
-        terms_abs_sum = (float(np.sum(np.abs(out * g)))
+        terms = np.asarray(out * g)  # |out * g| in one temporary: at 1.3M elements each
+        terms_abs_sum = (float(np.abs(terms, out=terms).sum())  # costs ~0.3 ms
                          + sum(abs(t()) for t in record.loss_terms))
         return AnalyticPass(g, f_zero, terms_abs_sum, arrays, param_rows)
 

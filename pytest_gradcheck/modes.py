@@ -204,7 +204,10 @@ class _Line:
         n = self.flat.size
         # |d_i| <= 2: bounds on sum |g_i d_i| (by Cauchy-Schwarz, one read of g) and on the
         # 2-norm of any direction.
-        g_l1 = math.sqrt(n * float(np.dot(self.analytic, self.analytic)))
+        # Finite unless some element is NaN or inf (or the squares overflow): `fast` then
+        # needs no separate pass to find non-finite elements.
+        self.g_squares = float(np.dot(self.analytic, self.analytic))
+        g_l1 = math.sqrt(n * self.g_squares)
         self.rounding = numeric.directional_rounding(judging, self.eps, 2.0 * g_l1,
                                                      2.0 * math.sqrt(n))
         self._dirty = (0, 0)  # the range a probe left perturbed (`restore` puts it back)
@@ -337,7 +340,7 @@ def fast(
         h = big.dtype.type(eps)
         if big + h == big or big - h == big:
             raise _vanishing_step(t, eps)
-    if not np.isfinite(line.analytic).all():
+    if not math.isfinite(line.g_squares) and not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
     worst: numeric.Directional | None = None
