@@ -147,8 +147,11 @@ class SeededGlobalNumpy(RandomSource):
         raw = _mt19937_raw(self.obj)
         self._raw = raw[0] if raw is not None else None
         self._write_raw = raw[1] if raw is not None else None
-        self.user_state = self.get()
         self._user_raw = self._raw() if self._raw is not None else None
+        # The user's state in full (~27 us) only where the raw bytes cannot give it back: with
+        # a gauss cached, or without the raw path.
+        gauss = _gauss_cache(self.obj) if self._user_raw is not None else None
+        self._user_state: Any = None if gauss == (0, 0.0) else self.get()
         np.random.seed(self.seed)
         # Not RandomSource.__init__: its get() would cost another ~30 us.
         self._seeded_raw = self._raw() if self._raw is not None else None
@@ -210,7 +213,10 @@ class SeededGlobalNumpy(RandomSource):
         """Put the user's generator and its state back, whatever forward did to them."""
         self._put_back_generator()
         if self._write_raw is not None and self._user_raw is not None:
-            has_gauss, gauss = self.user_state[3], self.user_state[4]
+            if self._user_state is None:  # no gauss cached: see __init__
+                has_gauss, gauss = 0, 0.0
+            else:
+                has_gauss, gauss = self._user_state[3], self._user_state[4]
             if not has_gauss and gauss == 0.0:
                 # Reseeding empties the gauss cache as the user's was; the generator itself is
                 # then written back raw: ~2 us where set_state costs ~35 us.
@@ -218,6 +224,13 @@ class SeededGlobalNumpy(RandomSource):
                 self._write_raw(self._user_raw)
                 return
         self.set(self.user_state)
+
+    @property
+    def user_state(self) -> Any:
+        """The user's state as `get_state()` gives it (read at construction if needed)."""
+        if self._user_state is None:
+            raise AssertionError("the user's state was given back raw")  # never: see give_back
+        return self._user_state
 
 
 # Captured at import: a forward may rebind the module attribute too.
@@ -259,6 +272,53 @@ def _mt19937_raw(rs: Any) -> tuple[Callable[[], bytes], Callable[[bytes], None]]
         memmove(addr, data, size)
 
     return (lambda: string_at(addr, size)), write
+
+
+# Offset of `has_gauss` (a C int, followed by the double `gauss`) inside a RandomState object,
+# once verified; -1 if the layout could not be verified.
+_GAUSS_OFFSET: int | None = None
+
+
+def _gauss_cache(rs: Any) -> tuple[int, float] | None:
+    """(has_gauss, gauss) of a legacy RandomState read from the object's memory (well under a
+    microsecond, where `get_state()` costs ~27 us), or None where that cannot be trusted.
+
+    RandomState keeps them in a C struct after a pointer to its own bit generator struct, which
+    lies inside the object: the first word pointing inside the object. That is a numpy
+    internal, so the offset is verified once on two private RandomStates, without and with a
+    gauss cached, against `get_state()`; any mismatch or error disables it.
+    """
+    global _GAUSS_OFFSET
+    import ctypes
+
+    if type(rs) is not np.random.RandomState:
+        return None
+    if _GAUSS_OFFSET is None:
+        _GAUSS_OFFSET = -1
+        try:
+            probe = np.random.RandomState(12345)
+            base, size = id(probe), type(probe).__basicsize__
+            words = np.frombuffer(ctypes.string_at(base, size - size % 8), dtype=np.uintp)
+            inside = [8 * i for i, w in enumerate(words.tolist()) if base <= w < base + size]
+            offset = inside[0] + 8
+            if offset + 16 > size:
+                return None
+
+            def read(obj: Any) -> tuple[int, float]:
+                return (ctypes.c_int.from_address(id(obj) + offset).value,
+                        ctypes.c_double.from_address(id(obj) + offset + 8).value)
+
+            other = np.random.RandomState(54321)
+            other.standard_normal()  # leaves a gauss cached
+            states: list[Any] = [r.get_state() for r in (probe, other)]
+            if all(read(r) == tuple(st[3:]) for r, st in zip((probe, other), states)):
+                _GAUSS_OFFSET = offset
+        except Exception:
+            return None
+    if _GAUSS_OFFSET < 0:
+        return None
+    return (ctypes.c_int.from_address(id(rs) + _GAUSS_OFFSET).value,
+            ctypes.c_double.from_address(id(rs) + _GAUSS_OFFSET + 8).value)
 
 
 class SeededGlobalPython(RandomSource):

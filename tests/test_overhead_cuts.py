@@ -112,3 +112,24 @@ def test_a_forward_writing_into_the_last_input_gradient_cannot_change_the_analyt
     assert result.ok, str(result)
     assert result.entry("x").status == "ok"
     assert held["dx"].flags.writeable
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["no gauss cached", "gauss cached"])
+def test_numpy_global_state_is_given_back_with_or_without_a_cached_gauss(cached: bool) -> None:
+    # Without a cached gauss the user's state is read and written as raw bytes only.
+    np.random.seed(7)
+    np.random.random(3)
+    if cached:
+        np.random.standard_normal()  # draws two, keeps one
+    before = np.random.get_state()
+    assert state._gauss_cache(np.random.mtrand._rand) == (int(before[3]), float(before[4]))
+
+    class Drawing(BigAffine):
+        def forward(self, x: np.ndarray) -> Any:
+            np.random.standard_normal()  # leaves a gauss cached in the check's stream
+            return super().forward(x)
+
+    assert check(Drawing(), x_wide(), mode="fast").ok
+    after = np.random.get_state()
+    assert after[0] == before[0] and np.array_equal(after[1], before[1])
+    assert after[2:] == before[2:]
