@@ -37,6 +37,8 @@ _OPAQUE = (
     types.FrameType,
 )
 _NOT_WALKED = (*_ATOMIC, *_OPAQUE)
+# Types whose instances (of exactly that type, not subclasses) have neither a __dict__ nor slots.
+_NO_ATTRIBUTES = frozenset({np.ndarray, dict, list, set, tuple, frozenset})
 _RANDOM_TYPES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
 
 
@@ -571,6 +573,8 @@ class Snapshot:
                 children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
         elif isinstance(obj, (tuple, frozenset)):
             children += [(v, (path, f"[{i}]")) for i, v in enumerate(obj)]
+        if type(obj) in _NO_ATTRIBUTES:
+            return children  # exactly these types: no __dict__, no slots (~1.5 us a visit)
         # Attributes and slots, of plain objects and of container subclasses alike (a dict
         # subclass with a counter attribute).
         d = getattr(obj, "__dict__", None)
