@@ -133,3 +133,30 @@ def test_numpy_global_state_is_given_back_with_or_without_a_cached_gauss(cached:
     after = np.random.get_state()
     assert after[0] == before[0] and np.array_equal(after[1], before[1])
     assert after[2:] == before[2:]
+
+
+def test_python_random_is_reset_and_given_back_through_its_raw_state() -> None:
+    import random
+
+    from pytest_gradcheck.state import SeededGlobalPython
+
+    random.seed(3)
+    random.gauss(0.0, 1.0)  # leaves gauss_next set
+    before = random.getstate()
+    seeded = SeededGlobalPython(5)
+    assert random.getstate() == random.Random(5).getstate() == seeded.saved
+    assert not seeded.changed()
+    random.gauss(0.0, 1.0)
+    assert seeded.changed()
+    seeded.restore()
+    assert not seeded.changed() and random.getstate() == seeded.saved
+    seeded.give_back()
+    assert random.getstate() == before
+
+    class Drawing(BigAffine):
+        def forward(self, x: np.ndarray) -> Any:
+            return super().forward(x) * (1.0 + 0.0 * random.gauss(0.0, 1.0))
+
+    result = check(Drawing(), x_wide(), mode="fast")
+    assert result.ok and any("Python random" in n for n in result.notes), str(result)
+    assert random.getstate() == before
