@@ -82,6 +82,8 @@ class CheckedArray:
     analytic: np.ndarray | None = None  # backward's gradient, once the analytic pass has run
     # Other names of the same array (tied weights): its gradient is the sum over all of them.
     aliases: list[str] = field(default_factory=list)
+    # The step each judging chose for this array, as fast mode recorded it (`report_steps`).
+    steps: dict[numeric.Judging, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -602,7 +604,9 @@ class Checker:
         scale: a note gives each array's own step."""
         if not judging.relative:
             return
-        steps = judging.array_steps([(a.name, a.array) for a in analytic.arrays])
+        # The step fast mode chose for an array under this judging, else measured again.
+        steps = [(a.name, a.steps[judging]) if judging in a.steps else
+                 judging.array_steps([(a.name, a.array)])[0] for a in analytic.arrays]
         self.notes.append(
             f"step {judging.step:g} relative to each array's scale (its RMS; for an all-zero "
             f"array the output's, {judging.zero_scale:.2g}): "

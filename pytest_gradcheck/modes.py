@@ -328,7 +328,8 @@ def fast(
     out of the direction, which is measured again, until what is left is within the estimate.
     Later directions leave the elements found out.
     """
-    judging = judging.for_array(t.array)
+    given, judging = judging, judging.for_array(t.array)
+    _remember_step(t, given, judging.step)
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
     line = _Line(t, evaluate, judging)
@@ -428,6 +429,16 @@ def fast(
         return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None)
     return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
                         None, estimate=estimate)
+
+
+def _remember_step(t: Checked, given: numeric.Judging, step: float) -> None:
+    """Record on `t` (when it keeps a `steps` dict, as the checker's arrays do) the step
+    `given.for_array` chose for it, so the report need not measure the array's scale again
+    (a pass or three over it). Judgings are frozen values and the step depends on them and the
+    array's values alone, which every mode puts back bit for bit."""
+    steps = getattr(t, "steps", None)
+    if isinstance(steps, dict):
+        steps[given] = step
 
 
 def _beyond_every_element_within(line: _Line, d: np.ndarray, value: numeric.Directional,

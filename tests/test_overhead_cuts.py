@@ -160,3 +160,32 @@ def test_python_random_is_reset_and_given_back_through_its_raw_state() -> None:
     result = check(Drawing(), x_wide(), mode="fast")
     assert result.ok and any("Python random" in n for n in result.notes), str(result)
     assert random.getstate() == before
+
+
+def test_the_steps_fast_mode_recorded_are_the_ones_the_report_would_measure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fast mode records each array's step for the report; full mode leaves the report to
+    # measure it: the notes agree to the digit.
+    from pytest_gradcheck import numeric
+
+    measured: list[int] = []
+    array_steps = numeric.Judging.array_steps
+
+    def counting(self: numeric.Judging, arrays: list[tuple[str, np.ndarray]]) -> Any:
+        measured.append(len(arrays))
+        return array_steps(self, arrays)
+
+    monkeypatch.setattr(numeric.Judging, "array_steps", counting)
+    layer = BigAffine()
+    layer.params["W"] *= 1e-3
+    x = x_wide() * 1e5
+
+    def steps_note(mode: str) -> str:
+        result = check(layer, x, mode=mode, params=["b"], inputs=False)
+        assert result.ok, str(result)
+        return next(n for n in result.notes if "relative to each array's scale" in n)
+
+    fast = steps_note("fast")
+    assert measured == []
+    assert fast == steps_note("full") and measured == [1]
