@@ -121,7 +121,7 @@ def test_numpy_global_state_is_given_back_with_or_without_a_cached_gauss(cached:
     np.random.random(3)
     if cached:
         np.random.standard_normal()  # draws two, keeps one
-    before = np.random.get_state()
+    before: Any = np.random.get_state()
     assert state._gauss_cache(np.random.mtrand._rand) == (int(before[3]), float(before[4]))
 
     class Drawing(BigAffine):
@@ -130,7 +130,7 @@ def test_numpy_global_state_is_given_back_with_or_without_a_cached_gauss(cached:
             return super().forward(x)
 
     assert check(Drawing(), x_wide(), mode="fast").ok
-    after = np.random.get_state()
+    after: Any = np.random.get_state()
     assert after[0] == before[0] and np.array_equal(after[1], before[1])
     assert after[2:] == before[2:]
 
