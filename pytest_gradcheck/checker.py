@@ -352,12 +352,17 @@ class Checker:
 
         A probe, not a requirement: if it raises or gives a non-finite or differently shaped
         output, everything it changed is put back and the check goes on without it."""
-        # Big arrays (the parameters and gradients the first snapshot released, at ~1 ms per
-        # 8 MB copy) are made read-only for the decoy rather than copied, as in the first
-        # snapshot: a decoy writing into one in place faults, and `run_protected` runs the
-        # check again with copies everywhere.
+        # Big arrays (at ~1 ms per 8 MB copy), and whatever their size the required
+        # parameters (a forward never writes them: the patch leaves them out) and the working
+        # inputs (the checker's own; the decoy runs on other inputs), are made read-only for
+        # the decoy rather than copied, as in the first snapshot: a decoy writing into one in
+        # place faults, and `run_protected` runs the check again with copies everywhere.
+        # Optional parameters (running statistics) are copied: forwards update them in place.
+        mine = ([a for p, a in zip(setup.params, setup.param_arrays) if p.required]
+                + [a for a in setup.work if isinstance(a, np.ndarray)]
+                if self._protect_bytes is not None else [])
         before = Snapshot([*self.access.state_roots(), *setup.work],
-                          protect_bytes=self._protect_bytes)
+                          protect_bytes=self._protect_bytes, protect=mine)
         try:
             rng = streams.stream(self.opts.seed, streams.DECOY)
             inputs = _decoy_inputs(setup.work, rng)

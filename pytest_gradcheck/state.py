@@ -510,8 +510,11 @@ class Snapshot:
         names: Sequence[str] = (),
         protect_bytes: int | None = None,
         known: Iterable[tuple[np.ndarray, np.ndarray]] = (),
+        protect: Iterable[np.ndarray] = (),
     ) -> None:
         self.exclude = {id(a) for a in exclude}
+        # Arrays made read-only rather than copied whatever their size (see `protect_bytes`).
+        self._protect_ids = {id(a) for a in protect}
         # (array, copy of its current bits) the caller can vouch for: taken as they are rather
         # than copied again. Saved copies are only ever read, so two snapshots may share one.
         self._known = {id(a): (a, saved) for a, saved in known}
@@ -644,6 +647,8 @@ class Snapshot:
             elif (self.protect_bytes is not None and obj.nbytes >= self.protect_bytes
                   and obj.dtype != object and id(obj) not in self.exclude):
                 self._big.append(obj)
+            elif id(obj) in self._protect_ids and obj.dtype != object:
+                self._big.append(obj)  # protected whatever its size, as the caller asked
             else:
                 self._record(obj)
             if obj.dtype == object:  # a container: its elements are recorded too

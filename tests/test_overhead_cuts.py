@@ -189,3 +189,31 @@ def test_the_steps_fast_mode_recorded_are_the_ones_the_report_would_measure(
     fast = steps_note("fast")
     assert measured == []
     assert fast == steps_note("full") and measured == [1]
+
+
+def test_a_decoy_writing_into_a_small_parameter_faults_and_the_check_copies_instead() -> None:
+    # Required parameters and working inputs are protected for the decoy whatever their size.
+    calls = itertools.count()
+
+    class Small:
+        def __init__(self) -> None:
+            self.W = np.random.default_rng(0).normal(size=(4, 3))
+
+        def forward(self, x: np.ndarray) -> Any:
+            n = next(calls)
+            if n in (1, 3):  # the decoy of each attempt
+                self.W[0, 0] += 1.0  # faults the first time; copied and put back the second
+            self.x = x
+            return x @ self.W
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            self.dW = self.x.T @ dout
+            out: np.ndarray = dout @ self.W.T
+            return out
+
+    layer = Small()
+    W = layer.W.copy()
+    result = check(layer, np.random.default_rng(1).normal(size=(5, 4)), mode="fast")
+    assert result.ok, str(result)
+    assert layer.W.tobytes() == W.tobytes() and layer.W.flags.writeable
+    assert not hasattr(layer, "x") and not hasattr(layer, "dW")
