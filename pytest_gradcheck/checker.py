@@ -363,32 +363,29 @@ class Checker:
                 if self._protect_bytes is not None else [])
         before = Snapshot([*self.access.state_roots(), *setup.work],
                           protect_bytes=self._protect_bytes, protect=mine)
+        self._undo.push(before.unprotect)  # should anything below raise
+        rng = streams.stream(self.opts.seed, streams.DECOY)
+        inputs = _decoy_inputs(setup.work, rng)
+        _reset(setup.sources)  # puts back a global generator the first forward swapped
+        _scramble(setup.sources, rng)
+        self.forward_calls += 1
         try:
-            rng = streams.stream(self.opts.seed, streams.DECOY)
-            inputs = _decoy_inputs(setup.work, rng)
-            _reset(setup.sources)  # puts back a global generator the first forward swapped
-            _scramble(setup.sources, rng)
-            self.forward_calls += 1
-            try:
-                out = np.asarray(self.access.forward(inputs))
-                kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
-                        and np.issubdtype(out.dtype, np.floating)
-                        and bool(np.isfinite(out).all()))
-            except Exception as exc:
-                if is_protection_fault(exc):
-                    raise  # a write into a protected array: `run_protected` tries again
-                kept = False
-            # Protected all through the decoy, so still as the first snapshot copied them
-            # when it released them (nothing writes them in between): the baseline reuses
-            # those copies.
-            protected = {id(a) for a in before.protected}
-            self._untouched = [(a, saved) for a, saved in self._original.released
-                               if id(a) in protected]
-            _reset(setup.sources)
-            if not kept:
-                before.restore()
-        finally:
-            before.unprotect()  # the later phases write into these arrays
+            out = np.asarray(self.access.forward(inputs))
+            kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
+                    and np.issubdtype(out.dtype, np.floating) and bool(np.isfinite(out).all()))
+        except Exception as exc:
+            if is_protection_fault(exc):
+                raise  # a write into a protected array: `run_protected` tries again
+            kept = False
+        # Protected all through the decoy, so still as the first snapshot copied them when it
+        # released them (nothing writes them in between): the baseline reuses those copies.
+        protected = {id(a) for a in before.protected}
+        self._untouched = [(a, saved) for a, saved in self._original.released
+                           if id(a) in protected]
+        _reset(setup.sources)
+        if not kept:
+            before.restore()
+        before.unprotect()  # the later phases write into these arrays
 
     def analytic_pass(self, setup: Setup, record: ForwardRecord) -> AnalyticPass:
         """The objective at the unperturbed point and backward's gradients; what backward
