@@ -4,7 +4,8 @@ For each size: the check's time, its floor (the forward passes it makes, each at
 bare forward pass plus float(np.vdot(g, out)), and one backward), the ratio, the time in
 forward-equivalents ((check - backward) / forward), and torch's
 `torch.autograd.gradcheck(fn, inputs, fast_mode=True)` on the plain function (no wrapper, one
-thread) when torch is installed. Rounds are interleaved and the best of each is kept.
+thread) when torch is installed, with torch's time over ours (above 1x: ours is faster, as in
+table A). Rounds are interleaved and the best of each is kept.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_overhead.py [rounds] [--mode fast|auto]
 """
@@ -81,7 +82,7 @@ def measure(batch: int, width: int, mode: str, rounds: int, torch: Any) -> str:
     o, f, b = min(ours), min(fwd), min(bwd)
     floor = first.forward_calls * f + b
     t_text = f"{min(theirs) * 1e3:8.2f}ms" if theirs else f"{'-':>10}"
-    r_text = f"{o / min(theirs):10.2f}x" if theirs else f"{'-':>11}"
+    r_text = f"{min(theirs) / o:10.2f}x" if theirs else f"{'-':>11}"
     return (f"{size:>10,} | {first.forward_calls:>4} | {o * 1e3:7.2f}ms | {floor * 1e3:7.2f}ms | "
             f"{o / floor:10.2f}x | {(o - b) / f:9.1f} | {t_text} | {r_text}")
 
@@ -99,7 +100,7 @@ def main() -> None:
         torch.set_num_threads(1)
     print(f"mode={args.mode}, best of {args.rounds} interleaved rounds, one thread")
     print(f"{'elements':>10} | {'fwd':>4} | {'check':>9} | {'floor':>9} | {'check/floor':>11} | "
-          f"{'fwd-equiv':>9} | {'torch fast':>10} | {'check/torch':>11}")
+          f"{'fwd-equiv':>9} | {'torch fast':>10} | {'torch/check':>11}")
     for batch, width in SIZES:
         print(measure(batch, width, args.mode, args.rounds, torch))
 

@@ -204,7 +204,10 @@ class _Line:
         n = self.flat.size
         # |d_i| <= 2: bounds on sum |g_i d_i| (by Cauchy-Schwarz, one read of g) and on the
         # 2-norm of any direction.
-        g_l1 = math.sqrt(n * float(np.dot(self.analytic, self.analytic)))
+        # Finite unless some element is NaN or inf (or the squares overflow): `fast` then
+        # needs no separate pass to find non-finite elements.
+        self.g_squares = float(np.dot(self.analytic, self.analytic))
+        g_l1 = math.sqrt(n * self.g_squares)
         self.rounding = numeric.directional_rounding(judging, self.eps, 2.0 * g_l1,
                                                      2.0 * math.sqrt(n))
         self._dirty = (0, 0)  # the range a probe left perturbed (`restore` puts it back)
@@ -325,7 +328,8 @@ def fast(
     out of the direction, which is measured again, until what is left is within the estimate.
     Later directions leave the elements found out.
     """
-    judging = judging.for_array(t.array)
+    given, judging = judging, judging.for_array(t.array)
+    _remember_step(t, given, judging.step)
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
     line = _Line(t, evaluate, judging)
@@ -337,7 +341,7 @@ def fast(
         h = big.dtype.type(eps)
         if big + h == big or big - h == big:
             raise _vanishing_step(t, eps)
-    if not np.isfinite(line.analytic).all():
+    if not math.isfinite(line.g_squares) and not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
     worst: numeric.Directional | None = None
@@ -425,6 +429,16 @@ def fast(
         return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None)
     return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
                         None, estimate=estimate)
+
+
+def _remember_step(t: Checked, given: numeric.Judging, step: float) -> None:
+    """Record on `t` (when it keeps a `steps` dict, as the checker's arrays do) the step
+    `given.for_array` chose for it, so the report need not measure the array's scale again
+    (a pass or three over it). Judgings are frozen values and the step depends on them and the
+    array's values alone, which every mode puts back bit for bit."""
+    steps = getattr(t, "steps", None)
+    if isinstance(steps, dict):
+        steps[given] = step
 
 
 def _beyond_every_element_within(line: _Line, d: np.ndarray, value: numeric.Directional,

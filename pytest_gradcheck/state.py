@@ -37,6 +37,8 @@ _OPAQUE = (
     types.FrameType,
 )
 _NOT_WALKED = (*_ATOMIC, *_OPAQUE)
+# Types whose instances (of exactly that type, not subclasses) have neither a __dict__ nor slots.
+_NO_ATTRIBUTES = frozenset({np.ndarray, dict, list, set, tuple, frozenset})
 _RANDOM_TYPES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
 
 
@@ -65,7 +67,8 @@ def _state_equal(a: Any, b: Any) -> bool:
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same shape, dtype and bits."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     uint = _UINT_OF_SIZE.get(a.dtype.itemsize)
@@ -146,8 +149,11 @@ class SeededGlobalNumpy(RandomSource):
         raw = _mt19937_raw(self.obj)
         self._raw = raw[0] if raw is not None else None
         self._write_raw = raw[1] if raw is not None else None
-        self.user_state = self.get()
         self._user_raw = self._raw() if self._raw is not None else None
+        # The user's state in full (~27 us) only where the raw bytes cannot give it back: with
+        # a gauss cached, or without the raw path.
+        gauss = _gauss_cache(self.obj) if self._user_raw is not None else None
+        self._user_state: Any = None if gauss == (0, 0.0) else self.get()
         np.random.seed(self.seed)
         # Not RandomSource.__init__: its get() would cost another ~30 us.
         self._seeded_raw = self._raw() if self._raw is not None else None
@@ -209,7 +215,10 @@ class SeededGlobalNumpy(RandomSource):
         """Put the user's generator and its state back, whatever forward did to them."""
         self._put_back_generator()
         if self._write_raw is not None and self._user_raw is not None:
-            has_gauss, gauss = self.user_state[3], self.user_state[4]
+            if self._user_state is None:  # no gauss cached: see __init__
+                has_gauss, gauss = 0, 0.0
+            else:
+                has_gauss, gauss = self._user_state[3], self._user_state[4]
             if not has_gauss and gauss == 0.0:
                 # Reseeding empties the gauss cache as the user's was; the generator itself is
                 # then written back raw: ~2 us where set_state costs ~35 us.
@@ -217,6 +226,13 @@ class SeededGlobalNumpy(RandomSource):
                 self._write_raw(self._user_raw)
                 return
         self.set(self.user_state)
+
+    @property
+    def user_state(self) -> Any:
+        """The user's state as `get_state()` gives it (read at construction if needed)."""
+        if self._user_state is None:
+            raise AssertionError("the user's state was given back raw")  # never: see give_back
+        return self._user_state
 
 
 # Captured at import: a forward may rebind the module attribute too.
@@ -260,16 +276,161 @@ def _mt19937_raw(rs: Any) -> tuple[Callable[[], bytes], Callable[[bytes], None]]
     return (lambda: string_at(addr, size)), write
 
 
+# Offset of `has_gauss` (a C int, followed by the double `gauss`) inside a RandomState object,
+# once verified; -1 if the layout could not be verified.
+_GAUSS_OFFSET: int | None = None
+
+
+def _gauss_cache(rs: Any) -> tuple[int, float] | None:
+    """(has_gauss, gauss) of a legacy RandomState read from the object's memory (well under a
+    microsecond, where `get_state()` costs ~27 us), or None where that cannot be trusted.
+
+    RandomState keeps them in a C struct after a pointer to its own bit generator struct, which
+    lies inside the object: the first word pointing inside the object. That is a numpy
+    internal, so the offset is verified once on two private RandomStates, without and with a
+    gauss cached, against `get_state()`; any mismatch or error disables it.
+    """
+    global _GAUSS_OFFSET
+    import ctypes
+
+    if type(rs) is not np.random.RandomState:
+        return None
+    if _GAUSS_OFFSET is None:
+        _GAUSS_OFFSET = -1
+        try:
+            probe = np.random.RandomState(12345)
+            base, size = id(probe), type(probe).__basicsize__
+            words = np.frombuffer(ctypes.string_at(base, size - size % 8), dtype=np.uintp)
+            inside = [8 * i for i, w in enumerate(words.tolist()) if base <= w < base + size]
+            offset = inside[0] + 8
+            if offset + 16 > size:
+                return None
+
+            def read(obj: Any) -> tuple[int, float]:
+                return (ctypes.c_int.from_address(id(obj) + offset).value,
+                        ctypes.c_double.from_address(id(obj) + offset + 8).value)
+
+            other = np.random.RandomState(54321)
+            other.standard_normal()  # leaves a gauss cached
+            states: list[Any] = [r.get_state() for r in (probe, other)]
+            if all(read(r) == tuple(st[3:]) for r, st in zip((probe, other), states)):
+                _GAUSS_OFFSET = offset
+        except Exception:
+            return None
+    if _GAUSS_OFFSET < 0:
+        return None
+    return (ctypes.c_int.from_address(id(rs) + _GAUSS_OFFSET).value,
+            ctypes.c_double.from_address(id(rs) + _GAUSS_OFFSET + 8).value)
+
+
+# Offset of the Mersenne Twister (int index, then uint32 state[624]) inside a random.Random,
+# once verified; -1 if the layout could not be verified.
+_PY_MT_OFFSET: int | None = None
+_PY_MT_SIZE = 4 + 4 * 624
+
+
+def _python_mt_raw(obj: Any) -> tuple[Callable[[], bytes], Callable[[bytes], None]] | None:
+    """Reader and writer of the raw generator state of a `random.Random` (index, then the 624
+    state words), or None. getstate() builds a tuple of 625 ints (~6 us, ~11 us with the
+    comparison `changed` makes) and setstate() costs ~2.5 us; the raw bytes take well under a
+    microsecond. The layout is CPython's, so it is verified once on private instances, reading
+    and writing, against getstate(); on any mismatch or error the caller uses getstate() and
+    setstate(). `gauss_next` is a plain attribute, handled by the caller."""
+    global _PY_MT_OFFSET
+    import ctypes
+
+    if type(obj) is not random.Random:
+        return None
+    if _PY_MT_OFFSET is None:
+        _PY_MT_OFFSET = -1
+        try:
+            offset = object.__basicsize__  # right after the object header
+            if offset + _PY_MT_SIZE > random.Random.__basicsize__:
+                return None
+
+            def raw_of(state: tuple[Any, ...]) -> bytes:
+                words = state[1]
+                return (np.array([words[-1]], dtype=np.intc).tobytes()
+                        + np.array(words[:-1], dtype=np.uint32).tobytes())
+
+            probe, other = random.Random(12345), random.Random(54321)
+            probe.random()
+            if ctypes.string_at(id(probe) + offset, _PY_MT_SIZE) != raw_of(probe.getstate()):
+                return None
+            ctypes.memmove(id(other) + offset, raw_of(probe.getstate()), _PY_MT_SIZE)
+            if other.getstate()[1] != probe.getstate()[1] or other.random() != probe.random():
+                return None
+            _PY_MT_OFFSET = offset
+        except Exception:
+            return None
+    if _PY_MT_OFFSET < 0:
+        return None
+    addr = id(obj) + _PY_MT_OFFSET
+    string_at, memmove = ctypes.string_at, ctypes.memmove
+
+    def write(data: bytes) -> None:
+        assert len(data) == _PY_MT_SIZE
+        memmove(addr, data, _PY_MT_SIZE)
+
+    return (lambda: string_at(addr, _PY_MT_SIZE)), write
+
+
 class SeededGlobalPython(RandomSource):
-    """Python's global `random` stream, seeded from the check seed for the check's duration."""
+    """Python's global `random` stream, seeded from the check seed for the check's duration.
+
+    Read, compared and reset through its raw state bytes and `gauss_next` where
+    `_python_mt_raw` allows (several times per check, ~5x cheaper), else through getstate()."""
 
     def __init__(self, seed: int) -> None:
-        self.user_state = random.getstate()
-        random.seed(global_seed(seed))
-        super().__init__(random._inst, "Python random")
+        obj = random._inst
+        raw = _python_mt_raw(obj)
+        if raw is None:
+            self._raw: Callable[[], bytes] | None = None
+            self.user_state = random.getstate()
+            random.seed(global_seed(seed))
+            super().__init__(obj, "Python random")
+            return
+        self._raw, self._write_raw = raw
+        self._user_raw, self._user_gauss = self._raw(), obj.gauss_next  # type: ignore[attr-defined]
+        random.seed(global_seed(seed))  # leaves gauss_next None
+        self.obj, self.label, self._seed = obj, "Python random", global_seed(seed)
+        self._seeded_raw = self._raw()
+        self._saved: Any = None
+
+    @property
+    def saved(self) -> Any:
+        """The state right after seeding, as getstate() gives it (built on demand)."""
+        if self._raw is None:
+            return self.__dict__["saved"]
+        if self._saved is None:
+            self._saved = random.Random(self._seed).getstate()
+        return self._saved
+
+    @saved.setter
+    def saved(self, value: Any) -> None:
+        self.__dict__["saved"] = value
+
+    def restore(self) -> None:
+        if self._raw is None:
+            super().restore()
+            return
+        self._write_raw(self._seeded_raw)
+        self.obj.gauss_next = None
+
+    def changed(self) -> bool:
+        if self._raw is None:
+            return super().changed()
+        return self._raw() != self._seeded_raw or self.obj.gauss_next is not None
+
+    def resetter(self) -> Callable[[], None]:
+        return self.restore if self._raw is not None else super().resetter()
 
     def give_back(self) -> None:
-        self.obj.setstate(self.user_state)  # not random.setstate: forward may rebind it
+        if self._raw is None:
+            self.obj.setstate(self.user_state)  # not random.setstate: forward may rebind it
+            return
+        self._write_raw(self._user_raw)
+        self.obj.gauss_next = self._user_gauss
 
 
 class Patch:
@@ -348,8 +509,17 @@ class Snapshot:
         exclude: Iterable[np.ndarray] = (),
         names: Sequence[str] = (),
         protect_bytes: int | None = None,
+        known: Iterable[tuple[np.ndarray, np.ndarray]] = (),
+        protect: Iterable[np.ndarray] = (),
     ) -> None:
         self.exclude = {id(a) for a in exclude}
+        # Arrays made read-only rather than copied whatever their size (see `protect_bytes`).
+        self._protect_ids = {id(a) for a in protect}
+        # (array, copy of its current bits) the caller can vouch for: taken as they are rather
+        # than copied again. Saved copies are only ever read, so two snapshots may share one.
+        self._known = {id(a): (a, saved) for a, saved in known}
+        # (array, copy) recorded by `release`: the bits the caller writes into from then on.
+        self.released: list[tuple[np.ndarray, np.ndarray]] = []
         self.protect_bytes = protect_bytes
         self.copied_bytes = 0
         # Read-only until restore(): arrays owning their data first, then views of them.
@@ -371,12 +541,15 @@ class Snapshot:
         del self._big
 
     def _record(self, arr: np.ndarray, first: bool = False) -> None:
+        entry = self._known.get(id(arr))
+        if entry is None or entry[0] is not arr:
+            entry = (arr, arr.copy())
+            self.copied_bytes += arr.nbytes
+            _count_copy(arr.nbytes)
         if first:
-            self.arrays.insert(0, (arr, arr.copy()))
+            self.arrays.insert(0, entry)
         else:
-            self.arrays.append((arr, arr.copy()))
-        self.copied_bytes += arr.nbytes
-        _count_copy(arr.nbytes)
+            self.arrays.append(entry)
 
     def _protect(self, big: list[np.ndarray]) -> None:
         """Make `big` read-only, or copy those that cannot be protected soundly.
@@ -427,6 +600,11 @@ class Snapshot:
             # Restored before the copies taken at construction: a small view copied then may
             # have been written through since, and its bits from then must win.
             self._record(owner, first=True)
+            self.released.append(self.arrays[0])
+
+    def unprotect(self) -> None:
+        """End the protection of big arrays without restoring anything."""
+        self._unprotect()
 
     def _unprotect(self) -> None:
         protected, self.protected = self.protected, []
@@ -469,6 +647,8 @@ class Snapshot:
             elif (self.protect_bytes is not None and obj.nbytes >= self.protect_bytes
                   and obj.dtype != object and id(obj) not in self.exclude):
                 self._big.append(obj)
+            elif id(obj) in self._protect_ids and obj.dtype != object:
+                self._big.append(obj)  # protected whatever its size, as the caller asked
             else:
                 self._record(obj)
             if obj.dtype == object:  # a container: its elements are recorded too
@@ -496,6 +676,8 @@ class Snapshot:
                 children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
         elif isinstance(obj, (tuple, frozenset)):
             children += [(v, (path, f"[{i}]")) for i, v in enumerate(obj)]
+        if type(obj) in _NO_ATTRIBUTES:
+            return children  # exactly these types: no __dict__, no slots (~1.5 us a visit)
         # Attributes and slots, of plain objects and of container subclasses alike (a dict
         # subclass with a counter attribute).
         d = getattr(obj, "__dict__", None)
@@ -516,16 +698,17 @@ class Snapshot:
                 return saved
         return None
 
-    def restore(self) -> None:
+    def restore(self) -> list[np.ndarray]:
         """Put every recorded container and array back as it was (identity and bits), and end
         the protection of big arrays (whatever else fails: a read-only array left behind would
-        be a changed user array)."""
+        be a changed user array). Returns the recorded arrays whose bits had changed: the
+        comparison restoring needs anyway, so callers need not compare them again."""
         try:
-            self._put_back()
+            return self._put_back()
         finally:
             self._unprotect()
 
-    def _put_back(self) -> None:
+    def _put_back(self) -> list[np.ndarray]:
         # Containers through the base class methods: a subclass's clear/update/__setitem__
         # may have side effects (a write counter) on state already put back.
         for obj, saved in self.objects:
@@ -550,9 +733,12 @@ class Snapshot:
         for seq in self.sequences:
             if seq.changed():
                 seq.put_back()
+        rewritten = []
         for arr, saved_a in self.arrays:
-            if arr.shape == saved_a.shape and not _same_bits(arr, saved_a):
+            if arr.shape == saved_a.shape and not same_bits(arr, saved_a):
                 np.copyto(arr, saved_a, casting="unsafe")
+                rewritten.append(arr)
+        return rewritten
 
     def patch(self) -> Patch:
         """What differs now from the snapshot, as a Patch that undoes exactly that."""
@@ -592,7 +778,7 @@ class Snapshot:
                 p.sequences.append((seq.obj, seq.put_back))
                 p.descriptions.append(f"{type(seq.obj).__name__} contents")
         for arr, saved_a in self.arrays:
-            if id(arr) not in self.exclude and not _same_bits(arr, saved_a):
+            if id(arr) not in self.exclude and not same_bits(arr, saved_a):
                 p.arrays.append((arr, saved_a))
                 p.descriptions.append(f"array {arr.shape} changed in place")
         return p
