@@ -51,7 +51,8 @@ def array_scale(values: np.ndarray) -> float:
     # The sum of squares first (one pass, no temporary): when it is finite and far from both
     # ends of the range, every |v_i| lies within (1e-150, 1e150) (n < 1e18), so the result is
     # the one the test on max |v| below would give, without reading the array twice more.
-    squares = float(np.dot(v, v))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow takes the path below
+        squares = float(np.dot(v, v))
     if 1e-280 < squares < 1e280:
         return math.sqrt(squares / v.size)
     big = float(np.max(np.abs(v)))
