@@ -333,7 +333,7 @@ def fast(
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
     line = _Line(t, evaluate, judging)
-    if n:
+    if n and not _step_clears_every_element(line.base, eps):
         # Refuse, as full mode does, an array where x + h == x: the direction would silently
         # skip those elements. The spacing of floats grows with |x| and every |d_i| >= 1, so
         # the largest magnitude is the one to try.
@@ -429,6 +429,19 @@ def fast(
         return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None)
     return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
                         None, estimate=estimate)
+
+
+def _step_clears_every_element(base: np.ndarray, eps: float) -> bool:
+    """Whether x + h and x - h differ from x for every element of a float64 array, shown by
+    one BLAS pass: 2 * sqrt(sum x^2) bounds every |x| (rounding of the sum included), the
+    spacing of floats only grows with |x|, and a step over twice the spacing at the bound moves
+    every element by at least one spacing. False means only "not shown": `fast` then finds the
+    largest |x| (two passes) and tries the step there."""
+    if base.dtype != np.float64:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN or inf: not shown
+        bound = 2.0 * math.sqrt(float(np.dot(base, base)))
+    return math.isfinite(bound) and eps > 2.0 * float(np.spacing(bound))
 
 
 def _remember_step(t: Checked, given: numeric.Judging, step: float) -> None:
