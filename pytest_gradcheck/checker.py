@@ -704,7 +704,7 @@ class Checker:
     def _output(self, out: Any) -> np.ndarray:
         self._refuse_matrix_output(out)
         arr = np.asarray(out)
-        if not np.issubdtype(arr.dtype, np.floating):
+        if arr.dtype.kind != "f":  # not np.floating (np.issubdtype costs ~6x)
             raise self._usage(
                 f"forward returned {arr.dtype} values; the output must be a floating-point array"
             )

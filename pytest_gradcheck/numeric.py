@@ -92,7 +92,9 @@ class Tolerance:
 
 def is_float_array(x: Any) -> TypeGuard[np.ndarray]:
     """A numpy array of real floating-point numbers (what central differences can perturb)."""
-    return isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
+    # dtype.kind "f" is exactly np.floating's subtypes, ~6x cheaper than np.issubdtype (which
+    # runs a few dozen times a check).
+    return isinstance(x, np.ndarray) and x.dtype.kind == "f"
 
 
 def precision_of(*dtypes: np.dtype[Any] | str) -> str:
