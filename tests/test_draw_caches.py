@@ -1,0 +1,38 @@
+"""Draws kept for reuse give the numbers, and leave the generator where, a fresh draw would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_gradcheck import modes, streams
+
+
+def test_a_kept_cotangent_is_the_fresh_draw_and_read_only() -> None:
+    fresh = streams.stream(5, streams.COTANGENT).standard_normal((3, 4))
+    first = streams.cotangent(5, (3, 4))
+    again = streams.cotangent(5, (3, 4))
+    assert again is first
+    assert first.tobytes() == fresh.tobytes()
+    assert not first.flags.writeable
+    # Another seed or shape draws again.
+    other = streams.cotangent(6, (3, 4))
+    assert other.tobytes() == streams.stream(6, streams.COTANGENT).standard_normal((3, 4)).tobytes()
+    assert streams.cotangent(5, (4, 3)).shape == (4, 3)
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000])
+def test_a_kept_direction_is_the_fresh_draw_and_moves_the_generator_alike(n: int) -> None:
+    def gen() -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(11))
+
+    ref = gen()
+    expected = [modes.direction(ref, n) for _ in range(2)]
+    for _ in range(2):  # the first pass draws and keeps, the second copies
+        rng = gen()
+        got = [modes._cached_direction(rng, n) for _ in range(2)]
+        for d, e in zip(got, expected):
+            assert d.dtype == np.float32 and d.tobytes() == e.tobytes()
+        assert rng.bit_generator.state == ref.bit_generator.state
+        got[0][0] = 0.0  # the caller's own array: zeroing it changes no kept direction
+    assert modes._cached_direction(gen(), n).tobytes() == expected[0].tobytes()
