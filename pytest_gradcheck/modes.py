@@ -204,7 +204,7 @@ def _cached_direction(rng: np.random.Generator, n: int) -> np.ndarray:
         copy: np.ndarray = kept[0].copy()
         return copy
     d = direction(rng, n)
-    if sum(k[-1] for k in _DIRECTIONS) + n > _DIRECTIONS_KEPT:
+    if sum(k[-1] for k in list(_DIRECTIONS)) + n > _DIRECTIONS_KEPT:  # list(): one atomic read
         _DIRECTIONS.clear()
     _DIRECTIONS[key] = (d.copy(), bg.state)
     return d
