@@ -189,6 +189,12 @@ _DIRECTIONS: dict[tuple[Any, ...], tuple[np.ndarray, Any]] = {}
 _DIRECTIONS_KEPT = 1 << 22
 
 
+def forget_kept_draws() -> None:
+    """Drop the fast-mode directions (and the streams' draws) kept from earlier checks."""
+    _DIRECTIONS.clear()
+    streams.forget_kept_draws()
+
+
 def _cached_direction(rng: np.random.Generator, n: int) -> np.ndarray:
     """`direction(rng, n)`, leaving `rng` where that leaves it, from a kept copy when the same
     draw was made before. The caller gets its own array (it zeroes elements of it)."""
