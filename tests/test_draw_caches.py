@@ -34,5 +34,10 @@ def test_a_kept_direction_is_the_fresh_draw_and_moves_the_generator_alike(n: int
         for d, e in zip(got, expected):
             assert d.dtype == np.float32 and d.tobytes() == e.tobytes()
         assert rng.bit_generator.state == ref.bit_generator.state
-        got[0][0] = 0.0  # the caller's own array: zeroing it changes no kept direction
+        # Kept directions are shared read-only; a caller zeroing elements takes its own copy,
+        # and zeroing that changes no kept direction.
+        assert not got[0].flags.writeable
+        own = modes._writable(got[0])
+        assert own is not got[0]
+        own[0] = 0.0
     assert modes._cached_direction(gen(), n).tobytes() == expected[0].tobytes()
