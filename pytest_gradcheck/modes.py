@@ -258,7 +258,9 @@ class _Line:
         # measurement of this array is extrapolated (steps h and 2h).
         self.extrapolate = False
         self._step = np.empty(n)
-        self._disp = np.empty(n)
+        # A float64 array holds x + h*d exactly as computed, so `probe` needs no second
+        # scratch array (fresh, a scratch array of n doubles costs page faults on first write).
+        self._disp = np.empty(n) if self.cast else self._step
 
     def probe(self, d: np.ndarray, lo: int, hi: int, scale: float = 1.0
               ) -> tuple[float, float, float]:
@@ -272,6 +274,8 @@ class _Line:
         seg, x, h = self.flat[lo:hi], self.base[lo:hi], self.eps * scale
         step, plus, g = self._step[lo:hi], self._disp[lo:hi], self.analytic[lo:hi]
         np.multiply(d[lo:hi], h, out=step, dtype=np.float64)  # d is float32: h*d in float64
+        if not self.cast:
+            return self._probe_float64(lo, hi, seg, x, step, g, h)
         np.add(x, step, out=plus)
         self._dirty = (lo, hi)
         try:
@@ -286,6 +290,25 @@ class _Line:
             raise
         disp = np.subtract(plus, seg, out=plus)  # the displacement actually stored
         return f_plus, f_minus, float(np.dot(g, disp)) / (2.0 * h)
+
+    def _probe_float64(self, lo: int, hi: int, seg: np.ndarray, x: np.ndarray, step: np.ndarray,
+                       g: np.ndarray, h: float) -> tuple[float, float, float]:
+        """`probe` on a float64 range with one scratch array: the same six passes and the same
+        numbers, x + h*d and x - h*d each computed once, the displacement being
+        (x + h*d) - (x - h*d) as stored. The scratch array holds h*d, then x - h*d."""
+        self._dirty = (lo, hi)
+        try:
+            np.add(x, step, out=seg)
+            f_plus = self.evaluate()
+            minus = np.subtract(x, step, out=step)
+            # seg holds x + h*d: the displacement stored, then x - h*d for the second evaluation.
+            analytic = float(np.dot(g, np.subtract(seg, minus, out=seg))) / (2.0 * h)
+            seg[...] = minus
+            f_minus = self.evaluate()
+        except BaseException:
+            self.restore()
+            raise
+        return f_plus, f_minus, analytic
 
     def _restore_outside(self, lo: int, hi: int) -> None:
         a, b = self._dirty
