@@ -685,21 +685,21 @@ class Checker:
 
     def _forward(self, inputs: Sequence[Any]) -> Any:
         self.forward_calls += 1
-        try:
-            return self.access.forward(inputs)
-        except GradcheckUsageError:
-            raise
-        except Exception as exc:
-            raise self._usage(f"forward raised {type(exc).__name__}: {exc}") from exc
+        return self._user_call("forward", self.access.forward, inputs)
 
     def _backward(self, dout: np.ndarray) -> Sequence[Any]:
         self.backward_calls += 1
+        grads: Sequence[Any] = self._user_call("backward", self.access.backward, dout)
+        return grads
+
+    def _user_call(self, what: str, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """`fn(arg)`, with anything it raises other than a usage error as one naming `what`."""
         try:
-            return self.access.backward(dout)
+            return fn(arg)
         except GradcheckUsageError:
             raise
         except Exception as exc:
-            raise self._usage(f"backward raised {type(exc).__name__}: {exc}") from exc
+            raise self._usage(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
     def _output(self, out: Any) -> np.ndarray:
         self._refuse_matrix_output(out)
