@@ -210,3 +210,24 @@ def test_errors_within_rtol_spread_over_a_big_array_pass_with_a_note() -> None:
                for n in result.notes)
     assert result.forward_calls < 100
     assert check(SlightlyOff((30, 25)), x[:30, :25], mode="full").ok
+
+
+class SpreadOff(SlightlyOff):
+    """SlightlyOff with every element off by `rel` of itself instead of 3e-6."""
+
+    def __init__(self, shape: tuple[int, ...], rel: float) -> None:
+        super().__init__(shape)
+        self.off = 1.0 + rel * np.random.default_rng(4).choice([-1.0, 1.0], size=shape)
+
+
+@pytest.mark.parametrize("rel", [1e-4, 1e-3, 1e-2])
+def test_errors_beyond_rtol_spread_over_a_big_array_still_fail(rel: float) -> None:
+    # The pass for spread errors above is bounded by what elements within rtol/atol can add up
+    # to: every element off by 0.01% or more of itself (the documented sensitivity of fast
+    # mode; at 2e-5 only the 18 largest of 75,000 elements exceed full mode's noise floor, and
+    # fast mode does not see them) must not get through it.
+    shape = (300, 250)
+    x = np.random.default_rng(0).normal(size=shape)
+    result = check(SpreadOff(shape, rel), x, mode="fast")
+    assert not result.ok, str(result)
+    assert not any("no more than elements each within rtol/atol" in n for n in result.notes)
