@@ -463,15 +463,19 @@ class ObjectAccess(LayerAccess):
                 for name, value in instance_attributes(obj).items() if _is_float(value)}
 
     def _per_call_state(self) -> set[int]:
-        """The arrays of attributes forward rebinds on every call (`self.h0 =
-        np.zeros_like(x)`): changed between the first two forwards, or, after only one,
-        between the state before the check and the first forward."""
+        """The arrays of attributes forward creates afresh on every call (`self.h0 =
+        np.zeros_like(x)`): rebound between the first two forwards (or, after only one, between
+        the state before the check and the first forward) to a new array that does not carry
+        the old one's values. A parameter that forward merely rebinds to a copy of itself
+        (`self.W = self.W.astype(x.dtype)`) carries its values over and stays a parameter: a
+        wrong gradient of it must fail, never vanish from the rows."""
         seen = self._arrays_seen
         if len(seen) < 2:
             return set()
         a, b = (seen[1], seen[2]) if len(seen) > 2 else (seen[0], seen[1])
         now = self._float_attrs()
-        return {id(now[k]) for k in a.keys() & b.keys() & now.keys() if a[k] is not b[k]}
+        return {id(now[k]) for k in a.keys() & b.keys() & now.keys()
+                if a[k] is not b[k] and not _carries(a[k], b[k])}
 
     def parameters(self) -> list[Param]:
         state = self._per_call_state()
@@ -643,3 +647,10 @@ class FunctionPairAccess(LayerAccess):
         for i, g in zip(arrays, grads):
             per_arg[i] = g
         return per_arg
+
+
+def _carries(old: np.ndarray, new: np.ndarray) -> bool:
+    """Whether a rebound array holds the previous binding's values: a nonzero array equal bit
+    for bit to the one it replaced (a fresh all-zero state looks the same every call)."""
+    return (old.shape == new.shape and bool(np.any(new))
+            and old.tobytes() == np.asarray(new, dtype=old.dtype).tobytes())

@@ -278,6 +278,31 @@ def test_an_attribute_forward_creates_afresh_is_no_parameter(trained: bool) -> N
     assert rows(check(layer, x)) == {"x": OK, "W": OK}
 
 
+class RebindsItsWeight:
+    """Rebinds W to a copy of itself on every call; its backward doubles dW."""
+
+    def __init__(self) -> None:
+        self.W = np.random.default_rng(0).normal(size=(3, 4))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.W = self.W.astype(x.dtype)
+        self.x = x
+        out: np.ndarray = x @ self.W
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = 2 * self.x.T @ dout
+        grad: np.ndarray = dout @ self.W.T
+        return grad
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_parameter_forward_rebinds_to_a_copy_of_itself_is_still_checked(mode: str) -> None:
+    # The rule that drops per-call state must not drop a parameter and pass its wrong gradient.
+    result = check(RebindsItsWeight(), np.random.default_rng(1).normal(size=(5, 3)), mode=mode)
+    assert rows(result) == {"x": OK, "W": FAIL}
+
+
 LAYERS_TEST = """
 import numpy as np
 import cs231n_style as cs
