@@ -360,8 +360,13 @@ class ModelLossAccess(LayerAccess):
         for key, value in pdict.items():
             if not isinstance(value, np.ndarray):
                 continue
+            # As the dict convention does: a statistic-like name is optional (listed as not
+            # differentiated when loss() returns no gradient for it), never exempt from a
+            # gradient loss() does return.
             statistic = any(s in str(key).lower() for s in STATISTIC_MARKERS)
-            out.append(self._param(pattr, key, not statistic and key not in frozen))
+            p = self._param(pattr, key, key not in frozen)
+            p.required = not statistic
+            out.append(p)
         return out
 
     def _param(self, pattr: str, key: Any, trainable: bool) -> Param:

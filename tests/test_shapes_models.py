@@ -238,3 +238,29 @@ def test_models_through_the_fixture(pytester: pytest.Pytester) -> None:
         "*b1*param*FAIL*",
     ])
     result.stdout.fnmatch_lines(["*gradcheck Model: FAILED*", "*layers.0.biases*param*FAIL*"])
+
+
+class ScaledModel:
+    """A model whose trainable `moving_scale` has a statistic-like name and a gradient."""
+
+    def __init__(self, wrong: float = 1.0) -> None:
+        rng = np.random.default_rng(0)
+        self.params = {"W": rng.normal(size=(3, 2)), "moving_scale": 1.0 + rng.random(2)}
+        self.wrong = wrong
+
+    def loss(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        W, s = self.params["W"], self.params["moving_scale"]
+        d = X @ W * s - y
+        n = len(X)
+        return float(np.sum(d**2) / n), {
+            "W": 2 * X.T @ (d * s) / n,
+            "moving_scale": self.wrong * 2 * np.sum(d * (X @ W), axis=0) / n,
+        }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_gradient_loss_returns_for_a_statistic_like_name_is_checked(mode: str) -> None:
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    assert rows(check(ScaledModel(), X, y, mode=mode))["moving_scale"] == OK
+    assert rows(check(ScaledModel(1.5), X, y, mode=mode))["moving_scale"] == FAIL
