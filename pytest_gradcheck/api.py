@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .checker import Checker
-from .discovery import DiscoveredTarget, build_case
+from .discovery import DiscoveredTarget, SkipCase, build_case
+from .errors import GradcheckUsageError
 from .manager import default_hook
 from .options import Options
 from .points import run_points
@@ -45,8 +46,23 @@ def check_target(target: DiscoveredTarget, opts: Options, hook: Any) -> CheckRes
     cases = {opts.seed: first}  # point 0 runs at the run's seed: its case is built already
 
     def at_point(o: Options) -> CheckResult:
-        case = cases.pop(o.seed, None) or build_case(target, hook, o.seed)
-        o = o.updated({"label": target.name, **case.options}, f"{target.name}: case")
+        later = o.seed != opts.seed
+        try:
+            case = cases.pop(o.seed, None) or build_case(target, hook, o.seed)
+        except SkipCase as exc:
+            if not later:
+                raise
+            # Skipping now would throw away the verdicts of the points already checked.
+            raise GradcheckUsageError(
+                f"{target.name}: the case for the point at seed={o.seed} could not be built "
+                f"({exc}); make gradcheck_case build a case from every rng, or pass points=1",
+                label=target.name,
+            ) from None
+        options = dict(case.options)
+        if later:  # the point's own seed, not the one the case asks for
+            options.pop("seed", None)
+        options.pop("points", None)
+        o = o.updated({"label": target.name, **options}, f"{target.name}: case")
         return Checker(case.layer, case.inputs, o, hook).run()
 
     result = run_points(at_point, opts)

@@ -138,3 +138,44 @@ def test_points_must_be_a_positive_integer(bad: object) -> None:
 
     with pytest.raises(GradcheckUsageError, match="points"):
         check(Linear(5, 3), x_of(), points=bad)
+
+
+SOMETIMES_SKIPPED = """
+import numpy as np
+from pytest_gradcheck import SkipCase
+
+
+class DoubledGradient:
+    def __init__(self):
+        self.W = np.linspace(0.5, 1.5, 3)
+
+    def forward(self, x):
+        self.x = x
+        return x * self.W
+
+    def backward(self, dout):
+        self.dW = 2.0 * (dout * self.x).sum(axis=0)
+        return dout * self.W
+
+    @classmethod
+    def gradcheck_case(cls, rng):
+        calls.append(1)
+        if len(calls) > 1:
+            raise SkipCase("no case for this draw")
+        return cls(), (rng.normal(size=(4, 3)),)
+
+
+calls = []
+"""
+
+
+def test_a_case_that_cannot_be_built_at_a_later_point_never_hides_a_failure(
+    pytester: pytest.Pytester,
+) -> None:
+    # Skipping there would drop point 0's FAIL: the run must not end green.
+    pytester.makepyfile(skipper=SOMETIMES_SKIPPED)
+    pytester.syspathinsert()
+    args = ("--gradcheck-discover=skipper", "--gradcheck-points=3", *QUIET_PLUGINS)
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*could not be built (no case for this draw)*"])
