@@ -521,3 +521,23 @@ def test_an_unrepeatable_evaluation_explained_by_an_unreset_stream_is_judged_aga
     result = checked(DrawsAboveThreshold(float(x[0, 0])), x, mode="full")
     assert result.ok, str(result)
     assert any("random stream was used only by some evaluations" in n for n in result.notes)
+
+
+class WrongDrawsAboveThreshold(DrawsAboveThreshold):
+    """The same forward, and a backward wrong by 1% in one element."""
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        out = super().backward(dout)
+        out[0, 1] *= 1.01
+        return out
+
+
+@pytest.mark.parametrize("mode", ["full", "sample", "fast"])
+def test_a_wrong_gradient_still_fails_when_judged_again_with_every_stream_reset(
+    mode: str,
+) -> None:
+    # The recheck redoes the evaluations; it must never be a way for a real error to pass.
+    x = x_batch()
+    result = checked(WrongDrawsAboveThreshold(float(x[0, 0])), x, mode=mode, samples=24)
+    assert not result.ok, str(result)
+    assert any("random stream was used only by some evaluations" in n for n in result.notes)
