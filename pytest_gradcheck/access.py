@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GradcheckUsageError
+from .numeric import is_float_array
 
 # Forward keywords that select training / batch-statistics behaviour, with the value that does.
 TRAIN_KEYWORDS: dict[str, Any] = {
@@ -139,20 +140,12 @@ def arm_gradients(params: Sequence[Param]) -> Callable[[], list[str]]:
     return unwritten
 
 
-def unwritten_gradient_error(
-    label: str, params: Sequence[Param], names: Sequence[str]
-) -> GradcheckUsageError:
-    """The usage error for parameters `arm_gradients` found unwritten."""
-    where = {p.name: p.grad_source for p in params}
-    parts = [
-        f"backward never wrote the gradient of {n!r} "
-        f"({where.get(n) or 'its gradient array'} still holds the value it had before backward)"
-        for n in names
-    ]
-    return GradcheckUsageError(
-        f"{label}: " + "; ".join(parts) + "; backward must store every parameter's gradient "
-        "on every call (assign it or add to it), or exclude the parameter with params=[...]"
-    )
+def unwritten_gradient_message(name: str, grad_source: str) -> str:
+    """The error row's message for a parameter `arm_gradients` found unwritten."""
+    return (f"backward never wrote the gradient of {name!r} ({grad_source or 'its gradient array'}"
+            " still holds the value it had before backward); backward must store every "
+            "parameter's gradient on every call (assign it or add to it), or exclude the "
+            "parameter with params=[...]")
 
 
 # -- reading user objects ---------------------------------------------------------------------
@@ -402,7 +395,7 @@ class ObjectAccess(LayerAccess):
                     "return the output array, or set self.output"
                 )
         elif isinstance(out, tuple):
-            floats = [o for o in out if _is_float(o)]
+            floats = [o for o in out if is_float_array(o)]
             if len(floats) == 1:  # integer and bool outputs (argmax indices) get no gradient
                 return floats[0]
             raise GradcheckUsageError(
@@ -460,7 +453,7 @@ class ObjectAccess(LayerAccess):
 
     def _float_attrs(self) -> dict[tuple[str, str], Any]:
         return {(path, name): value for path, obj in self.tree
-                for name, value in instance_attributes(obj).items() if _is_float(value)}
+                for name, value in instance_attributes(obj).items() if is_float_array(value)}
 
     def _per_call_state(self) -> set[int]:
         """The arrays of attributes forward creates afresh on every call (`self.h0 =
@@ -517,11 +510,6 @@ class ObjectAccess(LayerAccess):
         return terms
 
 
-def _is_float(value: Any) -> bool:
-    # dtype.kind "f": np.floating's subtypes, without np.issubdtype's cost (run per attribute).
-    return isinstance(value, np.ndarray) and value.dtype.kind == "f"
-
-
 def _param_grads(value: Any) -> bool:
     """True for what a backward returns as parameter gradients after the input gradient: a
     dict, or a tuple/list of arrays (`return dx, (dW, db)`)."""
@@ -543,7 +531,7 @@ class Outputs:
 
     def __init__(self, outs: Sequence[Any]) -> None:
         self.count = len(outs)
-        self.differentiated = [i for i, o in enumerate(outs) if _is_float(o)]
+        self.differentiated = [i for i, o in enumerate(outs) if is_float_array(o)]
         self.shapes = [tuple(np.shape(outs[i])) for i in self.differentiated]
         self.last: tuple[Any, ...] = tuple(outs)
 

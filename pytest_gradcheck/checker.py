@@ -44,6 +44,7 @@ from .access import (
     Param,
     arm_gradients,
     layer_label,
+    unwritten_gradient_message,
 )
 from .errors import GradcheckUsageError, NondeterministicLayerError
 from .numeric import is_float_array
@@ -1208,13 +1209,8 @@ class Checker:
                 continue
             stale = [n for n in (a.name, *a.aliases) if n in unwritten]
             if stale:
-                where = by_name[stale[0]].grad_source or "its gradient array"
                 rows.append(self._error_entry(
-                    a, f"backward never wrote the gradient of {stale[0]!r} ({where} still "
-                    "holds the value it had before backward); backward must store every "
-                    "parameter's gradient on every call (assign it or add to it), or exclude "
-                    "the parameter with params=[...]",
-                ))
+                    a, unwritten_gradient_message(stale[0], by_name[stale[0]].grad_source)))
                 continue
             if grad is None and not p.required:
                 rows.append(Entry(a.name, "param", tuple(a.array.shape), a.orig_dtype,

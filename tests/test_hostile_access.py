@@ -16,7 +16,7 @@ import pytest
 
 from example_nn import Linear
 from pytest_gradcheck import CheckResult, GradcheckUsageError, check
-from pytest_gradcheck.access import Param, arm_gradients, layer_label, unwritten_gradient_error
+from pytest_gradcheck.access import Param, arm_gradients, layer_label, unwritten_gradient_message
 from pytest_gradcheck.conventions import (
     pytest_gradcheck_layer_parameters,
     pytest_gradcheck_sublayers,
@@ -502,12 +502,13 @@ def test_arm_gradients_leaves_other_arrays_alone() -> None:
 def test_unwritten_gradient_error_names_where_the_gradient_lives() -> None:
     params = pytest_gradcheck_layer_parameters(PrefilledGrads(forget_b=True), "")
     params += pytest_gradcheck_layer_parameters(SlotsAffine(), "inner")
-    error = unwritten_gradient_error("Net", params, ["b", "inner.W"])
-    assert str(error).startswith(
-        "Net: backward never wrote the gradient of 'b' (grads['b'] still holds the value it had "
-        "before backward); backward never wrote the gradient of 'inner.W' (dW still holds"
-    )
-    assert "params=[...]" in str(error)
+    where = {p.name: p.grad_source for p in params}
+    assert unwritten_gradient_message("b", where["b"]).startswith(
+        "backward never wrote the gradient of 'b' (grads['b'] still holds the value it had "
+        "before backward)")
+    message = unwritten_gradient_message("inner.W", where["inner.W"])
+    assert message.startswith("backward never wrote the gradient of 'inner.W' (dW still holds")
+    assert "params=[...]" in message
 
 
 class PrefilledGrads:
