@@ -137,6 +137,8 @@ class NumericPasses:
     evaluate: Callable[[], float]  # one evaluation of the objective
     verdicts: list[modes.ArrayVerdict]  # aligned with `AnalyticPass.arrays`
     every_stream_reset: bool = False  # every random stream was reset before every evaluation
+    # How the modes reached these verdicts; only the final passes' notes reach the report.
+    notes: list[str] = field(default_factory=list)
 
 
 # A layer's nondeterminism can be rare (one call in eight) or small (one bit of one element), so
@@ -471,8 +473,9 @@ class Checker:
             record.loss_terms,
         )
         evaluate = _repeating(once)
+        notes: list[str] = []
         try:
-            verdicts = self._judged_modes(analytic, evaluate, once, judging, self.notes)
+            verdicts = self._judged_modes(analytic, evaluate, once, judging, notes)
         except _Unrepeatable as exc:
             if not self._unreset_stream_changed(setup, record):
                 raise self._unrepeatable(exc) from None
@@ -480,7 +483,7 @@ class Checker:
             # reset before every evaluation (where a difference is nondeterminism).
             return self.recheck_unreset_streams(setup, record, analytic,
                                                 NumericPasses(judging, evaluate, []))
-        return NumericPasses(judging, evaluate, verdicts)
+        return NumericPasses(judging, evaluate, verdicts, notes=notes)
 
     def _judged_modes(
         self,
@@ -515,6 +518,7 @@ class Checker:
             # Noise is told from precision relative to the objective's terms; with every term
             # exactly zero no measured noise can be put down to rounding.
             passes = self.rejudge_hidden_precision(analytic, passes)
+        self.notes.extend(passes.notes)
         self.report_steps(analytic, passes.judging)
         j = passes.judging
         entries = [self._entry(a, v) for a, v in zip(analytic.arrays, passes.verdicts)]
@@ -553,10 +557,12 @@ class Checker:
         )
         evaluate = _repeating(once)
         try:
-            verdicts = self._judged_modes(analytic, evaluate, once, passes.judging, [])
+            notes: list[str] = []
+            verdicts = self._judged_modes(analytic, evaluate, once, passes.judging, notes)
         except _Unrepeatable as exc:
             raise self._unrepeatable(exc) from None
-        return NumericPasses(passes.judging, evaluate, verdicts, every_stream_reset=True)
+        return NumericPasses(passes.judging, evaluate, verdicts, every_stream_reset=True,
+                             notes=notes)
 
     @staticmethod
     def _unreset_stream_changed(setup: Setup, record: ForwardRecord) -> bool:
@@ -617,7 +623,12 @@ class Checker:
                 f"judged again with step {again.step:g}{' x scale' if again.relative else ''} "
                 f"and rtol {again.rtol:g}; errors below about {again.rtol:g} go unseen there"
             )
-        return NumericPasses(judging, passes.evaluate, verdicts)
+        # The re-judged arrays' notes are their final verdicts'; the others' are kept.
+        rejudged = {analytic.arrays[i].name for i in [i for p in found.values() for i, _ in p]}
+        notes = [n for n in passes.notes if not any(n.startswith(f"{a}: ") for a in rejudged)]
+        notes += [v.note for i, v in enumerate(verdicts)
+                  if v.note and analytic.arrays[i].name in rejudged]
+        return NumericPasses(judging, passes.evaluate, verdicts, notes=notes)
 
     def report_steps(self, analytic: AnalyticPass, judging: numeric.Judging) -> None:
         """With relative steps (no eps given), the header's step is a multiple of each array's

@@ -275,3 +275,15 @@ def test_the_scale_of_an_array_is_its_rms_without_overflow_or_underflow(
     values: np.ndarray, rms: float
 ) -> None:
     assert array_scale(values) == pytest.approx(rms, rel=1e-12)
+
+
+@pytest.mark.parametrize("w_slip", [1.0, 1.3])
+def test_fast_mode_reports_the_notes_of_the_verdicts_it_gives(w_slip: float) -> None:
+    # Re-judged in float32, W's float64 verdict is thrown away, and so are its notes; a real
+    # error there still fails (the re-judging is no way past it).
+    layer = Float32Weight(64, 64, rng=np.random.default_rng(1), w_slip=w_slip)
+    result = check(layer, x_rows(8, 64), mode="fast")
+    assert result.ok == (w_slip == 1.0), str(result)
+    if result.ok:
+        assert not any(n.startswith("W: ") and "wrong element" in n for n in result.notes), \
+            str(result)
