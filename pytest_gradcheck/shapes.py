@@ -126,7 +126,8 @@ class ValueAndGradAccess(LayerAccess):
         self.label = label or layer_label(fn)
         self.wrt: tuple[int | str, ...] | None = None
         self._args: Sequence[Any] = ()
-        self._grads: list[Any] = []  # per argument, from the latest call
+        self._returned: Any = None  # the gradients the latest call returned, as returned
+        self._mapped: list[Any] | None = None  # the same, per argument (built when asked for)
 
     def input_names(self, n: int) -> list[str]:
         names = _positional_names(self.fn)
@@ -142,16 +143,26 @@ class ValueAndGradAccess(LayerAccess):
         res = _called(self.fn, inputs, self.label, f"{getattr(self.fn, '__name__', 'f')}()")
         loss = self._loss_of(res)
         self._args = inputs
-        self._grads = self._per_argument(res[1], inputs)
+        # Mapped to the arguments only when backward or fixed_inputs asks, not on every
+        # numeric evaluation.
+        self._returned, self._mapped = res[1], None
         return loss
+
+    @property
+    def _grads(self) -> list[Any]:
+        """The latest call's gradients, one per argument (None where there is none)."""
+        if self._mapped is None:
+            self._mapped = self._per_argument(self._returned, self._args)
+        return self._mapped
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
         scale = float(dout)
         return [_scaled(g, scale) for g in self._grads]
 
     def fixed_inputs(self) -> set[int]:
+        grads = self._grads
         return {i for i, a in enumerate(self._args)
-                if is_float_array(a) and (i >= len(self._grads) or self._grads[i] is None)}
+                if is_float_array(a) and (i >= len(grads) or grads[i] is None)}
 
     def extra_loss_args(self) -> tuple[Any, ...]:
         return tuple(self._args)
@@ -635,16 +646,9 @@ class LossOnOutputAccess(LayerAccess):
                 f"{self.label}: loss= must return (value, dout) with one real number, got "
                 f"{_describe(res)}"
             )
-        dout = res[1]
-        if outputs is not None:
-            self._dout = self._flat_douts(dout, outputs)
-            return value
-        if np.shape(dout) != np.shape(out):
-            raise GradcheckUsageError(
-                f"{self.label}: loss= returned a gradient of shape {np.shape(dout)} for an "
-                f"output of shape {np.shape(out)}"
-            )
-        self._dout = dout
+        # Only backward reads the gradient: it is checked and flattened there, once, not on
+        # every numeric evaluation.
+        self._dout = (res[1], outputs, np.shape(out))
         return value
 
     def _flat_douts(self, douts: Any, outputs: Outputs) -> np.ndarray:
@@ -676,7 +680,15 @@ class LossOnOutputAccess(LayerAccess):
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
-        return self.inner.backward(np.array(self._dout, dtype=np.float64) * float(dout))
+        grad, outputs, shape = self._dout
+        if outputs is not None:
+            grad = self._flat_douts(grad, outputs)
+        elif np.shape(grad) != shape:
+            raise GradcheckUsageError(
+                f"{self.label}: loss= returned a gradient of shape {np.shape(grad)} for an "
+                f"output of shape {shape}"
+            )
+        return self.inner.backward(np.array(grad, dtype=np.float64) * float(dout))
 
 
 LOSS_SHAPES = (ValueAndGradAccess, ModelLossAccess, OwnLossNetworkAccess)
