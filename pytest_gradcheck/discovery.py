@@ -109,9 +109,6 @@ class DiscoveredTarget:
         return self.name.rpartition(".")[2]
 
 
-# The earlier name, still imported by modules that build targets.
-
-
 def case_rng(seed: int, name: str) -> np.random.Generator:
     """The generator handed to `make_case`: fixed by the run's seed and the target's name only,
     so serial runs, xdist workers and the CLI build identical cases."""

@@ -332,7 +332,7 @@ class _Line:
         the one judged (and the array's later measurements are extrapolated too).
         """
         f_plus, f_minus, analytic = self.probe(d, lo, hi)
-        value = numeric.directional((f_plus - f_minus) / (2.0 * self.eps), analytic,
+        value = numeric.Directional((f_plus - f_minus) / (2.0 * self.eps), analytic,
                                     self.rounding)
         if not self.extrapolate and (not detect or (value.within and not value.unresolved)):
             return value

@@ -278,34 +278,6 @@ def central_values(
     return np.array(ups, dtype=np.float64), np.array(downs, dtype=np.float64), h_plus, h_minus
 
 
-def compare_one(
-    analytic: float,
-    f_plus: float,
-    f_minus: float,
-    h_plus: float,
-    h_minus: float,
-    tol: Tolerance,
-) -> tuple[bool, float, float]:
-    """The central-difference test for one derivative in Python floats: (passed, rel error,
-    numeric), the same rule as `Tolerance.relative_error` (NaN handling included).
-
-    Fast mode judges one directional derivative at a time, where numpy's per-call overhead on
-    one-element arrays would cost more than a small layer's forward pass. No kink rule: sound
-    for one element, it is not for a direction crossing several kinks at once (their one-sided
-    slopes mix, and the interval they span can hide a wrong element), so fast mode judges kinks
-    element by element through `compare`.
-    """
-    numeric = (f_plus - f_minus) / (h_plus + h_minus)
-    scale = max(abs(analytic), abs(numeric), tol.floor)
-    if not (math.isfinite(analytic) and math.isfinite(numeric)):
-        err = math.inf
-    elif scale == 0:
-        err = 0.0
-    else:
-        err = abs(analytic - numeric) / scale
-    return err <= tol.rtol, err, numeric
-
-
 @dataclass
 class Verdict:
     """Element-wise comparison of one array's analytic and numeric derivatives."""
@@ -428,11 +400,6 @@ def directional_rounding(judging: Judging, step: float, analytic_abs: float,
     info = np.finfo(np.float64)
     return (judging.noise / step + ANALYTIC_ROUNDING * float(info.eps) * analytic_abs
             + judging.atol * direction_norm)
-
-
-def directional(numeric_h: float, analytic_h: float, rounding: float) -> Directional:
-    """The step-h directional derivative and its error estimate (rounding only)."""
-    return Directional(numeric_h, analytic_h, rounding)
 
 
 def richardson(numeric_h: float, analytic_h: float, numeric_2h: float, analytic_2h: float,

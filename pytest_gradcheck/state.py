@@ -604,9 +604,6 @@ class Snapshot:
 
     def unprotect(self) -> None:
         """End the protection of big arrays without restoring anything."""
-        self._unprotect()
-
-    def _unprotect(self) -> None:
         protected, self.protected = self.protected, []
         for arr in protected:  # owners first
             arr.flags.writeable = True
@@ -706,7 +703,7 @@ class Snapshot:
         try:
             return self._put_back()
         finally:
-            self._unprotect()
+            self.unprotect()
 
     def _put_back(self) -> list[np.ndarray]:
         # Containers through the base class methods: a subclass's clear/update/__setitem__

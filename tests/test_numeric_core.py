@@ -179,24 +179,6 @@ def test_verdict_worst_counts_nan_as_the_worst() -> None:
     assert empty.worst == -1 and empty.ok
 
 
-def test_compare_one_follows_the_same_rule_as_relative_error() -> None:
-    rng = np.random.default_rng(2)
-    tol = Tolerance(rtol=1e-4, atol=1e-7)
-    for _ in range(300):
-        a = float(rng.normal() * 10.0 ** rng.uniform(-6, 2))
-        slope = a * (1 + float(rng.normal()) * 10.0 ** float(rng.uniform(-7, -2)))
-        hp, hm = float(rng.uniform(0.5e-6, 2e-6)), float(rng.uniform(0.5e-6, 2e-6))
-        fp, fm = 1.0 + slope * hp, 1.0 - slope * hm
-        ok, err, num = numeric.compare_one(a, fp, fm, hp, hm, tol)
-        assert num == (fp - fm) / (hp + hm)
-        expected = float(tol.relative_error(np.array([a]), np.array([num]))[0])
-        assert err == pytest.approx(expected, rel=1e-12, abs=0.0)
-        assert ok == (expected <= tol.rtol)
-    assert numeric.compare_one(0.0, 1.0, 1.0, 1e-6, 1e-6, Tolerance(1e-5, 0.0))[:2] == (True, 0.0)
-    assert numeric.compare_one(float("nan"), 1.0, 1.0, 1e-6, 1e-6, TOL)[:2] == (False, math.inf)
-    assert numeric.compare_one(1.0, math.inf, 1.0, 1e-6, 1e-6, TOL)[:2] == (False, math.inf)
-
-
 # ---------------------------------------------------------------------------------------------
 # Noise estimation
 # ---------------------------------------------------------------------------------------------
