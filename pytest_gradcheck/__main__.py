@@ -106,9 +106,10 @@ def options_from(args: argparse.Namespace) -> tuple[Options, bool]:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
+    hook = default_hook()
     try:
         base, seed_drawn = options_from(args)
-        targets = find_targets(split_specs(args.modules), default_hook())
+        targets = find_targets(split_specs(args.modules), hook)
     except GradcheckUsageError as exc:
         return _usage(str(exc))
     except Exception:
@@ -122,7 +123,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if seed_drawn:
         # The same header line pytest shows, so the run can be repeated with --seed.
         print(options_header(base), file=out)
-    hook = default_hook()
     start = time.perf_counter()
     run = RunRecord(seed=base.seed)
     for target in targets:
