@@ -54,8 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("gradcheck_json", "write every gradcheck result to this JSON file", default=None)
     discover_help = (
-        "modules or packages whose layer classes and X_forward/X_backward function pairs "
-        "become gradcheck::<module>.<name> test items"
+        "modules or packages whose layer classes, X_forward/X_backward function pairs, and "
+        "functions and models declaring gradcheck_case become gradcheck::<module>.<name> "
+        "test items"
     )
     group.addoption(
         "--gradcheck-discover",
