@@ -514,10 +514,7 @@ class Checker:
     ) -> CheckResult:
         """Judge again where the verdicts cannot be trusted, then the result."""
         passes = self.recheck_unreset_streams(setup, record, analytic, passes)
-        if analytic.terms_abs_sum > 0:
-            # Noise is told from precision relative to the objective's terms; with every term
-            # exactly zero no measured noise can be put down to rounding.
-            passes = self.rejudge_hidden_precision(analytic, passes)
+        passes = self.rejudge_hidden_precision(analytic, passes)
         self.notes.extend(passes.notes)
         self.report_steps(analytic, passes.judging)
         j = passes.judging

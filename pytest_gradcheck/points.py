@@ -44,15 +44,16 @@ def _worse(a: Entry, b: Entry) -> bool:
 def merge(results: list[CheckResult], seed: int) -> CheckResult:
     """One result for the points' results: each row its worst point, the failing points noted.
 
-    Rows are matched by name (a discovered layer's case may differ per point; a row missing
+    Rows are matched by kind and name (a discovered layer's case may differ per point; a row missing
     at some points is kept from the points that have it). Header fields come from point 0,
     call counts and time add up.
     """
-    rows: dict[str, tuple[int, Entry]] = {}
+    rows: dict[tuple[str, str], tuple[int, Entry]] = {}
     for k, r in enumerate(results):
         for e in r.entries:
-            if e.name not in rows or _worse(e, rows[e.name][1]):
-                rows[e.name] = (k, e)
+            key = (e.kind, e.name)  # an input and a parameter may share a name
+            if key not in rows or _worse(e, rows[key][1]):
+                rows[key] = (k, e)
     notes: list[str] = []
     for r in results:
         notes.extend(n for n in r.notes if n not in notes)

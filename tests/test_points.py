@@ -179,3 +179,27 @@ def test_a_case_that_cannot_be_built_at_a_later_point_never_hides_a_failure(
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*could not be built (no case for this draw)*"])
+
+
+class InputNamedLikeItsParameter:
+    """forward(b) adds a parameter also called b; backward doubles the parameter's gradient."""
+
+    def __init__(self) -> None:
+        self.b = np.linspace(0.5, 1.5, 3)
+
+    def forward(self, b: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.tanh(b) + self.b
+        self._x = b
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.db = 2.0 * dout.sum(axis=0)
+        grad: np.ndarray = dout * (1.0 - np.tanh(self._x) ** 2)
+        return grad
+
+
+def test_points_keep_an_input_and_a_parameter_of_the_same_name_apart() -> None:
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    result = check(InputNamedLikeItsParameter(), x, points=2)
+    assert [(e.kind, e.name, e.status) for e in result.entries] == [
+        ("input", "b", "ok"), ("param", "b", "FAIL")]
