@@ -14,6 +14,11 @@ from pytest_gradcheck.checker import repeats
 QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 
+def weights(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
+    """Parameter values for test layers."""
+    return np.random.default_rng(seed).normal(size=shape)
+
+
 def x_batch(n: int = 6, d: int = 4, seed: int = 0) -> np.ndarray:
     """A batch of n standard-normal rows of width d."""
     return np.random.default_rng(seed).normal(size=(n, d))

@@ -13,15 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import rows, x_batch
+from helpers import rows, weights, x_batch
 
 from example_nn import BatchNorm1d, LayerNorm, Linear, ReLU, Sequential, Tanh
 from pytest_gradcheck import GradcheckUsageError, check
-
-
-def weights(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=shape)
-
 
 # ---------------------------------------------------------------------------------------------
 # params/grads dicts (cs231n, example_nn)

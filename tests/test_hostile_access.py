@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import weights
 
 from example_nn import Linear
 from pytest_gradcheck import CheckResult, GradcheckUsageError, check
@@ -32,10 +33,6 @@ def x_batch(n: int = 4, d: int = 3, seed: int = 0) -> np.ndarray:
 
 def rows(result: CheckResult) -> dict[str, str]:
     return {e.name: e.status for e in result.entries}
-
-
-def weights(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=shape)
 
 
 # ---------------------------------------------------------------------------------------------

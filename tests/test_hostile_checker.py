@@ -15,15 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import global_streams
+from helpers import global_streams, weights
 
 from pytest_gradcheck import CheckResult, GradcheckUsageError, NondeterministicLayerError, check
 
 MODES = ("full", "sample", "fast", "auto")
-
-
-def weights(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=shape)
 
 
 def x_batch(n: int = 4, d: int = 3, seed: int = 0) -> np.ndarray:
