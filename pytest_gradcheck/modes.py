@@ -10,7 +10,9 @@
   disagreement is traced to its elements by group testing (2*ceil(log2 n) + 2 evaluations per
   element found), judged by rtol, atol and the kink rule exactly as full mode would, and the
   row reports the worst located element. A passing row reports the direction's relative error
-  and, as `estimate`, the relative error the difference could resolve.
+  and, as `estimate`, the relative error the difference could resolve. Several arrays move
+  together first (`fast_together`: each along its own direction by its own step, 2 evaluations
+  in all); only a joint disagreement costs the per-array directions, which say where it is.
 - auto (the default): full for arrays up to `auto_limit` elements, fast above.
 
 Every mode turns (array, analytic gradient, an evaluate() callable) into an `ArrayVerdict`; the
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -223,113 +225,35 @@ def _writable(d: np.ndarray) -> np.ndarray:
     return d if d.flags.writeable else d.copy()
 
 
-class _Line:
-    """f along x + h*d for a direction d, restricted to a contiguous range: the fast-mode probe.
+_D = TypeVar("_D")
 
-    Ranges rather than index arrays keep every probe on views (no fancy indexing), and the
-    halving of group testing only ever needs ranges. Elements excluded from a direction (those
-    already located) have d = 0, so they stay exactly at x. Two scratch arrays are allocated
-    once per array and reused by every probe: at a million elements a fresh allocation costs
-    about as much as the arithmetic.
-    """
 
-    def __init__(self, t: Checked, evaluate: Callable[[], float],
-                 judging: numeric.Judging) -> None:
-        assert t.analytic is not None
-        if not t.array.flags.c_contiguous:  # never: the checker promotes or refuses these
-            raise GradcheckUsageError(f"{t.name}: cannot perturb a non-contiguous array")
-        self.flat = t.array.reshape(-1)  # a view, so writes reach the layer
-        self.base = self.flat.copy()
-        self.analytic = t.analytic.reshape(-1).astype(np.float64, copy=False)
-        self.evaluate = evaluate
-        self.eps = judging.step
-        n = self.flat.size
-        # |d_i| <= 2: bounds on sum |g_i d_i| (by Cauchy-Schwarz, one read of g) and on the
-        # 2-norm of any direction.
-        # Finite unless some element is NaN or inf (or the squares overflow): `fast` then
-        # needs no separate pass to find non-finite elements.
-        self.g_squares = float(np.dot(self.analytic, self.analytic))
-        g_l1 = math.sqrt(n * self.g_squares)
-        self.rounding = numeric.directional_rounding(judging, self.eps, 2.0 * g_l1,
-                                                     2.0 * math.sqrt(n))
-        self._dirty = (0, 0)  # the range a probe left perturbed (`restore` puts it back)
-        self.cast = self.flat.dtype != np.float64
-        # Set once a direction shows truncation above the noise: from then on every
-        # measurement of this array is extrapolated (steps h and 2h).
-        self.extrapolate = False
-        self._step = np.empty(n)
-        # A float64 array holds x + h*d exactly as computed, so `probe` needs no second
-        # scratch array (fresh, a scratch array of n doubles costs page faults on first write).
-        self._disp = np.empty(n) if self.cast else self._step
+class _Probing(Generic[_D]):
+    """What the lines share: a probe (f at x + s*h*d and x - s*h*d, and the analytic projection)
+    and the measurement built on it. `_D` is what a direction is: one array for `_Line`, one
+    array per checked array for `_JointLine`."""
 
-    def probe(self, d: np.ndarray, lo: int, hi: int, scale: float = 1.0
-              ) -> tuple[float, float, float]:
-        """(f_plus, f_minus, analytic) for the step scale*h*d on elements lo..hi-1.
+    evaluate: Callable[[], float]
+    eps: float  # the step h the derivative is taken per
+    rounding: float  # rounding bound of one measurement at step h
+    size: int  # elements along the line
+    # Set once a direction shows truncation above the noise: from then on every measurement
+    # along this line is extrapolated (steps h and 2h).
+    extrapolate: bool = False
 
-        The analytic value is projected on the displacement actually stored, so the rounding of
-        x + h*d in the array's dtype does not count as an error. The range is left at x - h*d
-        (the next probe overwrites it; `restore` puts it back); elements outside it are at x.
-        """
-        self._restore_outside(lo, hi)
-        seg, x, h = self.flat[lo:hi], self.base[lo:hi], self.eps * scale
-        step, plus, g = self._step[lo:hi], self._disp[lo:hi], self.analytic[lo:hi]
-        np.multiply(d[lo:hi], h, out=step, dtype=np.float64)  # d is float32: h*d in float64
-        if not self.cast:
-            return self._probe_float64(lo, hi, seg, x, step, g, h)
-        np.add(x, step, out=plus)
-        self._dirty = (lo, hi)
-        try:
-            seg[...] = plus
-            if self.cast:
-                plus[...] = seg  # x + h*d as the array stores it
-            f_plus = self.evaluate()
-            np.subtract(x, step, out=seg)
-            f_minus = self.evaluate()
-        except BaseException:
-            self.restore()
-            raise
-        disp = np.subtract(plus, seg, out=plus)  # the displacement actually stored
-        return f_plus, f_minus, float(np.dot(g, disp)) / (2.0 * h)
-
-    def _probe_float64(self, lo: int, hi: int, seg: np.ndarray, x: np.ndarray, step: np.ndarray,
-                       g: np.ndarray, h: float) -> tuple[float, float, float]:
-        """`probe` on a float64 range with one scratch array: the same six passes and the same
-        numbers, x + h*d and x - h*d each computed once, the displacement being
-        (x + h*d) - (x - h*d) as stored. The scratch array holds h*d, then x - h*d."""
-        self._dirty = (lo, hi)
-        try:
-            np.add(x, step, out=seg)
-            f_plus = self.evaluate()
-            minus = np.subtract(x, step, out=step)
-            # seg holds x + h*d: the displacement stored, then x - h*d for the second evaluation.
-            analytic = float(np.dot(g, np.subtract(seg, minus, out=seg))) / (2.0 * h)
-            seg[...] = minus
-            f_minus = self.evaluate()
-        except BaseException:
-            self.restore()
-            raise
-        return f_plus, f_minus, analytic
-
-    def _restore_outside(self, lo: int, hi: int) -> None:
-        a, b = self._dirty
-        if a < lo:
-            self.flat[a:min(b, lo)] = self.base[a:min(b, lo)]
-        if b > hi:
-            self.flat[max(a, hi):b] = self.base[max(a, hi):b]
+    def probe(self, d: _D, lo: int, hi: int, scale: float = 1.0) -> tuple[float, float, float]:
+        raise NotImplementedError
 
     def restore(self) -> None:
-        """Put the range the last probe perturbed back to x, bit for bit."""
-        a, b = self._dirty
-        self.flat[a:b] = self.base[a:b]
-        self._dirty = (0, 0)
+        raise NotImplementedError
 
-    def measure(self, d: np.ndarray, lo: int, hi: int, detect: bool) -> numeric.Directional:
+    def measure(self, d: _D, lo: int, hi: int, detect: bool) -> numeric.Directional:
         """The directional derivative over lo..hi-1 against the analytic one, with its error.
 
-        Step h alone (two evaluations) unless the array needs extrapolation. With `detect`, a
+        Step h alone (two evaluations) unless the line needs extrapolation. With `detect`, a
         mismatch beyond step h's rounding is measured again at 2h (two more): truncation then
         shows as D(h) - D(2h), and when it stands above the noise the extrapolated value is
-        the one judged (and the array's later measurements are extrapolated too).
+        the one judged (and the line's later measurements are extrapolated too).
         """
         f_plus, f_minus, analytic = self.probe(d, lo, hi)
         value = numeric.Directional((f_plus - f_minus) / (2.0 * self.eps), analytic,
@@ -350,6 +274,107 @@ class _Line:
         """Evaluations one measurement costs."""
         return 4 if self.extrapolate else 2
 
+
+class _Line(_Probing[np.ndarray]):
+    """f along x + h*d for a direction d, restricted to a contiguous range: the fast-mode probe.
+
+    Ranges rather than index arrays keep every probe on views (no fancy indexing), and the
+    halving of group testing only ever needs ranges. Elements excluded from a direction (those
+    already located) have d = 0, so they stay exactly at x. Two scratch arrays are allocated
+    once per array and reused by every probe: at a million elements a fresh allocation costs
+    about as much as the arithmetic.
+    """
+
+    def __init__(self, t: Checked, evaluate: Callable[[], float],
+                 judging: numeric.Judging) -> None:
+        assert t.analytic is not None
+        if not t.array.flags.c_contiguous:  # never: the checker promotes or refuses these
+            raise GradcheckUsageError(f"{t.name}: cannot perturb a non-contiguous array")
+        self.flat = t.array.reshape(-1)  # a view, so writes reach the layer
+        self.base = self.flat.copy()
+        self.analytic = t.analytic.reshape(-1).astype(np.float64, copy=False)
+        self.evaluate = evaluate
+        self.eps = judging.step
+        n = self.size = self.flat.size
+        # |d_i| <= 2: bounds on sum |g_i d_i| (by Cauchy-Schwarz, one read of g) and on the
+        # 2-norm of any direction.
+        # Finite unless some element is NaN or inf (or the squares overflow): `fast` then
+        # needs no separate pass to find non-finite elements.
+        self.g_squares = float(np.dot(self.analytic, self.analytic))
+        g_l1 = math.sqrt(n * self.g_squares)
+        self.rounding = numeric.directional_rounding(judging, self.eps, 2.0 * g_l1,
+                                                     2.0 * math.sqrt(n))
+        self._dirty = (0, 0)  # the range a probe left perturbed (`restore` puts it back)
+        self.cast = self.flat.dtype != np.float64
+        self._step = np.empty(n)
+        # A float64 array holds x + h*d exactly as computed, so `probe` needs no second
+        # scratch array (fresh, a scratch array of n doubles costs page faults on first write).
+        self._disp = np.empty(n) if self.cast else self._step
+
+    def probe(self, d: np.ndarray, lo: int, hi: int, scale: float = 1.0
+              ) -> tuple[float, float, float]:
+        """(f_plus, f_minus, analytic) for the step scale*h*d on elements lo..hi-1.
+
+        The analytic value is projected on the displacement actually stored, so the rounding of
+        x + h*d in the array's dtype does not count as an error. The range is left at x - h*d
+        (the next probe overwrites it; `restore` puts it back); elements outside it are at x.
+        """
+        self._restore_outside(lo, hi)
+        h = self.eps * scale
+        try:
+            self.place_plus(d, lo, hi, h)
+            f_plus = self.evaluate()
+            projected = self.place_minus(lo, hi)
+            f_minus = self.evaluate()
+        except BaseException:
+            self.restore()
+            raise
+        return f_plus, f_minus, projected / (2.0 * h)
+
+    def place_plus(self, d: np.ndarray, lo: int, hi: int, h: float) -> None:
+        """Move elements lo..hi-1 to x + h*d, as the array stores it (the first half of a
+        probe; `place_minus` is the second)."""
+        seg, x, step = self.flat[lo:hi], self.base[lo:hi], self._step[lo:hi]
+        np.multiply(d[lo:hi], h, out=step, dtype=np.float64)  # d is float32: h*d in float64
+        self._dirty = (lo, hi)
+        if not self.cast:
+            # A float64 array holds x + h*d exactly as computed: one scratch array does.
+            np.add(x, step, out=seg)
+            return
+        plus = self._disp[lo:hi]
+        np.add(x, step, out=plus)
+        seg[...] = plus
+        plus[...] = seg  # x + h*d as the array stores it
+
+    def place_minus(self, lo: int, hi: int) -> float:
+        """Move elements lo..hi-1 from x + h*d (`place_plus`) to x - h*d; returns g . (the
+        displacement stored), (x + h*d) - (x - h*d) as the array holds them."""
+        seg, x, step = self.flat[lo:hi], self.base[lo:hi], self._step[lo:hi]
+        g = self.analytic[lo:hi]
+        if self.cast:
+            np.subtract(x, step, out=seg)
+            plus = self._disp[lo:hi]
+            return float(np.dot(g, np.subtract(plus, seg, out=plus)))
+        # The scratch array holds h*d, then x - h*d; seg holds x + h*d, then the displacement,
+        # then x - h*d: each value computed once.
+        minus = np.subtract(x, step, out=step)
+        projected = float(np.dot(g, np.subtract(seg, minus, out=seg)))
+        seg[...] = minus
+        return projected
+
+    def _restore_outside(self, lo: int, hi: int) -> None:
+        a, b = self._dirty
+        if a < lo:
+            self.flat[a:min(b, lo)] = self.base[a:min(b, lo)]
+        if b > hi:
+            self.flat[max(a, hi):b] = self.base[max(a, hi):b]
+
+    def restore(self) -> None:
+        """Put the range the last probe perturbed back to x, bit for bit."""
+        a, b = self._dirty
+        self.flat[a:b] = self.base[a:b]
+        self._dirty = (0, 0)
+
     def element(self, i: int, f_zero: float, tol: numeric.Tolerance) -> _Element:
         """Full mode's verdict at element i, from the same two evaluations full mode makes."""
         self.restore()
@@ -359,6 +384,51 @@ class _Line:
         v = numeric.compare(self.analytic[idx], f_plus, f_minus, f_zero, h_plus, h_minus, tol)
         return _Element(float(v.rel_error[0]), float(v.analytic[0]), float(v.numeric[0]),
                         bool(v.passed[0]), bool(v.kink[0]))
+
+
+class _JointLine(_Probing[Sequence[np.ndarray]]):
+    """Several arrays moved at once, each along its own direction d_a and by its own step h_a:
+    f along x_a + t * m_a * d_a for every array a, differentiated in t at step h (the judging's
+    step), where m_a = h_a / h (each array's scale, for the default relative step). One probe
+    costs two evaluations however many arrays move, where a line per array costs two each.
+
+    Only whole probes: a joint disagreement is followed array by array (`fast`), which also
+    says which array it belongs to.
+    """
+
+    def __init__(self, lines: Sequence[_Line], judging: numeric.Judging) -> None:
+        self.lines = list(lines)
+        self.evaluate = self.lines[0].evaluate
+        self.eps = judging.step
+        self.size = sum(line.size for line in self.lines)
+        # As for one line (|d_i| <= 2), with each array's terms weighted by its m_a.
+        weights = [line.eps / self.eps for line in self.lines]
+        analytic_abs = sum(2.0 * m * math.sqrt(line.size * line.g_squares)
+                           for m, line in zip(weights, self.lines))
+        norm = 2.0 * math.sqrt(sum(m * m * line.size for m, line in zip(weights, self.lines)))
+        self.rounding = numeric.directional_rounding(judging, self.eps, analytic_abs, norm)
+
+    def probe(self, d: Sequence[np.ndarray], lo: int, hi: int, scale: float = 1.0
+              ) -> tuple[float, float, float]:
+        """(f_plus, f_minus, analytic) with every array a stepped by scale*h_a*d_a, the
+        analytic value per unit of t (projected on the displacements actually stored)."""
+        if (lo, hi) != (0, self.size):
+            raise ValueError("a joint line is only probed whole")
+        try:
+            for line, d_a in zip(self.lines, d):
+                line.place_plus(d_a, 0, line.size, line.eps * scale)
+            f_plus = self.evaluate()
+            projected = math.fsum(line.place_minus(0, line.size) for line in self.lines)
+            f_minus = self.evaluate()
+        except BaseException:
+            self.restore()
+            raise
+        # g_a . (stored displacement) ~ 2 * scale * h * m_a * (g_a . d_a): per unit of t.
+        return f_plus, f_minus, projected / (2.0 * self.eps * scale)
+
+    def restore(self) -> None:
+        for line in self.lines:
+            line.restore()
 
 
 @dataclass
@@ -398,14 +468,7 @@ def fast(
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
     line = _Line(t, evaluate, judging)
-    if n and not _step_clears_every_element(line.base, eps):
-        # Refuse, as full mode does, an array where x + h == x: the direction would silently
-        # skip those elements. The spacing of floats grows with |x| and every |d_i| >= 1, so
-        # the largest magnitude is the one to try.
-        big = np.maximum(line.base.max(), -line.base.min())  # max |x| without a temporary
-        h = big.dtype.type(eps)
-        if big + h == big or big - h == big:
-            raise _vanishing_step(t, eps)
+    _refuse_vanishing_step(t, line)
     if not math.isfinite(line.g_squares) and not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
@@ -491,6 +554,74 @@ def fast(
                         None, estimate=estimate)
 
 
+def fast_together(
+    ts: Sequence[Checked],
+    evaluate: Callable[[], float],
+    judging: numeric.Judging,
+    directions: int,
+    keyed: streams.KeyedStreams,
+) -> list[ArrayVerdict] | None:
+    """Fast mode for several arrays at once: each direction moves every array along the
+    direction `fast` would take for it (each by its own step), two evaluations in all, judged
+    by the joint derivative's estimated numerical error exactly as `fast` judges one array's.
+
+    A single wrong element shows there as it does along its own array's direction: its share of
+    the mismatch and the objective's rounding noise, which dominates the estimate, are the same
+    evaluations' in both. Returns the verdicts when every direction agrees within its estimate,
+    else None: the caller then runs `fast` on each array (the same directions, now one array at
+    a time), which locates what disagrees and says in which array, so nothing is failed or
+    explained away here. A step that vanishes next to an array's values raises as in `fast`.
+    """
+    lines: list[_Line] = []
+    for t in ts:
+        own = judging.for_array(t.array)
+        _remember_step(t, judging, own.step)
+        line = _Line(t, evaluate, own)
+        _refuse_vanishing_step(t, line)
+        if not math.isfinite(line.g_squares):
+            return None  # NaN or inf in a gradient: `fast` fails those elements
+        lines.append(line)
+    # Drawn from each array's own stream, as `fast` draws them: kept (`_cached_direction`), so
+    # the arrays checked one at a time after a disagreement take them without drawing again.
+    drawn = []
+    for t in ts:
+        rng = keyed.stream(t.name)
+        drawn.append([_cached_direction(rng, t.array.size) for _ in range(directions)])
+    joint = _JointLine(lines, judging)
+    tol = judging.tolerance
+    worst: numeric.Directional | None = None
+    worst_error = -1.0
+    try:
+        for k in range(directions):
+            d = [own[k] for own in drawn]
+            value = joint.measure(d, 0, joint.size, detect=True)
+            if value.within and not value.unresolved and _truncation_hides_rtol(value, tol):
+                value = _at_smaller_step(joint, d, value)  # as in `fast`
+            if not value.within or value.unresolved:
+                return None
+            err = numeric.relative_error_one(value.analytic, value.numeric, tol)
+            if err > worst_error:
+                worst, worst_error = value, err
+    finally:
+        joint.restore()
+    if worst is None:
+        return None
+    return [ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, 0, 0,
+                         t.array.size, None, estimate=worst.relative_estimate) for t in ts]
+
+
+def _refuse_vanishing_step(t: Checked, line: _Line) -> None:
+    """Refuse, as full mode does, an array where x + h == x: a direction would silently skip
+    those elements. The spacing of floats grows with |x| and every |d_i| >= 1, so the largest
+    magnitude is the one to try."""
+    eps = line.eps
+    if line.size and not _step_clears_every_element(line.base, eps):
+        big = np.maximum(line.base.max(), -line.base.min())  # max |x| without a temporary
+        h = big.dtype.type(eps)
+        if big + h == big or big - h == big:
+            raise _vanishing_step(t, eps)
+
+
 def _step_clears_every_element(base: np.ndarray, eps: float) -> bool:
     """Whether x + h and x - h differ from x for every element of a float64 array, shown by
     one BLAS pass: 2 * sqrt(sum x^2) bounds every |x| (rounding of the sum included), the
@@ -521,11 +652,11 @@ def _truncation_hides_rtol(value: numeric.Directional, tol: numeric.Tolerance) -
     return value.truncation > math.sqrt(tol.rtol) * value.scale
 
 
-def _at_smaller_step(line: _Line, d: np.ndarray, value: numeric.Directional
+def _at_smaller_step(line: _Probing[_D], d: _D, value: numeric.Directional
                      ) -> numeric.Directional:
     """The derivative along d measured again at step h/KINK_SHRINK (two evaluations), with
     that step's larger rounding and smaller truncation."""
-    f_plus, f_minus, analytic = line.probe(d, 0, d.size, 1.0 / KINK_SHRINK)
+    f_plus, f_minus, analytic = line.probe(d, 0, line.size, 1.0 / KINK_SHRINK)
     small = line.eps / KINK_SHRINK
     error = KINK_SHRINK * line.rounding + value.truncation / KINK_SHRINK**2
     return numeric.Directional((f_plus - f_minus) / (2.0 * small), analytic, error)
@@ -720,24 +851,43 @@ def run_mode(
     A step that vanishes next to an array's values is a `GradcheckUsageError` naming the array
     only (its `label` is None): the caller knows the layer.
     """
+    modes = [array_mode(plan.mode, t.array.size, plan.auto_limit) for t in arrays]
+    fast_ones = [t for t, mode in zip(arrays, modes) if mode == "fast"]
+    keyed: streams.KeyedStreams | None = None
+    if any(mode != "full" for mode in modes):
+        keyed = streams.KeyedStreams(plan.seed, streams.ARRAY_CHOICES)
+    together = None
+    if len(fast_ones) > 1:
+        assert keyed is not None
+        together = fast_together(fast_ones, evaluate, judging, plan.directions, keyed)
+        if together is not None:
+            v0 = together[0]
+            notes.append(
+                f"fast mode: {', '.join(t.name for t in fast_ones)} were moved together, each "
+                "along its own random direction by its own step: the derivative along that "
+                f"joint direction, {v0.worst_analytic:.6g} analytic against "
+                f"{v0.worst_numeric:.6g} numeric (each of their rows shows it), agreed within "
+                f"its estimated numerical error ({v0.estimate:.1e} of it)"
+            )
+    joint_verdicts = {id(t): v for t, v in zip(fast_ones, together or [])}
     verdicts = []
     directional = []
-    keyed: streams.KeyedStreams | None = None
-    for t in arrays:
-        mode = array_mode(plan.mode, t.array.size, plan.auto_limit)
+    for t, mode in zip(arrays, modes):
         if mode == "full":
             verdicts.append(elementwise(t, evaluate, f_zero, judging))
             continue
-        keyed = keyed or streams.KeyedStreams(plan.seed, streams.ARRAY_CHOICES)
-        rng = keyed.stream(t.name)
+        assert keyed is not None
         if mode == "sample":
-            verdicts.append(sample(t, evaluate, f_zero, judging, plan.samples, rng))
-        else:
-            directional.append(f"{t.name} ({t.array.size})")
-            v = fast(t, evaluate, f_zero, judging, plan.directions, rng)
-            verdicts.append(v)
+            verdicts.append(sample(t, evaluate, f_zero, judging, plan.samples,
+                                   keyed.stream(t.name)))
+            continue
+        directional.append(f"{t.name} ({t.array.size})")
+        v = joint_verdicts.get(id(t))
+        if v is None:
+            v = fast(t, evaluate, f_zero, judging, plan.directions, keyed.stream(t.name))
             if v.note:
                 notes.append(v.note)
+        verdicts.append(v)
     if plan.mode == "auto" and directional:
         notes.append(
             f"mode=auto: arrays over {plan.auto_limit} elements were checked along "

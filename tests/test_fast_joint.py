@@ -1,0 +1,166 @@
+"""Fast mode moves every array it checks at once, each along its own random direction by its own
+step: two evaluations per direction however many arrays a layer has. A joint direction that
+agrees within its estimated error passes every array; one that does not is followed array by
+array, so a wrong element is still located and named in its own array's row.
+
+These tests pin that the joint direction never lets a wrong gradient through where the array's
+own direction would catch it: one wrong element in the smallest or the largest array, two wrong
+arrays, arrays of very different scales, non-finite gradients. Counting layers, fixed seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import SETUP_FORWARDS, evaluations
+
+from pytest_gradcheck import GradcheckUsageError, check
+
+
+class ThreeArrays:
+    """x @ W + b whose backward is off at one element of the gradient of `wrong` ("x", "W" or
+    "b") by `rel` times the root-mean-square of that gradient (0 for a correct layer)."""
+
+    def __init__(self, n_in: int, n_out: int, seed: int = 0, wrong: str = "", where: int = 0,
+                 rel: float = 0.0, w_scale: float = 1.0) -> None:
+        rng = np.random.default_rng(seed)
+        self.params = {"W": w_scale * rng.normal(size=(n_in, n_out)) / np.sqrt(n_in),
+                       "b": 0.1 * rng.normal(size=n_out)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.wrong, self.where, self.rel = wrong, where, rel
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        grads = {"x": dout @ self.params["W"].T, "W": self._x.T @ dout, "b": dout.sum(axis=0)}
+        if self.wrong:
+            g = grads[self.wrong]
+            g.flat[self.where] += self.rel * np.sqrt(np.mean(g**2))
+        self.grads["W"], self.grads["b"] = grads["W"], grads["b"]
+        return grads["x"]
+
+
+SHAPES = {"x": (16, 48), "W": (48, 40), "b": (40,)}
+
+
+@pytest.mark.parametrize("wrong", ["x", "W", "b"])
+def test_one_element_off_by_a_tenth_of_a_percent_in_any_array_is_located_in_its_row(
+    wrong: str,
+) -> None:
+    for seed in range(40):
+        rng = np.random.default_rng(500 + seed)
+        where = int(rng.integers(int(np.prod(SHAPES[wrong]))))
+        layer = ThreeArrays(48, 40, seed, wrong, where, 1e-3)
+        result = check(layer, rng.normal(size=SHAPES["x"]), mode="fast", seed=seed)
+        for e in result.entries:
+            if e.name != wrong:
+                assert e.ok, str(result)
+                continue
+            assert not e.ok and e.failed == 1, str(result)
+            assert e.worst_index == tuple(int(i) for i in np.unravel_index(where, e.shape))
+
+
+def test_a_passing_joint_direction_shows_on_every_row_and_in_a_note() -> None:
+    x = np.random.default_rng(0).normal(size=(16, 48))
+    result = check(ThreeArrays(48, 40), x, mode="fast")
+    assert result.ok, str(result)
+    assert result.forward_calls == SETUP_FORWARDS + evaluations(2)
+    rows = result.entries
+    assert len({(e.analytic, e.numeric, e.estimate) for e in rows}) == 1
+    assert all(e.estimate is not None and 0 < e.estimate < 1e-6 for e in rows)
+    assert any(n.startswith("fast mode: x, W, b were moved together") for n in result.notes)
+
+
+def test_a_disagreement_is_followed_array_by_array_and_the_right_rows_show_their_own() -> None:
+    x = np.random.default_rng(0).normal(size=(16, 48))
+    result = check(ThreeArrays(48, 40, wrong="W", where=7, rel=0.5), x, mode="fast")
+    assert not result.ok
+    assert [e.name for e in result.entries if not e.ok] == ["W"]
+    right = [e for e in result.entries if e.ok]
+    # Each passing row measured along its own array's direction, not the joint one.
+    assert right[0].analytic != right[1].analytic
+    assert not any("moved together" in n for n in result.notes)
+    # The joint direction (2), then each array along its own direction (2 each) and the search.
+    assert result.forward_calls > SETUP_FORWARDS + evaluations(2 + 3 * 2)
+
+
+def test_two_wrong_arrays_are_both_failed() -> None:
+    class TwoWrong(ThreeArrays):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.grads["b"] = self.grads["b"].copy()
+            self.grads["b"][3] *= 1.01
+            dx = dx.copy()
+            dx[2, 5] *= 0.99
+            return dx
+
+    for seed in range(10):
+        x = np.random.default_rng(seed).normal(size=(16, 48))
+        result = check(TwoWrong(48, 40, seed), x, mode="fast", seed=seed)
+        assert {e.name for e in result.entries if not e.ok} == {"x", "b"}, str(result)
+
+
+def test_arrays_of_very_different_scales_move_by_their_own_steps() -> None:
+    # Inputs of scale 1e3, weights of 1e-4, a zero bias: each array steps by its own scale, so
+    # the joint direction sees each, and a wrong element of the smallest-scale array still shows.
+    rng = np.random.default_rng(1)
+    x = 1e3 * rng.normal(size=(16, 48))
+    good = ThreeArrays(48, 40, w_scale=1e-4)
+    good.params["b"][:] = 0.0
+    result = check(good, x, mode="fast")
+    assert result.ok, str(result)
+    assert result.forward_calls == SETUP_FORWARDS + evaluations(2)
+    for wrong, where in [("W", 11), ("b", 4), ("x", 100)]:
+        bad = ThreeArrays(48, 40, wrong=wrong, where=where, rel=1e-3, w_scale=1e-4)
+        bad.params["b"][:] = 0.0
+        result = check(bad, x, mode="fast")
+        assert [e.name for e in result.entries if not e.ok] == [wrong], str(result)
+
+
+def test_a_non_finite_gradient_in_one_array_fails_that_array() -> None:
+    class NaNBias(ThreeArrays):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.grads["b"] = self.grads["b"].copy()
+            self.grads["b"][2] = np.nan
+            return dx
+
+    x = np.random.default_rng(0).normal(size=(16, 48))
+    result = check(NaNBias(48, 40), x, mode="fast")
+    assert [e.name for e in result.entries if not e.ok] == ["b"]
+    assert result.entry("b").worst_index == (2,)
+
+
+def test_a_wrong_element_is_caught_along_either_of_two_joint_directions() -> None:
+    x = np.random.default_rng(0).normal(size=(16, 48))
+    good = check(ThreeArrays(48, 40), x, mode="fast", directions=2)
+    assert good.ok and good.forward_calls == SETUP_FORWARDS + evaluations(4)
+    bad = check(ThreeArrays(48, 40, wrong="b", where=9, rel=1e-3), x, mode="fast",
+                directions=2)
+    assert bad.entry("b").worst_index == (9,), str(bad)
+
+
+def test_a_vanishing_step_in_one_array_is_refused_as_before() -> None:
+    x = np.random.default_rng(0).normal(size=(16, 48))
+    layer = ThreeArrays(48, 40)
+    layer.params["b"] = np.full(40, 1e8)
+    # A huge rtol lets the step past the judging's own refusal; x + h == x at every b.
+    with pytest.raises(GradcheckUsageError, match=r"ThreeArrays: b: the step eps=1e-09 vanishes"):
+        check(layer, x, mode="fast", eps=1e-9, rtol=1e3)
+
+
+def test_one_input_element_off_by_a_tenth_of_a_percent_beside_a_million_weights() -> None:
+    # x (8,000 elements) moves together with W (1,000,000) and b: W's terms dominate the joint
+    # derivative, and one element of x off by 0.1% of its gradient's RMS still stands out.
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        where = int(rng.integers(8 * 1000))
+        layer = ThreeArrays(1000, 1000, seed, "x", where, 1e-3)
+        # The default mode (b, 1,000 elements, would go element by element: left out).
+        result = check(layer, rng.normal(size=(8, 1000)), seed=seed, params=["W"])
+        e = result.entry("x")
+        assert not e.ok and e.failed == 1, str(result)
+        assert e.worst_index == tuple(int(i) for i in np.unravel_index(where, (8, 1000)))
+        assert result.entry("W").ok
