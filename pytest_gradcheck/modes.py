@@ -463,12 +463,10 @@ def fast(
     out of the direction, which is measured again, until what is left is within the estimate.
     Later directions leave the elements found out.
     """
-    given, judging = judging, judging.for_array(t.array)
-    _remember_step(t, given, judging.step)
+    given = judging
+    judging, line = _line_for(t, evaluate, given)
     eps, tol = judging.step, judging.tolerance
     n = t.array.size
-    line = _Line(t, evaluate, judging)
-    _refuse_vanishing_step(t, line)
     if not math.isfinite(line.g_squares) and not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
@@ -574,10 +572,7 @@ def fast_together(
     """
     lines: list[_Line] = []
     for t in ts:
-        own = judging.for_array(t.array)
-        _remember_step(t, judging, own.step)
-        line = _Line(t, evaluate, own)
-        _refuse_vanishing_step(t, line)
+        line = _line_for(t, evaluate, judging)[1]
         if not math.isfinite(line.g_squares):
             return None  # NaN or inf in a gradient: `fast` fails those elements
         lines.append(line)
@@ -610,28 +605,42 @@ def fast_together(
                          t.array.size, None, estimate=worst.relative_estimate) for t in ts]
 
 
-def _refuse_vanishing_step(t: Checked, line: _Line) -> None:
+def _line_for(t: Checked, evaluate: Callable[[], float], given: numeric.Judging
+              ) -> tuple[numeric.Judging, _Line]:
+    """The array's own judging (its step, recorded on `t`) and its line; an array where the
+    step vanishes next to its values is refused. The array's sum of squares is read once for
+    both its scale and that test."""
+    flat = t.array.reshape(-1)
+    squares = numeric.sum_of_squares(flat) if flat.dtype == np.float64 else None
+    judging = given.for_array(t.array, squares=squares)
+    _remember_step(t, given, judging.step)
+    line = _Line(t, evaluate, judging)
+    _refuse_vanishing_step(t, line, squares)
+    return judging, line
+
+
+def _refuse_vanishing_step(t: Checked, line: _Line, squares: float | None) -> None:
     """Refuse, as full mode does, an array where x + h == x: a direction would silently skip
     those elements. The spacing of floats grows with |x| and every |d_i| >= 1, so the largest
     magnitude is the one to try."""
     eps = line.eps
-    if line.size and not _step_clears_every_element(line.base, eps):
+    if line.size and not _step_clears_every_element(squares, eps):
         big = np.maximum(line.base.max(), -line.base.min())  # max |x| without a temporary
         h = big.dtype.type(eps)
         if big + h == big or big - h == big:
             raise _vanishing_step(t, eps)
 
 
-def _step_clears_every_element(base: np.ndarray, eps: float) -> bool:
-    """Whether x + h and x - h differ from x for every element of a float64 array, shown by
-    one BLAS pass: 2 * sqrt(sum x^2) bounds every |x| (rounding of the sum included), the
-    spacing of floats only grows with |x|, and a step over twice the spacing at the bound moves
-    every element by at least one spacing. False means only "not shown": `fast` then finds the
-    largest |x| (two passes) and tries the step there."""
-    if base.dtype != np.float64:
+def _step_clears_every_element(squares: float | None, eps: float) -> bool:
+    """Whether x + h and x - h differ from x for every element of a float64 array whose sum
+    of squares is `squares` (None: not a float64 array): 2 * sqrt(sum x^2) bounds every |x|
+    (rounding of the sum included), the spacing of floats only grows with |x|, and a step
+    over twice the spacing at the bound moves every element by at least one spacing. False
+    means only "not shown": `fast` then finds the largest |x| (two passes) and tries the step
+    there."""
+    if squares is None or not squares >= 0.0:  # NaN or inf: not shown
         return False
-    with np.errstate(over="ignore", invalid="ignore"):  # NaN or inf: not shown
-        bound = 2.0 * math.sqrt(float(np.dot(base, base)))
+    bound = 2.0 * math.sqrt(squares)
     return math.isfinite(bound) and eps > 2.0 * float(np.spacing(bound))
 
 

@@ -41,18 +41,19 @@ ZERO_ARRAY_SCALE = 1.0
 DWARFING_STEP = 0.1
 
 
-def array_scale(values: np.ndarray) -> float:
+def array_scale(values: np.ndarray, squares: float | None = None) -> float:
     """The RMS of an array's finite values (0.0 if none is nonzero), without overflow or
     underflow: values beyond 1e150 or all below 1e-150 are scaled by the largest first, so
-    1e-170 and 1e200 keep their scale. One pass of BLAS otherwise: it runs for every array."""
+    1e-170 and 1e200 keep their scale. One pass of BLAS otherwise: it runs for every array,
+    none when the caller already has the sum of squares (`sum_of_squares`)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         return 0.0
     # The sum of squares first (one pass, no temporary): when it is finite and far from both
     # ends of the range, every |v_i| lies within (1e-150, 1e150) (n < 1e18), so the result is
     # the one the test on max |v| below would give, without reading the array twice more.
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow takes the path below
-        squares = float(np.dot(v, v))
+    if squares is None:
+        squares = sum_of_squares(v)
     if 1e-280 < squares < 1e280:
         return math.sqrt(squares / v.size)
     big = float(np.max(np.abs(v)))
@@ -65,6 +66,13 @@ def array_scale(values: np.ndarray) -> float:
         return math.sqrt(float(np.dot(v, v)) / v.size)
     w = v / big
     return big * math.sqrt(float(np.dot(w, w)) / v.size)
+
+
+def sum_of_squares(values: np.ndarray) -> float:
+    """sum(x^2) of a flat float64 array in one BLAS pass: inf or NaN where it overflows or
+    the array holds non-finite values (what `array_scale` needs to know)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.dot(values, values))
 
 
 @dataclass(frozen=True)
@@ -168,12 +176,14 @@ class Judging:
     relative: bool = False
     zero_scale: float = ZERO_ARRAY_SCALE  # the scale of an array that is zero everywhere
 
-    def for_array(self, values: np.ndarray, name: str | None = None) -> Judging:
+    def for_array(self, values: np.ndarray, name: str | None = None,
+                  squares: float | None = None) -> Judging:
         """The judging of one checked array: its step and the tolerance's noise floor at that
-        step; the modes ask for it once per array. A relative step becomes the array's own
-        absolute step (so asking again returns the same judging). An absolute step that dwarfs
-        the array's values is a `GradcheckUsageError` naming the array (`name`)."""
-        scale = array_scale(values)
+        step; the modes ask for it once per array (with the sum of squares of a float64 array
+        when they have it: `array_scale`). A relative step becomes the array's own absolute
+        step (so asking again returns the same judging). An absolute step that dwarfs the
+        array's values is a `GradcheckUsageError` naming the array (`name`)."""
+        scale = array_scale(values, squares)
         if not self.relative:
             if scale > 0.0:
                 self._refuse_step_for(scale, name or "an array")
