@@ -47,15 +47,18 @@ class OffLinear:
 
 
 def caught(n_in: int, n_out: int, batch: int, rel: float, seed: int, **opts: Any) -> bool:
-    """Whether the default mode fails W at exactly the wrong element, for this seed."""
+    """Whether the default mode (or `mode=...`) fails W at exactly the wrong element, for this
+    seed; W alone unless `inputs=True` (x then moves along the same joint direction in fast
+    mode, or in auto mode where x is larger than `auto_limit`)."""
     rng = np.random.default_rng(1000 + seed)
     where = int(rng.integers(n_in * n_out))
     layer = OffLinear(n_in, n_out, rel, where, seed=seed)
-    result = check(layer, rng.normal(size=(batch, n_in)), seed=seed, params=["W"],
-                   inputs=False, **opts)
+    opts.setdefault("inputs", False)
+    result = check(layer, rng.normal(size=(batch, n_in)), seed=seed, params=["W"], **opts)
     e = result.entry("W")
-    assert result.mode == "auto" and e.size > 2048  # the directional check, not full mode
-    return (not e.ok) and e.failed == 1 and bool(np.asarray(e.failed_mask)[where])
+    assert e.size > 2048 and result.mode in ("auto", "fast")  # the directional check
+    others_ok = all(r.ok for r in result.entries if r.name != "W")
+    return (not e.ok) and e.failed == 1 and bool(np.asarray(e.failed_mask)[where]) and others_ok
 
 
 @pytest.mark.parametrize("rel", [1e-3, 1e-4])
@@ -66,8 +69,15 @@ def test_one_element_off_by_a_tenth_of_a_percent_in_4096_is_caught_at_every_seed
     assert all(caught(64, 64, 8, rel, seed) for seed in range(100))
 
 
+@pytest.mark.parametrize("rel", [1e-3, 1e-4])
+def test_the_same_when_the_input_moves_along_the_same_joint_direction(rel: float) -> None:
+    assert all(caught(64, 64, 8, rel, seed, inputs=True, mode="fast") for seed in range(100))
+
+
 def test_one_element_off_by_a_tenth_of_a_percent_in_a_million_is_caught() -> None:
     assert all(caught(1000, 1000, 2, 1e-3, seed) for seed in range(2))
+    # With x checked too (8 x 1,000 elements, above auto_limit) x and W move together.
+    assert all(caught(1000, 1000, 8, 1e-3, seed, inputs=True) for seed in range(2))
 
 
 def test_a_correct_linear_layer_costs_two_passes_and_reports_the_estimate() -> None:
