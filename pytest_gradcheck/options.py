@@ -337,15 +337,17 @@ class Options:
     samples: int = option(
         16, integer(1), "int", "elements per array in `sample` mode", where=Where.EVERYWHERE
     )
-    # One direction per array: its entries are +-(1+u), so any wrong element shows with at least
-    # its full error and equal errors cannot cancel exactly; the direction is judged within its
-    # estimated numerical error, far below rtol. More directions only guard against errors of
-    # several elements cancelling to within that error, at two forward passes each.
+    # One direction: every checked array moves along its own +-(1+u) entries, so any wrong
+    # element shows with at least its full error and equal errors cannot cancel exactly; the
+    # direction is judged within its estimated numerical error, far below rtol. More directions
+    # only guard against errors of several elements cancelling to within that error, at two
+    # forward passes each.
     directions: int = option(
         1,
         integer(1),
         "int",
-        "random directions per array in `fast` mode",
+        "random directions in `fast` mode (each moves every checked array along its own "
+        "random direction)",
         where=Where.EVERYWHERE,
     )
     auto_limit: int = option(
