@@ -570,6 +570,8 @@ def fast_together(
     a time), which locates what disagrees and says in which array, so nothing is failed or
     explained away here. A step that vanishes next to an array's values raises as in `fast`.
     """
+    if any(np.may_share_memory(a.array, b.array) for i, a in enumerate(ts) for b in ts[:i]):
+        return None  # one array a view into another: moving both at once would mix their steps
     lines: list[_Line] = []
     for t in ts:
         line = _line_for(t, evaluate, judging)[1]

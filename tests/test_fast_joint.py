@@ -164,3 +164,33 @@ def test_one_input_element_off_by_a_tenth_of_a_percent_beside_a_million_weights(
         assert not e.ok and e.failed == 1, str(result)
         assert e.worst_index == tuple(int(i) for i in np.unravel_index(where, (8, 1000)))
         assert result.entry("W").ok
+
+
+def test_a_parameter_that_views_another_is_checked_on_its_own() -> None:
+    # W2 is a view into W's memory: moving both at once would write each other's steps, so
+    # each is checked along its own direction; a wrong element in the view is still found.
+    class Sharing:
+        def __init__(self, off: float) -> None:
+            rng = np.random.default_rng(0)
+            self.big = rng.normal(size=(40, 48))
+            self.params = {"W": self.big[:20], "W2": self.big[20:]}
+            self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+            self.off = off
+
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            self.x = x
+            return np.tanh(x @ self.params["W"].T) + x @ self.params["W2"].T
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            t = np.tanh(self.x @ self.params["W"].T)
+            dz = dout * (1 - t**2)
+            self.grads["W"] = dz.T @ self.x
+            self.grads["W2"] = dout.T @ self.x
+            self.grads["W2"][3, 4] += self.off * np.sqrt(np.mean(self.grads["W2"] ** 2))
+            return dz @ self.params["W"] + dout @ self.params["W2"]
+
+    x = np.random.default_rng(1).normal(size=(8, 48))
+    assert check(Sharing(0.0), x, mode="fast").ok
+    bad = check(Sharing(1e-3), x, mode="fast")
+    assert [e.name for e in bad.entries if not e.ok] == ["W2"], str(bad)
+    assert bad.entry("W2").worst_index == (3, 4)
