@@ -1105,10 +1105,13 @@ class Checker:
         )
 
     def _zero_grads(self, params: list[Param]) -> None:
-        # Layers that accumulate (+=) need zeros; layers that assign are unaffected.
+        # Layers that accumulate (+=) need zeros; layers that assign are unaffected. Float
+        # gradients are left to `arm_gradients`, which fills them with -0.0 right after (a zero
+        # to += into): zeroing them first too cost one more pass over each.
         for p in params:
             grad = p.grad() if p.grad is not None else None
-            if isinstance(grad, np.ndarray) and grad.flags.writeable:
+            if (isinstance(grad, np.ndarray) and grad.flags.writeable
+                    and not (grad.dtype.kind == "f" and grad.size)):
                 grad[...] = 0
 
     def _collect_input_grads(
