@@ -235,6 +235,9 @@ class Checker:
         self._protect_bytes = protect_bytes
         self._untouched: list[tuple[np.ndarray, np.ndarray]] = []
         self._baseline: Snapshot | None = None  # set by record_forward: gradients may be lent
+        # Set by the decoy forward for the baseline: its inputs to protect, and earlier copies.
+        self._big_decoy_inputs: list[np.ndarray] = []
+        self._earlier_copies: list[tuple[np.ndarray, np.ndarray]] = []
         try:
             self.access = self._adapt()
             with Restorer() as undo:
@@ -318,8 +321,12 @@ class Checker:
         live = [a for a in work if isinstance(a, np.ndarray)]
         # Optional entries (running statistics) that forward updates in place must be patched.
         required = [a for p, a in zip(setup.params, setup.param_arrays) if p.required]
+        # Copies the earlier snapshots took are reused where the bits still match; the decoy's
+        # big inputs (the checker's own arrays, which the baseline holds only as the decoy's
+        # leftovers) are protected rather than copied, as big arrays in the first snapshot.
         baseline = Snapshot([*self.access.state_roots(), *work], exclude=[*required, *live],
-                            known=self._untouched)
+                            known=self._untouched, reuse=self._earlier_copies,
+                            protect=self._big_decoy_inputs)
         # The baseline already holds a copy of each working input (a root it records).
         saved_inputs = [_saved_or_copy(baseline, a) for a in live]
         self._baseline = baseline
@@ -371,10 +378,21 @@ class Checker:
                 + [a for a in setup.work if isinstance(a, np.ndarray)]
                 if self._protect_bytes is not None else [])
         before = Snapshot([*self.access.state_roots(), *setup.work],
-                          protect_bytes=self._protect_bytes, protect=mine)
+                          protect_bytes=self._protect_bytes, protect=mine,
+                          reuse=self._original.arrays)
         self._undo.push(before.unprotect)  # should anything below raise
         rng = streams.stream(self.opts.seed, streams.DECOY)
         inputs = _decoy_inputs(setup.work, rng)
+        limit = self._protect_bytes
+        self._big_decoy_inputs = [x for x in inputs if isinstance(x, np.ndarray)
+                                  and limit is not None and x.nbytes >= limit]
+        # The first snapshot's copy of a user's input holds the bits of its working copy too
+        # (when that is no float64 conversion); the later entries win.
+        user_copies = [(w, self._original.saved_array(u))
+                       for w, u in zip(setup.work, self.user_inputs)
+                       if isinstance(w, np.ndarray) and isinstance(u, np.ndarray)]
+        self._earlier_copies = [*[(w, c) for w, c in user_copies if c is not None],
+                                *self._original.arrays, *before.arrays]
         _reset(setup.sources)  # puts back a global generator the first forward swapped
         _scramble(setup.sources, rng)
         self.forward_calls += 1

@@ -511,6 +511,7 @@ class Snapshot:
         protect_bytes: int | None = None,
         known: Iterable[tuple[np.ndarray, np.ndarray]] = (),
         protect: Iterable[np.ndarray] = (),
+        reuse: Iterable[tuple[np.ndarray, np.ndarray]] = (),
     ) -> None:
         self.exclude = {id(a) for a in exclude}
         # Arrays made read-only rather than copied whatever their size (see `protect_bytes`).
@@ -518,6 +519,10 @@ class Snapshot:
         # (array, copy of its current bits) the caller can vouch for: taken as they are rather
         # than copied again. Saved copies are only ever read, so two snapshots may share one.
         self._known = {id(a): (a, saved) for a, saved in known}
+        # (array, copy of its bits at some earlier time), e.g. from an earlier snapshot: taken
+        # if the array still holds those bits. Comparing allocates nothing, where a fresh copy
+        # of a mid-sized array costs page faults on top of the pass over it.
+        self._reuse = {id(a): (a, saved) for a, saved in reuse}
         # (array, copy) recorded by `release`: the bits the caller writes into from then on.
         self.released: list[tuple[np.ndarray, np.ndarray]] = []
         self.protect_bytes = protect_bytes
@@ -543,6 +548,10 @@ class Snapshot:
     def _record(self, arr: np.ndarray, first: bool = False) -> None:
         entry = self._known.get(id(arr))
         if entry is None or entry[0] is not arr:
+            entry = self._reuse.get(id(arr))
+            if entry is not None and (entry[0] is not arr or not same_bits(arr, entry[1])):
+                entry = None
+        if entry is None:
             entry = (arr, arr.copy())
             self.copied_bytes += arr.nbytes
             _count_copy(arr.nbytes)
