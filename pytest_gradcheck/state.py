@@ -640,8 +640,8 @@ class Snapshot:
 
     def _visit(self, obj: Any, path: _Path) -> list[tuple[Any, _Path]]:
         """Records obj; returns the objects it holds, to be visited next."""
-        if isinstance(obj, _NOT_WALKED):
-            return []
+        if type(obj) not in _NO_ATTRIBUTES and isinstance(obj, _NOT_WALKED):
+            return []  # (instances of exactly those types are never atomic or opaque)
         if id(obj) in self._seen:
             return []
         self._seen.add(id(obj))
@@ -658,7 +658,7 @@ class Snapshot:
             else:
                 self._record(obj)
             if obj.dtype == object:  # a container: its elements are recorded too
-                children += [(v, (path, f".flat[{i}]")) for i, v in enumerate(obj.flat)]
+                children += [(v, (path, ".flat[{}]", i)) for i, v in enumerate(obj.flat)]
         elif isinstance(obj, random.SystemRandom):
             return []  # the operating system's entropy: no state to record or restore
         elif isinstance(obj, _RANDOM_TYPES):
@@ -668,20 +668,20 @@ class Snapshot:
             self.dicts.append((obj, dict(obj)))
             for k, v in list(obj.items()):
                 if not isinstance(k, _ATOMIC):  # objects hashed by identity can change
-                    children.append((k, (path, f" key {k!r}")))
-                children.append((v, (path, f"[{k!r}]")))
+                    children.append((k, (path, " key {!r}", k)))
+                children.append((v, (path, "[{!r}]", k)))
         elif isinstance(obj, list):
             self.lists.append((obj, list(obj)))
-            children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+            children += [(v, (path, "[{}]", i)) for i, v in enumerate(list(obj))]
         elif isinstance(obj, set):
             self.sets.append((obj, set(obj)))
-            children += [(v, (path, " element")) for v in list(obj)]
+            children += [(v, (path, " element", None)) for v in list(obj)]
         elif isinstance(obj, (collections.deque, bytearray, array.array)):
             self.sequences.append(_Sequence(obj))
             if isinstance(obj, collections.deque):
-                children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+                children += [(v, (path, "[{}]", i)) for i, v in enumerate(list(obj))]
         elif isinstance(obj, (tuple, frozenset)):
-            children += [(v, (path, f"[{i}]")) for i, v in enumerate(obj)]
+            children += [(v, (path, "[{}]", i)) for i, v in enumerate(obj)]
         if type(obj) in _NO_ATTRIBUTES:
             return children  # exactly these types: no __dict__, no slots (~1.5 us a visit)
         # Attributes and slots, of plain objects and of container subclasses alike (a dict
@@ -689,11 +689,11 @@ class Snapshot:
         d = getattr(obj, "__dict__", None)
         if isinstance(d, dict):
             self.objects.append((obj, dict(d)))
-            children += [(v, (path, f".{k}")) for k, v in list(d.items())]
+            children += [(v, (path, ".{}", k)) for k, v in list(d.items())]
         slots = _slot_values(obj)
         if slots:
             self.slotted.append((obj, slots))
-            children += [(v, (path, f".{desc.__name__}"))
+            children += [(v, (path, ".{}", desc.__name__))
                          for desc, v in slots if v is not _UNSET_SLOT]
         return children
 
@@ -790,15 +790,16 @@ class Snapshot:
         return p
 
 
-# A path in messages, built only when needed: a name, or (parent path, suffix).
-_Path = str | tuple[Any, str]
+# A path in messages, built only when needed: a name, or (parent path, format of the suffix,
+# the key or index it formats); most paths are never rendered.
+_Path = str | tuple[Any, str, Any]
 
 
 def _render(path: _Path) -> str:
     parts = []
     while isinstance(path, tuple):
-        path, suffix = path
-        parts.append(suffix)
+        path, suffix, key = path
+        parts.append(suffix.format(key))
     return path + "".join(reversed(parts))
 
 
