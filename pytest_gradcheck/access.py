@@ -124,7 +124,7 @@ def arm_gradients(params: Sequence[Param]) -> Callable[[], list[str]]:
         if (
             read is not None
             and isinstance(grad, np.ndarray)
-            and np.issubdtype(grad.dtype, np.floating)
+            and grad.dtype.kind == "f"  # np.floating
             and grad.flags.writeable
             and grad.size
         ):
