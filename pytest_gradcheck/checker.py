@@ -438,7 +438,7 @@ class Checker:
             if not np.array_equal(record.out, out):
                 self._nondeterministic(record.out, out)
         f_zero = _objective(g, out, record.loss_terms)
-        self._zero_grads(setup.params)
+        zeroed = self._zero_grads(setup.params)
         unwritten = arm_gradients(setup.params)
         dins = self._backward(g.copy())
         stale = unwritten()
@@ -452,7 +452,7 @@ class Checker:
             param_rows,
             stale,
         )
-        self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"])
+        self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"], zeroed)
         self._refuse_empty_arrays(arrays)
         if not arrays and not any(r.status == ERROR for r in [*setup.input_rows, *param_rows]):
             raise self._usage(
@@ -1121,15 +1121,20 @@ class Checker:
             label=self.label,
         )
 
-    def _zero_grads(self, params: list[Param]) -> None:
+    def _zero_grads(self, params: list[Param]) -> list[np.ndarray]:
+        """Zero the gradients before backward; returns the arrays this or `arm_gradients`
+        writes into (every writeable gradient array)."""
         # Layers that accumulate (+=) need zeros; layers that assign are unaffected. Float
         # gradients are left to `arm_gradients`, which fills them with -0.0 right after (a zero
         # to += into): zeroing them first too cost one more pass over each.
+        written = []
         for p in params:
             grad = p.grad() if p.grad is not None else None
-            if (isinstance(grad, np.ndarray) and grad.flags.writeable
-                    and not (grad.dtype.kind == "f" and grad.size)):
-                grad[...] = 0
+            if isinstance(grad, np.ndarray) and grad.flags.writeable:
+                written.append(grad)
+                if not (grad.dtype.kind == "f" and grad.size):
+                    grad[...] = 0
+        return written
 
     def _collect_input_grads(
         self,
@@ -1191,13 +1196,17 @@ class Checker:
                 usable.append(p)
         return usable
 
-    def _undo_backward(self, baseline: Snapshot, params: list[CheckedArray]) -> None:
+    def _undo_backward(
+        self, baseline: Snapshot, params: list[CheckedArray], zeroed: list[np.ndarray]
+    ) -> None:
         """Put back whatever backward changed (an optimizer step inside backward, caches), so
-        the numeric evaluations see the same parameters as the analytic pass."""
+        the numeric evaluations see the same parameters as the analytic pass; the gradients
+        zeroed before backward (`zeroed`) are copied back without a comparison."""
         # Restoring compares every recorded array bit for bit anyway: the parameters it had to
         # rewrite are the ones backward changed (an equal_nan comparison beforehand cost ~7x
         # a bitwise one, twice the check's backward on a big layer).
-        rewritten = {id(arr) for arr in baseline.restore()}
+        rewritten = {id(arr) for arr in baseline.restore(
+            [g for g in zeroed if all(g is not a.array for a in params)])}
         stepped = [a.name for a in params if id(a.array) in rewritten]
         if stepped:
             self.notes.append(

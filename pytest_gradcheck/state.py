@@ -704,17 +704,19 @@ class Snapshot:
                 return saved
         return None
 
-    def restore(self) -> list[np.ndarray]:
+    def restore(self, written: Iterable[np.ndarray] = ()) -> list[np.ndarray]:
         """Put every recorded container and array back as it was (identity and bits), and end
         the protection of big arrays (whatever else fails: a read-only array left behind would
         be a changed user array). Returns the recorded arrays whose bits had changed: the
-        comparison restoring needs anyway, so callers need not compare them again."""
+        comparison restoring needs anyway, so callers need not compare them again. Arrays in
+        `written` (that the caller wrote into itself) are copied back without comparing, and
+        left out of the list."""
         try:
-            return self._put_back()
+            return self._put_back({id(a) for a in written})
         finally:
             self.unprotect()
 
-    def _put_back(self) -> list[np.ndarray]:
+    def _put_back(self, written: set[int]) -> list[np.ndarray]:
         # Containers through the base class methods: a subclass's clear/update/__setitem__
         # may have side effects (a write counter) on state already put back.
         for obj, saved in self.objects:
@@ -741,7 +743,11 @@ class Snapshot:
                 seq.put_back()
         rewritten = []
         for arr, saved_a in self.arrays:
-            if arr.shape == saved_a.shape and not same_bits(arr, saved_a):
+            if arr.shape != saved_a.shape:
+                continue
+            if id(arr) in written:
+                np.copyto(arr, saved_a, casting="unsafe")
+            elif not same_bits(arr, saved_a):
                 np.copyto(arr, saved_a, casting="unsafe")
                 rewritten.append(arr)
         return rewritten

@@ -169,3 +169,33 @@ def test_a_forward_writing_into_the_previous_calls_input_faults_and_is_checked_w
     assert result.ok, str(result)
     assert layer.params["W"].tobytes() == W.tobytes() and not hasattr(layer, "x")
     assert x.flags.writeable
+
+
+class ReadsItsGradient:
+    """Scales its output by a factor of its gradient array, which backward accumulates into:
+    the evaluations must see the gradient array as it was before backward, bit for bit."""
+
+    def __init__(self) -> None:
+        self.W = np.random.default_rng(0).normal(size=(4, 3))
+        self.dW = odd_bits((4, 3))
+        self.dW.flat[1] = 0.5  # no NaN: the factor must stay finite
+
+    def forward(self, x: np.ndarray) -> Any:
+        self.x, self.f = x, 1.0 + np.tanh(float(self.dW.sum())) ** 2
+        return (x @ self.W) * self.f
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        d = dout * self.f
+        self.dW += self.x.T @ d
+        out: np.ndarray = d @ self.W.T
+        return out
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_gradient_backward_wrote_into_is_put_back_before_the_evaluations(mode: str) -> None:
+    layer = ReadsItsGradient()
+    grad = layer.dW
+    saved = grad.tobytes()
+    result = check(layer, np.random.default_rng(1).normal(size=(5, 4)), mode=mode)
+    assert result.ok, str(result)
+    assert layer.dW is grad and grad.tobytes() == saved
