@@ -236,7 +236,7 @@ class Checker:
         self._untouched: list[tuple[np.ndarray, np.ndarray]] = []
         self._baseline: Snapshot | None = None  # set by record_forward: gradients may be lent
         # Set by the decoy forward for the baseline: its inputs to protect, and earlier copies.
-        self._big_decoy_inputs: list[np.ndarray] = []
+        self._decoy_arrays: list[np.ndarray] = []
         self._earlier_copies: list[tuple[np.ndarray, np.ndarray]] = []
         try:
             self.access = self._adapt()
@@ -322,11 +322,12 @@ class Checker:
         # Optional entries (running statistics) that forward updates in place must be patched.
         required = [a for p, a in zip(setup.params, setup.param_arrays) if p.required]
         # Copies the earlier snapshots took are reused where the bits still match; the decoy's
-        # big inputs (the checker's own arrays, which the baseline holds only as the decoy's
-        # leftovers) are protected rather than copied, as big arrays in the first snapshot.
+        # input arrays (the checker's own, which the baseline holds only as the decoy's
+        # leftovers) are protected rather than copied, whatever their size, as the working
+        # inputs were for the decoy: a later forward writing into one faults.
         baseline = Snapshot([*self.access.state_roots(), *work], exclude=[*required, *live],
                             known=self._untouched, reuse=self._earlier_copies,
-                            protect=self._big_decoy_inputs)
+                            protect=self._decoy_arrays)
         # The baseline already holds a copy of each working input (a root it records).
         saved_inputs = [_saved_or_copy(baseline, a) for a in live]
         self._baseline = baseline
@@ -383,9 +384,8 @@ class Checker:
         self._undo.push(before.unprotect)  # should anything below raise
         rng = streams.stream(self.opts.seed, streams.DECOY)
         inputs = _decoy_inputs(setup.work, rng)
-        limit = self._protect_bytes
-        self._big_decoy_inputs = [x for x in inputs if isinstance(x, np.ndarray)
-                                  and limit is not None and x.nbytes >= limit]
+        self._decoy_arrays = ([x for x in inputs if isinstance(x, np.ndarray)]
+                              if self._protect_bytes is not None else [])
         # The first snapshot's copy of a user's input holds the bits of its working copy too
         # (when that is no float64 conversion); the later entries win.
         user_copies = [(w, self._original.saved_array(u))
