@@ -237,6 +237,7 @@ class Checker:
         self._baseline: Snapshot | None = None  # set by record_forward: gradients may be lent
         # Set by the decoy forward for the baseline: its inputs to protect, and earlier copies.
         self._decoy_arrays: list[np.ndarray] = []
+        self._decoy_before: Snapshot | None = None  # what protects `_untouched` still
         self._earlier_copies: list[tuple[np.ndarray, np.ndarray]] = []
         try:
             self.access = self._adapt()
@@ -333,7 +334,11 @@ class Checker:
         self._baseline = baseline
         _reset(setup.sources)
         out = np.array(self._output(self._forward(work)), copy=True)
-        patch = baseline.patch()
+        # The arrays the decoy's snapshot still protects cannot have changed.
+        before = self._decoy_before
+        patch = baseline.patch(before.protected if before is not None else ())
+        if before is not None:
+            before.unprotect()  # the later phases write into these arrays
         used = [s for s in setup.sources if s.changed()]
         # Bit for bit (NaN payloads and -0.0 count as changes): as cheap as a copy, where an
         # equal_nan comparison costs ~7x that.
@@ -412,7 +417,11 @@ class Checker:
         # The streams are reset by `record_forward`, right before its forward.
         if not kept:
             before.restore()
-        before.unprotect()  # the later phases write into these arrays
+        # The arrays the baseline reuses untouched stay protected through its forward, which
+        # then need not compare them (a big gradient: one pass over it); the others are
+        # written from now on.
+        before.unprotect(keep=[a for a, _ in self._untouched])
+        self._decoy_before = before
 
     def analytic_pass(self, setup: Setup, record: ForwardRecord) -> AnalyticPass:
         """The objective at the unperturbed point and backward's gradients; what backward

@@ -611,9 +611,15 @@ class Snapshot:
             self._record(owner, first=True)
             self.released.append(self.arrays[0])
 
-    def unprotect(self) -> None:
-        """End the protection of big arrays without restoring anything."""
-        protected, self.protected = self.protected, []
+    def unprotect(self, keep: Iterable[np.ndarray] = ()) -> None:
+        """End the protection of big arrays without restoring anything; the arrays in `keep`
+        (owners of their memory) and their protected views stay protected until the next
+        call."""
+        ids = {id(a) for a in keep}
+        kept = [p for p in self.protected if id(p) in ids or id(p.base) in ids]
+        mine = {id(p) for p in kept}
+        protected = [p for p in self.protected if id(p) not in mine]
+        self.protected = kept
         for arr in protected:  # owners first
             arr.flags.writeable = True
 
@@ -649,7 +655,8 @@ class Snapshot:
         children: list[tuple[Any, _Path]] = []
         if isinstance(obj, np.ndarray):
             if not obj.flags.writeable:
-                pass
+                if id(obj) in self._known:  # read-only for now, the caller vouches for its bits
+                    self._record(obj)
             elif (self.protect_bytes is not None and obj.nbytes >= self.protect_bytes
                   and obj.dtype != object and id(obj) not in self.exclude):
                 self._big.append(obj)
@@ -752,8 +759,10 @@ class Snapshot:
                 rewritten.append(arr)
         return rewritten
 
-    def patch(self) -> Patch:
-        """What differs now from the snapshot, as a Patch that undoes exactly that."""
+    def patch(self, protected: Iterable[np.ndarray] = ()) -> Patch:
+        """What differs now from the snapshot, as a Patch that undoes exactly that. Arrays in
+        `protected` were read-only all along (the caller's protection): not compared."""
+        unchanged = {id(a) for a in protected}
         p = Patch()
         for obj, saved in self.objects:
             d = obj.__dict__
@@ -790,7 +799,8 @@ class Snapshot:
                 p.sequences.append((seq.obj, seq.put_back))
                 p.descriptions.append(f"{type(seq.obj).__name__} contents")
         for arr, saved_a in self.arrays:
-            if id(arr) not in self.exclude and not same_bits(arr, saved_a):
+            if (id(arr) not in self.exclude and id(arr) not in unchanged
+                    and not same_bits(arr, saved_a)):
                 p.arrays.append((arr, saved_a))
                 p.descriptions.append(f"array {arr.shape} changed in place")
         return p

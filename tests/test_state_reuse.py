@@ -201,3 +201,39 @@ def test_a_gradient_backward_wrote_into_is_put_back_before_the_evaluations(mode:
     result = check(layer, np.random.default_rng(1).normal(size=(5, 4)), mode=mode)
     assert result.ok, str(result)
     assert layer.dW is grad and grad.tobytes() == saved
+
+
+def test_a_forward_writing_into_a_big_gradient_from_after_the_decoy_on_is_checked_with_copies(
+) -> None:
+    # A big gradient stays protected through the baseline's forward, whose patch then does not
+    # compare it: a write there faults, and the check runs again with copies.
+    calls = itertools.count()  # out of the checker's reach
+    width = 512  # 2 MB weight and gradient
+
+    class BigReadsItsGradient:
+        def __init__(self) -> None:
+            self.W = np.random.default_rng(0).normal(size=(width, width)) / np.sqrt(width)
+            self.dW = odd_bits((width, width))
+            self.dW.flat[1] = 0.5
+
+        def forward(self, x: np.ndarray) -> Any:
+            n = next(calls)
+            self.x, self.f = x, 1.0 + np.tanh(1e-3 * float(self.dW.sum())) ** 2
+            if n >= 2:  # from the first attempt's forward after the decoy on
+                self.dW[...] = 0.25  # faults there: still protected
+            return (x @ self.W) * self.f
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            d = dout * self.f
+            self.dW[...] = self.x.T @ d
+            out: np.ndarray = d @ self.W.T
+            return out
+
+    layer = BigReadsItsGradient()
+    grad, W = layer.dW, layer.W.copy()
+    saved = grad.tobytes()
+    result = check(layer, np.random.default_rng(1).normal(size=(3, width)), mode="fast")
+    assert result.ok, str(result)
+    assert next(calls) > 2 + result.forward_calls  # the first attempt ended at its 3rd forward
+    assert layer.dW is grad and grad.tobytes() == saved and grad.flags.writeable
+    assert layer.W.tobytes() == W.tobytes()
