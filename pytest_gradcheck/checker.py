@@ -1428,11 +1428,9 @@ def _scramble(sources: Sequence[RandomSource], rng: np.random.Generator) -> None
     """Move every random stream to another state derived from `rng`: numpy's global stream
     and legacy RandomStates reseeded, the others advanced by a seeded number of draws.
     Sources of unknown kinds (registered through the hook) are left alone."""
-    # Drawn for all sources at once: two calls where two per source cost ~2 us each.
-    seeds = rng.integers(2**32, size=len(sources)).tolist()
-    draws = rng.integers(1, 64, size=len(sources)).tolist()
-    for s, seed, k in zip(sources, seeds, draws):
+    for s in sources:
         o = s.obj
+        seed, k = int(rng.integers(2**32)), int(rng.integers(1, 64))
         if isinstance(o, np.random.Generator):
             o.bit_generator.random_raw(k)
         elif isinstance(o, np.random.BitGenerator):
