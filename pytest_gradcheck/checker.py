@@ -329,6 +329,7 @@ class Checker:
         baseline = Snapshot([*self.access.state_roots(), *work], exclude=[*required, *live],
                             known=self._untouched, reuse=self._earlier_copies,
                             protect=self._decoy_arrays)
+        self._undo.push(baseline.unprotect)  # restored by `_undo_backward`, unless one raises
         # The baseline already holds a copy of each working input (a root it records).
         saved_inputs = [_saved_or_copy(baseline, a) for a in live]
         self._baseline = baseline

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_gradcheck import check, state
+from pytest_gradcheck import GradcheckUsageError, check, state
 from pytest_gradcheck.result import FAIL, OK
 
 
@@ -237,3 +237,21 @@ def test_a_forward_writing_into_a_big_gradient_from_after_the_decoy_on_is_checke
     assert next(calls) > 2 + result.forward_calls  # the first attempt ended at its 3rd forward
     assert layer.dW is grad and grad.tobytes() == saved and grad.flags.writeable
     assert layer.W.tobytes() == W.tobytes()
+
+
+def test_no_array_the_layer_saw_is_left_read_only_when_backward_raises() -> None:
+    seen: list[np.ndarray] = []  # out of the checker's reach
+
+    class Failing(Affine):
+        def forward(self, x: np.ndarray) -> Any:
+            seen.append(x)
+            return super().forward(x)
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            raise RuntimeError("not implemented")
+
+    layer = Failing(8, 4)
+    with pytest.raises(GradcheckUsageError, match="backward raised RuntimeError"):
+        check(layer, np.random.default_rng(1).normal(size=(6, 8)), mode="fast")
+    assert len(seen) == 3 and all(a.flags.writeable for a in seen)
+    assert all(a.flags.writeable for a in [*layer.params.values(), *layer.grads.values()])
