@@ -235,6 +235,10 @@ class Checker:
         self._protect_bytes = protect_bytes
         self._untouched: list[tuple[np.ndarray, np.ndarray]] = []
         self._baseline: Snapshot | None = None  # set by record_forward: gradients may be lent
+        # Set by the decoy forward for the baseline: its inputs to protect, and earlier copies.
+        self._decoy_arrays: list[np.ndarray] = []
+        self._decoy_before: Snapshot | None = None  # what protects `_untouched` still
+        self._earlier_copies: list[tuple[np.ndarray, np.ndarray]] = []
         try:
             self.access = self._adapt()
             with Restorer() as undo:
@@ -318,14 +322,24 @@ class Checker:
         live = [a for a in work if isinstance(a, np.ndarray)]
         # Optional entries (running statistics) that forward updates in place must be patched.
         required = [a for p, a in zip(setup.params, setup.param_arrays) if p.required]
+        # Copies the earlier snapshots took are reused where the bits still match; the decoy's
+        # input arrays (the checker's own, which the baseline holds only as the decoy's
+        # leftovers) are protected rather than copied, whatever their size, as the working
+        # inputs were for the decoy: a later forward writing into one faults.
         baseline = Snapshot([*self.access.state_roots(), *work], exclude=[*required, *live],
-                            known=self._untouched)
+                            known=self._untouched, reuse=self._earlier_copies,
+                            protect=self._decoy_arrays)
+        self._undo.push(baseline.unprotect)  # restored by `_undo_backward`, unless one raises
         # The baseline already holds a copy of each working input (a root it records).
         saved_inputs = [_saved_or_copy(baseline, a) for a in live]
         self._baseline = baseline
         _reset(setup.sources)
         out = np.array(self._output(self._forward(work)), copy=True)
-        patch = baseline.patch()
+        # The arrays the decoy's snapshot still protects cannot have changed.
+        before = self._decoy_before
+        patch = baseline.patch(before.protected if before is not None else ())
+        if before is not None:
+            before.unprotect()  # the later phases write into these arrays
         used = [s for s in setup.sources if s.changed()]
         # Bit for bit (NaN payloads and -0.0 count as changes): as cheap as a copy, where an
         # equal_nan comparison costs ~7x that.
@@ -371,17 +385,27 @@ class Checker:
                 + [a for a in setup.work if isinstance(a, np.ndarray)]
                 if self._protect_bytes is not None else [])
         before = Snapshot([*self.access.state_roots(), *setup.work],
-                          protect_bytes=self._protect_bytes, protect=mine)
+                          protect_bytes=self._protect_bytes, protect=mine,
+                          reuse=self._original.arrays)
         self._undo.push(before.unprotect)  # should anything below raise
         rng = streams.stream(self.opts.seed, streams.DECOY)
         inputs = _decoy_inputs(setup.work, rng)
+        self._decoy_arrays = ([x for x in inputs if isinstance(x, np.ndarray)]
+                              if self._protect_bytes is not None else [])
+        # The first snapshot's copy of a user's input holds the bits of its working copy too
+        # (when that is no float64 conversion); the later entries win.
+        user_copies = [(w, self._original.saved_array(u))
+                       for w, u in zip(setup.work, self.user_inputs)
+                       if isinstance(w, np.ndarray) and isinstance(u, np.ndarray)]
+        self._earlier_copies = [*[(w, c) for w, c in user_copies if c is not None],
+                                *self._original.arrays, *before.arrays]
         _reset(setup.sources)  # puts back a global generator the first forward swapped
         _scramble(setup.sources, rng)
         self.forward_calls += 1
         try:
             out = np.asarray(self.access.forward(inputs))
             kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
-                    and np.issubdtype(out.dtype, np.floating) and bool(np.isfinite(out).all()))
+                    and out.dtype.kind == "f" and bool(np.isfinite(out).all()))
         except Exception as exc:
             if is_protection_fault(exc):
                 raise  # a write into a protected array: `run_protected` tries again
@@ -391,10 +415,14 @@ class Checker:
         protected = {id(a) for a in before.protected}
         self._untouched = [(a, saved) for a, saved in self._original.released
                            if id(a) in protected]
-        _reset(setup.sources)
+        # The streams are reset by `record_forward`, right before its forward.
         if not kept:
             before.restore()
-        before.unprotect()  # the later phases write into these arrays
+        # The arrays the baseline reuses untouched stay protected through its forward, which
+        # then need not compare them (a big gradient: one pass over it); the others are
+        # written from now on.
+        before.unprotect(keep=[a for a, _ in self._untouched])
+        self._decoy_before = before
 
     def analytic_pass(self, setup: Setup, record: ForwardRecord) -> AnalyticPass:
         """The objective at the unperturbed point and backward's gradients; what backward
@@ -420,7 +448,7 @@ class Checker:
             if not np.array_equal(record.out, out):
                 self._nondeterministic(record.out, out)
         f_zero = _objective(g, out, record.loss_terms)
-        self._zero_grads(setup.params)
+        zeroed = self._zero_grads(setup.params)
         unwritten = arm_gradients(setup.params)
         dins = self._backward(g.copy())
         stale = unwritten()
@@ -434,7 +462,7 @@ class Checker:
             param_rows,
             stale,
         )
-        self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"])
+        self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"], zeroed)
         self._refuse_empty_arrays(arrays)
         if not arrays and not any(r.status == ERROR for r in [*setup.input_rows, *param_rows]):
             raise self._usage(
@@ -882,7 +910,7 @@ class Checker:
     def _working_inputs(self) -> list[Any]:
         names = self.access.input_names(len(self.user_inputs))
         for name, x in zip(names, self.user_inputs):
-            if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.complexfloating):
+            if isinstance(x, np.ndarray) and x.dtype.kind == "c":
                 raise self._usage(
                     f"input {name!r} is {x.dtype}; complex arrays are not "
                     "supported (the check differentiates real functions): pass the real and "
@@ -961,9 +989,7 @@ class Checker:
             elif is_float_array(x):
                 if self.opts.inputs:
                     arrays.append(CheckedArray(name, "input", x, str(user_x.dtype)))
-            elif isinstance(x, np.ndarray) and (
-                np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.bool_)
-            ):
+            elif isinstance(x, np.ndarray) and x.dtype.kind in "iub":  # integer or bool
                 rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype), INTEGER_INPUT,
                                   size=x.size))
             elif isinstance(x, (list, tuple, float, int, complex)) and not isinstance(x, bool):
@@ -1000,8 +1026,9 @@ class Checker:
             if not isinstance(value, np.ndarray):
                 continue
             shape, dtype = tuple(value.shape), str(value.dtype)
-            complex_ = np.issubdtype(value.dtype, np.complexfloating)
-            if not p.differentiable or not (complex_ or np.issubdtype(value.dtype, np.floating)):
+            # dtype kinds: np.issubdtype costs ~6x, for each parameter twice a check
+            complex_ = value.dtype.kind == "c"
+            if not p.differentiable or not (complex_ or value.dtype.kind == "f"):
                 rows.append(Entry(p.name, "param", shape, dtype, NOT_DIFFERENTIATED,
                                   size=value.size))
             elif self.opts.params is not None and not any(
@@ -1104,12 +1131,20 @@ class Checker:
             label=self.label,
         )
 
-    def _zero_grads(self, params: list[Param]) -> None:
-        # Layers that accumulate (+=) need zeros; layers that assign are unaffected.
+    def _zero_grads(self, params: list[Param]) -> list[np.ndarray]:
+        """Zero the gradients before backward; returns the arrays this or `arm_gradients`
+        writes into (every writeable gradient array)."""
+        # Layers that accumulate (+=) need zeros; layers that assign are unaffected. Float
+        # gradients are left to `arm_gradients`, which fills them with -0.0 right after (a zero
+        # to += into): zeroing them first too cost one more pass over each.
+        written = []
         for p in params:
             grad = p.grad() if p.grad is not None else None
             if isinstance(grad, np.ndarray) and grad.flags.writeable:
-                grad[...] = 0
+                written.append(grad)
+                if not (grad.dtype.kind == "f" and grad.size):
+                    grad[...] = 0
+        return written
 
     def _collect_input_grads(
         self,
@@ -1171,13 +1206,17 @@ class Checker:
                 usable.append(p)
         return usable
 
-    def _undo_backward(self, baseline: Snapshot, params: list[CheckedArray]) -> None:
+    def _undo_backward(
+        self, baseline: Snapshot, params: list[CheckedArray], zeroed: list[np.ndarray]
+    ) -> None:
         """Put back whatever backward changed (an optimizer step inside backward, caches), so
-        the numeric evaluations see the same parameters as the analytic pass."""
+        the numeric evaluations see the same parameters as the analytic pass; the gradients
+        zeroed before backward (`zeroed`) are copied back without a comparison."""
         # Restoring compares every recorded array bit for bit anyway: the parameters it had to
         # rewrite are the ones backward changed (an equal_nan comparison beforehand cost ~7x
         # a bitwise one, twice the check's backward on a big layer).
-        rewritten = {id(arr) for arr in baseline.restore()}
+        rewritten = {id(arr) for arr in baseline.restore(
+            [g for g in zeroed if all(g is not a.array for a in params)])}
         stepped = [a.name for a in params if id(a.array) in rewritten]
         if stepped:
             self.notes.append(

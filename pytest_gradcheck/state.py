@@ -511,6 +511,7 @@ class Snapshot:
         protect_bytes: int | None = None,
         known: Iterable[tuple[np.ndarray, np.ndarray]] = (),
         protect: Iterable[np.ndarray] = (),
+        reuse: Iterable[tuple[np.ndarray, np.ndarray]] = (),
     ) -> None:
         self.exclude = {id(a) for a in exclude}
         # Arrays made read-only rather than copied whatever their size (see `protect_bytes`).
@@ -518,6 +519,10 @@ class Snapshot:
         # (array, copy of its current bits) the caller can vouch for: taken as they are rather
         # than copied again. Saved copies are only ever read, so two snapshots may share one.
         self._known = {id(a): (a, saved) for a, saved in known}
+        # (array, copy of its bits at some earlier time), e.g. from an earlier snapshot: taken
+        # if the array still holds those bits. Comparing allocates nothing, where a fresh copy
+        # of a mid-sized array costs page faults on top of the pass over it.
+        self._reuse = {id(a): (a, saved) for a, saved in reuse}
         # (array, copy) recorded by `release`: the bits the caller writes into from then on.
         self.released: list[tuple[np.ndarray, np.ndarray]] = []
         self.protect_bytes = protect_bytes
@@ -543,6 +548,10 @@ class Snapshot:
     def _record(self, arr: np.ndarray, first: bool = False) -> None:
         entry = self._known.get(id(arr))
         if entry is None or entry[0] is not arr:
+            entry = self._reuse.get(id(arr))
+            if entry is not None and (entry[0] is not arr or not same_bits(arr, entry[1])):
+                entry = None
+        if entry is None:
             entry = (arr, arr.copy())
             self.copied_bytes += arr.nbytes
             _count_copy(arr.nbytes)
@@ -602,9 +611,15 @@ class Snapshot:
             self._record(owner, first=True)
             self.released.append(self.arrays[0])
 
-    def unprotect(self) -> None:
-        """End the protection of big arrays without restoring anything."""
-        protected, self.protected = self.protected, []
+    def unprotect(self, keep: Iterable[np.ndarray] = ()) -> None:
+        """End the protection of big arrays without restoring anything; the arrays in `keep`
+        (owners of their memory) and their protected views stay protected until the next
+        call."""
+        ids = {id(a) for a in keep}
+        kept = [p for p in self.protected if id(p) in ids or id(p.base) in ids]
+        mine = {id(p) for p in kept}
+        protected = [p for p in self.protected if id(p) not in mine]
+        self.protected = kept
         for arr in protected:  # owners first
             arr.flags.writeable = True
 
@@ -631,8 +646,8 @@ class Snapshot:
 
     def _visit(self, obj: Any, path: _Path) -> list[tuple[Any, _Path]]:
         """Records obj; returns the objects it holds, to be visited next."""
-        if isinstance(obj, _NOT_WALKED):
-            return []
+        if type(obj) not in _NO_ATTRIBUTES and isinstance(obj, _NOT_WALKED):
+            return []  # (instances of exactly those types are never atomic or opaque)
         if id(obj) in self._seen:
             return []
         self._seen.add(id(obj))
@@ -640,7 +655,8 @@ class Snapshot:
         children: list[tuple[Any, _Path]] = []
         if isinstance(obj, np.ndarray):
             if not obj.flags.writeable:
-                pass
+                if id(obj) in self._known:  # read-only for now, the caller vouches for its bits
+                    self._record(obj)
             elif (self.protect_bytes is not None and obj.nbytes >= self.protect_bytes
                   and obj.dtype != object and id(obj) not in self.exclude):
                 self._big.append(obj)
@@ -649,7 +665,7 @@ class Snapshot:
             else:
                 self._record(obj)
             if obj.dtype == object:  # a container: its elements are recorded too
-                children += [(v, (path, f".flat[{i}]")) for i, v in enumerate(obj.flat)]
+                children += [(v, (path, ".flat[{}]", i)) for i, v in enumerate(obj.flat)]
         elif isinstance(obj, random.SystemRandom):
             return []  # the operating system's entropy: no state to record or restore
         elif isinstance(obj, _RANDOM_TYPES):
@@ -659,20 +675,20 @@ class Snapshot:
             self.dicts.append((obj, dict(obj)))
             for k, v in list(obj.items()):
                 if not isinstance(k, _ATOMIC):  # objects hashed by identity can change
-                    children.append((k, (path, f" key {k!r}")))
-                children.append((v, (path, f"[{k!r}]")))
+                    children.append((k, (path, " key {!r}", k)))
+                children.append((v, (path, "[{!r}]", k)))
         elif isinstance(obj, list):
             self.lists.append((obj, list(obj)))
-            children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+            children += [(v, (path, "[{}]", i)) for i, v in enumerate(list(obj))]
         elif isinstance(obj, set):
             self.sets.append((obj, set(obj)))
-            children += [(v, (path, " element")) for v in list(obj)]
+            children += [(v, (path, " element", None)) for v in list(obj)]
         elif isinstance(obj, (collections.deque, bytearray, array.array)):
             self.sequences.append(_Sequence(obj))
             if isinstance(obj, collections.deque):
-                children += [(v, (path, f"[{i}]")) for i, v in enumerate(list(obj))]
+                children += [(v, (path, "[{}]", i)) for i, v in enumerate(list(obj))]
         elif isinstance(obj, (tuple, frozenset)):
-            children += [(v, (path, f"[{i}]")) for i, v in enumerate(obj)]
+            children += [(v, (path, "[{}]", i)) for i, v in enumerate(obj)]
         if type(obj) in _NO_ATTRIBUTES:
             return children  # exactly these types: no __dict__, no slots (~1.5 us a visit)
         # Attributes and slots, of plain objects and of container subclasses alike (a dict
@@ -680,11 +696,11 @@ class Snapshot:
         d = getattr(obj, "__dict__", None)
         if isinstance(d, dict):
             self.objects.append((obj, dict(d)))
-            children += [(v, (path, f".{k}")) for k, v in list(d.items())]
+            children += [(v, (path, ".{}", k)) for k, v in list(d.items())]
         slots = _slot_values(obj)
         if slots:
             self.slotted.append((obj, slots))
-            children += [(v, (path, f".{desc.__name__}"))
+            children += [(v, (path, ".{}", desc.__name__))
                          for desc, v in slots if v is not _UNSET_SLOT]
         return children
 
@@ -695,17 +711,19 @@ class Snapshot:
                 return saved
         return None
 
-    def restore(self) -> list[np.ndarray]:
+    def restore(self, written: Iterable[np.ndarray] = ()) -> list[np.ndarray]:
         """Put every recorded container and array back as it was (identity and bits), and end
         the protection of big arrays (whatever else fails: a read-only array left behind would
         be a changed user array). Returns the recorded arrays whose bits had changed: the
-        comparison restoring needs anyway, so callers need not compare them again."""
+        comparison restoring needs anyway, so callers need not compare them again. Arrays in
+        `written` (that the caller wrote into itself) are copied back without comparing, and
+        left out of the list."""
         try:
-            return self._put_back()
+            return self._put_back({id(a) for a in written})
         finally:
             self.unprotect()
 
-    def _put_back(self) -> list[np.ndarray]:
+    def _put_back(self, written: set[int]) -> list[np.ndarray]:
         # Containers through the base class methods: a subclass's clear/update/__setitem__
         # may have side effects (a write counter) on state already put back.
         for obj, saved in self.objects:
@@ -732,13 +750,19 @@ class Snapshot:
                 seq.put_back()
         rewritten = []
         for arr, saved_a in self.arrays:
-            if arr.shape == saved_a.shape and not same_bits(arr, saved_a):
+            if arr.shape != saved_a.shape:
+                continue
+            if id(arr) in written:
+                np.copyto(arr, saved_a, casting="unsafe")
+            elif not same_bits(arr, saved_a):
                 np.copyto(arr, saved_a, casting="unsafe")
                 rewritten.append(arr)
         return rewritten
 
-    def patch(self) -> Patch:
-        """What differs now from the snapshot, as a Patch that undoes exactly that."""
+    def patch(self, protected: Iterable[np.ndarray] = ()) -> Patch:
+        """What differs now from the snapshot, as a Patch that undoes exactly that. Arrays in
+        `protected` were read-only all along (the caller's protection): not compared."""
+        unchanged = {id(a) for a in protected}
         p = Patch()
         for obj, saved in self.objects:
             d = obj.__dict__
@@ -775,21 +799,23 @@ class Snapshot:
                 p.sequences.append((seq.obj, seq.put_back))
                 p.descriptions.append(f"{type(seq.obj).__name__} contents")
         for arr, saved_a in self.arrays:
-            if id(arr) not in self.exclude and not same_bits(arr, saved_a):
+            if (id(arr) not in self.exclude and id(arr) not in unchanged
+                    and not same_bits(arr, saved_a)):
                 p.arrays.append((arr, saved_a))
                 p.descriptions.append(f"array {arr.shape} changed in place")
         return p
 
 
-# A path in messages, built only when needed: a name, or (parent path, suffix).
-_Path = str | tuple[Any, str]
+# A path in messages, built only when needed: a name, or (parent path, format of the suffix,
+# the key or index it formats); most paths are never rendered.
+_Path = str | tuple[Any, str, Any]
 
 
 def _render(path: _Path) -> str:
     parts = []
     while isinstance(path, tuple):
-        path, suffix = path
-        parts.append(suffix)
+        path, suffix, key = path
+        parts.append(suffix.format(key))
     return path + "".join(reversed(parts))
 
 
