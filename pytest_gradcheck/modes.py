@@ -51,6 +51,9 @@ MAX_EXPLAINED = 16
 # element (full mode's verdict, at full mode's cost) for arrays up to this size; above it, the
 # array fails without an index and a note suggests full mode.
 FALLBACK_LIMIT = 65536
+# Elements per block of a probe's second half (`_Line.place_minus`): two temporaries of this
+# many doubles (256 KB each) stay in cache.
+_BLOCK = 1 << 13
 # A mismatch no element explains is measured again at step h / KINK_SHRINK, where a kink the
 # direction's step reached is out of reach (`_kink_in_reach`).
 KINK_SHRINK = 16.0
@@ -291,7 +294,14 @@ class _Line(_Probing[np.ndarray]):
         if not t.array.flags.c_contiguous:  # never: the checker promotes or refuses these
             raise GradcheckUsageError(f"{t.name}: cannot perturb a non-contiguous array")
         self.flat = t.array.reshape(-1)  # a view, so writes reach the layer
-        self.base = self.flat.copy()
+        # x, read only: the caller's copy of the array's bits where it vouches for one (the
+        # checker's baseline), else a copy of our own.
+        saved = getattr(t, "saved", None)
+        if (isinstance(saved, np.ndarray) and saved.shape == t.array.shape
+                and saved.dtype == t.array.dtype and saved.flags.c_contiguous):
+            self.base = saved.reshape(-1)
+        else:
+            self.base = self.flat.copy()
         self.analytic = t.analytic.reshape(-1).astype(np.float64, copy=False)
         self.evaluate = evaluate
         self.eps = judging.step
@@ -306,10 +316,12 @@ class _Line(_Probing[np.ndarray]):
                                                      2.0 * math.sqrt(n))
         self._dirty = (0, 0)  # the range a probe left perturbed (`restore` puts it back)
         self.cast = self.flat.dtype != np.float64
-        self._step = np.empty(n)
-        # A float64 array holds x + h*d exactly as computed, so `probe` needs no second
-        # scratch array (fresh, a scratch array of n doubles costs page faults on first write).
-        self._disp = np.empty(n) if self.cast else self._step
+        # The direction and step the last `place_plus` used, for `place_minus`.
+        self._placed: tuple[np.ndarray, float] = (np.zeros(0, dtype=np.float32), 0.0)
+        # Scratch arrays of n doubles only for an array of another dtype, which does not hold
+        # x + h*d as computed (fresh, each costs page faults on its first write).
+        self._step = np.empty(n) if self.cast else np.empty(0)
+        self._disp = np.empty(n) if self.cast else np.empty(0)
 
     def probe(self, d: np.ndarray, lo: int, hi: int, scale: float = 1.0
               ) -> tuple[float, float, float]:
@@ -334,14 +346,16 @@ class _Line(_Probing[np.ndarray]):
     def place_plus(self, d: np.ndarray, lo: int, hi: int, h: float) -> None:
         """Move elements lo..hi-1 to x + h*d, as the array stores it (the first half of a
         probe; `place_minus` is the second)."""
-        seg, x, step = self.flat[lo:hi], self.base[lo:hi], self._step[lo:hi]
-        np.multiply(d[lo:hi], h, out=step, dtype=np.float64)  # d is float32: h*d in float64
-        self._dirty = (lo, hi)
+        seg, x = self.flat[lo:hi], self.base[lo:hi]
+        self._dirty, self._placed = (lo, hi), (d, h)
         if not self.cast:
-            # A float64 array holds x + h*d exactly as computed: one scratch array does.
-            np.add(x, step, out=seg)
+            # A float64 array holds x + h*d as computed: h*d (d is float32, h*d in float64)
+            # straight into the array, then x added, with no scratch array.
+            np.multiply(d[lo:hi], h, out=seg, dtype=np.float64)
+            seg += x
             return
-        plus = self._disp[lo:hi]
+        step, plus = self._step[lo:hi], self._disp[lo:hi]
+        np.multiply(d[lo:hi], h, out=step, dtype=np.float64)
         np.add(x, step, out=plus)
         seg[...] = plus
         plus[...] = seg  # x + h*d as the array stores it
@@ -349,17 +363,28 @@ class _Line(_Probing[np.ndarray]):
     def place_minus(self, lo: int, hi: int) -> float:
         """Move elements lo..hi-1 from x + h*d (`place_plus`) to x - h*d; returns g . (the
         displacement stored), (x + h*d) - (x - h*d) as the array holds them."""
-        seg, x, step = self.flat[lo:hi], self.base[lo:hi], self._step[lo:hi]
-        g = self.analytic[lo:hi]
+        seg, x, g = self.flat[lo:hi], self.base[lo:hi], self.analytic[lo:hi]
         if self.cast:
+            step, plus = self._step[lo:hi], self._disp[lo:hi]
             np.subtract(x, step, out=seg)
-            plus = self._disp[lo:hi]
             return float(np.dot(g, np.subtract(plus, seg, out=plus)))
-        # The scratch array holds h*d, then x - h*d; seg holds x + h*d, then the displacement,
-        # then x - h*d: each value computed once.
-        minus = np.subtract(x, step, out=step)
-        projected = float(np.dot(g, np.subtract(seg, minus, out=seg)))
-        seg[...] = minus
+        d, h = self._placed
+        d = d[lo:hi]
+        # Block by block, so that h*d, x - h*d and the displacement live in two temporaries
+        # that stay in cache: each element of x, d, g and the array is read once and the array
+        # written once, where whole-range temporaries cost three more passes over memory.
+        n = hi - lo
+        size = min(n, _BLOCK)
+        first, second = np.empty(size), np.empty(size)
+        projected = 0.0
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            k = stop - start
+            step = np.multiply(d[start:stop], h, out=first[:k], dtype=np.float64)
+            minus = np.subtract(x[start:stop], step, out=second[:k])
+            disp = np.subtract(seg[start:stop], minus, out=first[:k])
+            projected += float(np.dot(g[start:stop], disp))
+            seg[start:stop] = minus
         return projected
 
     def _restore_outside(self, lo: int, hi: int) -> None:
