@@ -85,6 +85,9 @@ class CheckedArray:
     aliases: list[str] = field(default_factory=list)
     # The step each judging chose for this array, as fast mode recorded it (`report_steps`).
     steps: dict[numeric.Judging, float] = field(default_factory=dict)
+    # A read-only copy of the array's bits as the numeric passes start (the baseline's), which
+    # fast mode restores from instead of copying the array again; None: the modes copy it.
+    saved: np.ndarray | None = None
 
 
 @dataclass
@@ -463,6 +466,10 @@ class Checker:
             stale,
         )
         self._undo_backward(record.baseline, [a for a in arrays if a.kind == "param"], zeroed)
+        # Every recorded array now holds the baseline's bits again, and the evaluations put
+        # back what a forward changes: the baseline's copies are the arrays' bits from here on.
+        for a in arrays:
+            a.saved = record.baseline.saved_array(a.array)
         self._refuse_empty_arrays(arrays)
         if not arrays and not any(r.status == ERROR for r in [*setup.input_rows, *param_rows]):
             raise self._usage(

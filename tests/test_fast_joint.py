@@ -194,3 +194,39 @@ def test_a_parameter_that_views_another_is_checked_on_its_own() -> None:
     bad = check(Sharing(1e-3), x, mode="fast")
     assert [e.name for e in bad.entries if not e.ok] == ["W2"], str(bad)
     assert bad.entry("W2").worst_index == (3, 4)
+
+
+def test_fast_mode_restores_from_the_checkers_copy_and_leaves_the_bits_as_they_were() -> None:
+    # The checker hands fast mode its baseline copy of each array; fast mode restores from it
+    # (no copy of its own) and leaves every bit as it was, -0.0 and NaN payloads included.
+    from dataclasses import dataclass, field
+
+    from pytest_gradcheck import modes, numeric, streams
+
+    @dataclass
+    class Array:
+        name: str
+        array: np.ndarray
+        analytic: np.ndarray
+        saved: np.ndarray | None = None
+        steps: dict[object, float] = field(default_factory=dict)
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(30, 40))
+    a[0, 0] = -0.0
+    g = rng.normal(size=a.shape)
+    t = Array("W", a, g, saved=a.copy())
+    line = modes._Line(t, lambda: float(np.vdot(g, a)), numeric.judging("float64").for_array(a))
+    assert np.shares_memory(line.base, t.saved)
+    keyed = streams.KeyedStreams(0, streams.ARRAY_CHOICES)
+    other = Array("x", rng.normal(size=50), rng.normal(size=50))
+    x = other.array
+
+    def objective() -> float:
+        return float(np.vdot(g, a) + np.vdot(other.analytic, x))
+
+    terms = float(np.abs(g * a).sum() + np.abs(other.analytic * x).sum())
+    judging = numeric.judging("float64", numeric.objective_noise(terms, "float64"))
+    verdicts = modes.fast_together([t, other], objective, judging, 1, keyed)
+    assert verdicts is not None and all(v.ok for v in verdicts)
+    assert a.tobytes() == t.saved.tobytes() and np.signbit(a[0, 0])
