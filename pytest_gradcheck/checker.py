@@ -638,22 +638,28 @@ class Checker:
                 found.setdefault(hidden, []).append((i, noise))
         verdicts, judging = list(passes.verdicts), passes.judging
         for hidden, probed in found.items():
-            indices = [i for i, _ in probed]
-            measured = max(noise for _, noise in probed)
-            again = self.judging(hidden, max(measured, numeric.objective_noise(terms, hidden)),
-                                 passes.judging.zero_scale)
-            subset = replace(analytic, arrays=[analytic.arrays[i] for i in indices])
-            for i, v in zip(indices, self._run_modes(subset, passes.evaluate, again, [])):
-                verdicts[i] = v
-            if len(indices) == len(analytic.arrays):
-                judging = again  # every array is judged in that precision: the header says so
-            names = ", ".join(analytic.arrays[i].name for i in indices)
+            # Each array with the noise measured when it moves: a bound for the whole objective
+            # computed in that precision (epsilon times the sum of its |terms|) can stand far
+            # above what one float32 weight adds, and a tolerance built on it passes anything.
+            agains = []
+            for i, noise in probed:
+                again = self.judging(hidden, noise, passes.judging.zero_scale)
+                subset = replace(analytic, arrays=[analytic.arrays[i]])
+                verdicts[i] = self._run_modes(subset, passes.evaluate, again, [])[0]
+                agains.append(again)
+            if len(probed) == len(analytic.arrays):
+                # every array is judged in that precision: the header says so (the loosest)
+                judging = max(agains, key=lambda j: j.tolerance.atol)
+            names = ", ".join(analytic.arrays[i].name for i, _ in probed)
+            noises = ", ".join(f"{noise:.1e}" for _, noise in probed)
+            shares = ", ".join(f"{noise / terms:.0e}" for _, noise in probed)
+            again = agains[0]
             self.notes.append(
-                f"the objective's measured noise when {names} move(s) ({measured:.1e}, "
-                f"{measured / terms:.0e} of its terms, the same at two step sizes) shows the "
-                f"layer computes in {hidden} inside although it returns float64: {names} "
-                f"judged again with step {again.step:g}{' x scale' if again.relative else ''} "
-                f"and rtol {again.rtol:g}; errors below about {again.rtol:g} go unseen there"
+                f"the objective's measured noise when {names} move(s) ({noises}, {shares} of "
+                f"its terms, the same at two step sizes) shows the layer computes in {hidden} "
+                f"inside although it returns float64: {names} judged again with step "
+                f"{again.step:g}{' x scale' if again.relative else ''} and rtol {again.rtol:g}, "
+                f"within that measured noise; errors below about {again.rtol:g} go unseen there"
             )
         # The re-judged arrays' notes are their final verdicts'; the others' are kept.
         rejudged = {analytic.arrays[i].name for i in [i for p in found.values() for i, _ in p]}
