@@ -8,8 +8,19 @@ import pytest
 from pytest_gradcheck import modes, streams
 
 
+def fresh_cotangent(seed: int, shape: tuple[int, int]) -> np.ndarray:
+    return streams.signed_units(streams.stream(seed, streams.COTANGENT), 12).reshape(shape)
+
+
+def test_a_cotangent_is_never_near_zero_and_has_both_signs() -> None:
+    # Every output element weighs at least 1 in the objective sum(g * out): none can hide.
+    g = streams.cotangent(0, (100, 100))
+    assert np.all((np.abs(g) >= 1.0) & (np.abs(g) < 2.0))
+    assert 0.45 < np.mean(g > 0) < 0.55
+
+
 def test_a_kept_cotangent_is_the_fresh_draw_and_read_only() -> None:
-    fresh = streams.stream(5, streams.COTANGENT).standard_normal((3, 4))
+    fresh = fresh_cotangent(5, (3, 4))
     first = streams.cotangent(5, (3, 4))
     again = streams.cotangent(5, (3, 4))
     assert again is first
@@ -17,7 +28,7 @@ def test_a_kept_cotangent_is_the_fresh_draw_and_read_only() -> None:
     assert not first.flags.writeable
     # Another seed or shape draws again.
     other = streams.cotangent(6, (3, 4))
-    assert other.tobytes() == streams.stream(6, streams.COTANGENT).standard_normal((3, 4)).tobytes()
+    assert other.tobytes() == fresh_cotangent(6, (3, 4)).tobytes()
     assert streams.cotangent(5, (4, 3)).shape == (4, 3)
 
 
