@@ -41,14 +41,16 @@ KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def measure(
-    jobs: dict[str, Callable[[], object]], repeats: int, budget: float
+    jobs: dict[str, Callable[[], object]], repeats: int, budget: float,
+    setups: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, list[float]]:
     """Interleaved timings: every round runs each job once, in the same order.
 
     A job stops repeating once it has had `repeats` runs or spent `budget` seconds, so a 20 s
     job is timed once while a 2 ms one gets every round. As in `timeit`, the garbage collector
     is off while a job is timed (it runs between rounds), so a collection triggered by one
-    job's garbage is not billed to another.
+    job's garbage is not billed to another. `setups[name]`, when given, runs untimed right
+    before each run of that job.
     """
     times: dict[str, list[float]] = {k: [] for k in jobs}
     for _ in range(repeats):
@@ -56,6 +58,8 @@ def measure(
         for name, job in jobs.items():
             if times[name] and sum(times[name]) >= budget:
                 continue
+            if setups and name in setups:
+                setups[name]()
             gc.disable()
             try:
                 start = time.perf_counter()

@@ -80,14 +80,16 @@ def one_size(
     jobs: dict[str, Callable[[], object]] = {"forward": fwd_job, "backward": bwd_job}
     # The timed runs give the call counts too: CheckResult counts them without a wrapper.
     results: dict[str, CheckResult] = {}
+    # Timed as the first check of its kind: the draws kept from the previous round are
+    # dropped first, untimed (dropping them is the previous check's clean-up, not this one's).
+    setups: dict[str, Callable[[], object]] = {}
     for m in MODES:
         if not (quick and m == "auto" and n > QUICK_AUTO_LIMIT):
             def job(m: str = m) -> None:
-                # Timed as the first check of its kind: nothing kept from the previous round.
-                forget_kept_draws()
                 results[m] = check(layer, x, mode=m)
 
             jobs[m] = job
+            setups[m] = forget_kept_draws
     torch_counts: dict[str, tuple[int, int]] = {}
     if use_torch:
         t_inputs = case.torch_inputs()
@@ -95,7 +97,7 @@ def one_size(
         for key, fast in kinds:
             torch_counts[key] = torch_calls(affine, t_inputs, fast)  # untimed, wrapped
             jobs[key] = partial(torch_gradcheck, affine, t_inputs, fast)
-    times = measure(jobs, repeats, budget)
+    times = measure(jobs, repeats, budget, setups)
     best = {k: min(v) for k, v in times.items()}
     t_fwd, t_bwd = best["forward"] / fwd_n, best["backward"] / bwd_n
     t_torch, t_slow = best.get("torch fast"), best.get("torch slow")
