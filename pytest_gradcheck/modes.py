@@ -175,9 +175,15 @@ def direction(rng: np.random.Generator, n: int) -> np.ndarray:
     errors of equal size cannot cancel exactly: with plain +-1 directions two equal errors of
     opposite sign cancel for half of all sign patterns.
 
-    Float32 (`streams.signed_units`): half the random bits and memory of doubles.
+    Built from random bits as float32: a random sign bit and mantissa under the exponent of
+    [1, 2). Several times cheaper than arithmetic on uniform doubles, which at a million
+    elements costs about half a forward pass of a linear layer.
     """
-    return streams.signed_units(rng, n, single=True)
+    # Raw 64-bit draws split in two: the cheapest random bits a Generator gives.
+    bits = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+    bits &= np.uint32(0x807FFFFF)  # sign and mantissa
+    bits |= np.uint32(0x3F800000)  # exponent of 1.0
+    return bits.view(np.float32)
 
 
 # Directions drawn lately, by the generator's state before the draw and the size: a direction

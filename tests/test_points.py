@@ -59,17 +59,17 @@ def test_each_point_is_a_whole_check_and_rows_show_their_worst_point() -> None:
 
 def test_a_bug_one_cotangent_misses_is_caught_at_a_later_point() -> None:
     layer = WrongForSomeCotangents(5, 3, rng=np.random.default_rng(1))
-    # seed 15: points 0 and 1 draw dout[0, 0] < 0, point 2 draws it > 0
-    g = [streams.cotangent(point_seed(15, k), (4, 3))[0, 0] for k in range(3)]
+    # seed 3: points 0 and 1 draw dout[0, 0] < 0, point 2 draws it > 0
+    g = [streams.cotangent(point_seed(3, k), (4, 3))[0, 0] for k in range(3)]
     assert g[0] < 0 and g[1] < 0 < g[2]
-    assert check(layer, x_of(), seed=15).ok
-    result = check(layer, x_of(), seed=15, points=3)
+    assert check(layer, x_of(), seed=3).ok
+    result = check(layer, x_of(), seed=3, points=3)
     assert [e.name for e in result.failed_entries] == ["x"]
-    note = f"point 2 of 3 failed (seed={point_seed(15, 2)}): x"
+    note = f"point 2 of 3 failed (seed={point_seed(3, 2)}): x"
     assert any(n.startswith(note) for n in result.notes)
-    assert "reproduce with seed=15" in str(result)
+    assert "reproduce with seed=3" in str(result)
     # the failing point alone, as the note says
-    assert not check(layer, x_of(), seed=point_seed(15, 2)).ok
+    assert not check(layer, x_of(), seed=point_seed(3, 2)).ok
 
 
 DOMAIN_BUG = """
