@@ -460,6 +460,14 @@ class Patch:
         dicts, lists, sets = tuple(self.dicts), tuple(self.lists), tuple(self.sets)
         sequences = tuple(put_back for _, put_back in self.sequences)
         copyto = np.copyto
+        if not (arrays or added or slots or dicts or lists or sets or sequences):
+            # The common patch: attributes a forward rebinds (its cached input). Full mode
+            # applies it before every evaluation, so the empty loops are left out.
+            def apply_attrs() -> None:
+                for obj, name, value in attrs:
+                    obj.__dict__[name] = value
+
+            return apply_attrs
 
         def apply() -> None:
             for dst, src in arrays:
