@@ -19,6 +19,26 @@ def weights(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape)
 
 
+class Affine:
+    """x @ W + b with `params`/`grads` dicts; backward assigns fresh gradient arrays."""
+
+    def __init__(self, n_in: int, n_out: int, seed: int = 0, w_scale: float = 1.0) -> None:
+        rng = np.random.default_rng(seed)
+        self.params = {"W": w_scale * rng.normal(size=(n_in, n_out)) / np.sqrt(n_in),
+                       "b": 0.1 * rng.normal(size=n_out)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def forward(self, x: np.ndarray) -> Any:
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["W"] = self.x.T @ dout
+        self.grads["b"] = dout.sum(axis=0)
+        out: np.ndarray = dout @ self.params["W"].T
+        return out
+
+
 def x_batch(n: int = 6, d: int = 4, seed: int = 0) -> np.ndarray:
     """A batch of n standard-normal rows of width d."""
     return np.random.default_rng(seed).normal(size=(n, d))

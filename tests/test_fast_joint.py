@@ -12,29 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SETUP_FORWARDS, evaluations
+from helpers import SETUP_FORWARDS, Affine, evaluations
 
 from pytest_gradcheck import GradcheckUsageError, check
 
 
-class ThreeArrays:
+class ThreeArrays(Affine):
     """x @ W + b whose backward is off at one element of the gradient of `wrong` ("x", "W" or
     "b") by `rel` times the root-mean-square of that gradient (0 for a correct layer)."""
 
     def __init__(self, n_in: int, n_out: int, seed: int = 0, wrong: str = "", where: int = 0,
                  rel: float = 0.0, w_scale: float = 1.0) -> None:
-        rng = np.random.default_rng(seed)
-        self.params = {"W": w_scale * rng.normal(size=(n_in, n_out)) / np.sqrt(n_in),
-                       "b": 0.1 * rng.normal(size=n_out)}
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        super().__init__(n_in, n_out, seed, w_scale)
         self.wrong, self.where, self.rel = wrong, where, rel
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
-        return x @ self.params["W"] + self.params["b"]
-
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        grads = {"x": dout @ self.params["W"].T, "W": self._x.T @ dout, "b": dout.sum(axis=0)}
+        grads = {"x": dout @ self.params["W"].T, "W": self.x.T @ dout, "b": dout.sum(axis=0)}
         if self.wrong:
             g = grads[self.wrong]
             g.flat[self.where] += self.rel * np.sqrt(np.mean(g**2))

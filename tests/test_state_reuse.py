@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import Affine
 
 from pytest_gradcheck import GradcheckUsageError, check, state
 from pytest_gradcheck.result import FAIL, OK
@@ -95,24 +96,6 @@ def test_a_forward_writing_into_its_gradient_array_is_restored_bit_for_bit(mode:
     assert layer.params["W"].tobytes() == W.tobytes() and not hasattr(layer, "x")
     wrong = check(ZeroesItsGradientInForward(wrong=True), x, mode=mode)
     assert wrong.entry("W").status == FAIL and wrong.entry("x").status == OK
-
-
-class Affine:
-    def __init__(self, n_in: int, n_out: int) -> None:
-        rng = np.random.default_rng(0)
-        self.params = {"W": rng.normal(size=(n_in, n_out)) / np.sqrt(n_in),
-                       "b": 0.1 * rng.normal(size=n_out)}
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-
-    def forward(self, x: np.ndarray) -> Any:
-        self.x = x
-        return x @ self.params["W"] + self.params["b"]
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        self.grads["W"] = self.x.T @ dout
-        self.grads["b"] = dout.sum(axis=0)
-        out: np.ndarray = dout @ self.params["W"].T
-        return out
 
 
 def test_each_small_array_is_copied_once_per_check() -> None:
