@@ -8,9 +8,10 @@ Run from the repository root:
 Every layer of `example_nn` is checked through its `gradcheck_case` (as discovery builds it:
 fresh inputs and weights per seed), together with cases the declarations do not cover: ReLU,
 leaky ReLU and a ReLU network at inputs of exactly 0 (kinks at the point), max-pool with ties
-and near-ties, float32 inputs and parameters, batchnorm at scales 1e-6 and 1e4. Each is checked
-with seeds 0..N-1 in every mode. A failed check or a usage error on any of them is a false
-failure; the table counts them per layer and mode, with the time taken.
+and near-ties, float32 inputs and parameters, layers computing in float32 inside, batchnorm at
+scales 1e-6 and 1e4. Each is checked with seeds 0..N-1 in every mode. A failed check or a usage
+error on any of them is a false failure; the table counts them per layer and mode, with the time
+taken.
 
 The suite runs `count_false_failures` on a small sample of seeds (tests/test_properties.py).
 """
@@ -96,6 +97,36 @@ def batchnorm_float32(rng: np.random.Generator) -> Case:
     return BatchNorm1d(5), (rng.normal(size=(8, 5)).astype(np.float32),), {}
 
 
+class Float32Inside:
+    """tanh(x @ W + b) computed in float32 whatever the inputs' dtype, with a float32 output
+    (a layer written for speed): the objective's rounding is float32's."""
+
+    def __init__(self, rng: np.random.Generator, n_in: int, n_out: int) -> None:
+        self.params = {"W": (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(np.float32),
+                       "b": (0.1 * rng.normal(size=n_out)).astype(np.float32)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x.astype(np.float32)
+        self.y = np.tanh(self.x @ self.params["W"].astype(np.float32)
+                         + self.params["b"].astype(np.float32))
+        return self.y
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dz = dout.astype(np.float32) * (1 - self.y**2)
+        self.grads["W"] = self.x.T @ dz
+        self.grads["b"] = dz.sum(axis=0)
+        out: np.ndarray = dz @ self.params["W"].T.astype(np.float32)
+        return out
+
+
+def float32_inside(n_in: int, n_out: int, batch: int) -> Callable[[np.random.Generator], Case]:
+    def make(rng: np.random.Generator) -> Case:
+        return Float32Inside(rng, n_in, n_out), (rng.normal(size=(batch, n_in)),), {}
+
+    return make
+
+
 def batchnorm_scaled(scale: float) -> Callable[[np.random.Generator], Case]:
     def make(rng: np.random.Generator) -> Case:
         return BatchNorm1d(5), (rng.normal(size=(8, 5)) * scale,), {}
@@ -110,6 +141,8 @@ EXTRA: dict[str, Callable[[np.random.Generator], Case]] = {
     "MaxPool2d ties and near-ties": maxpool_ties,
     "Linear float32": linear_float32,
     "BatchNorm1d float32 inputs": batchnorm_float32,
+    "tanh layer in float32, 6x4": float32_inside(6, 4, 5),
+    "tanh layer in float32, 48x40": float32_inside(48, 40, 16),
     "BatchNorm1d at 1e-6": batchnorm_scaled(1e-6),
     "BatchNorm1d at 1e4": batchnorm_scaled(1e4),
 }

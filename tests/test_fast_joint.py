@@ -15,6 +15,7 @@ import pytest
 from helpers import SETUP_FORWARDS, Affine, evaluations
 
 from pytest_gradcheck import GradcheckUsageError, check
+from pytest_gradcheck.modes import NOISE_PROBE_EVALUATIONS
 
 
 class ThreeArrays(Affine):
@@ -223,3 +224,42 @@ def test_fast_mode_restores_from_the_checkers_copy_and_leaves_the_bits_as_they_w
     verdicts = modes.fast_together([t, other], objective, judging, 1, keyed)
     assert verdicts is not None and all(v.ok for v in verdicts)
     assert a.tobytes() == t.saved.tobytes() and np.signbit(a[0, 0])
+
+
+class Float32Property:
+    """x @ W with W a float32 array behind a read-only property: the checker cannot swap in a
+    float64 copy, so W is perturbed in float32 (judged in float32) beside the float64 input."""
+
+    def __init__(self, off: float = 0.0) -> None:
+        self._W = np.random.default_rng(0).normal(size=(48, 40)).astype(np.float32)
+        self.dW = np.zeros((48, 40))
+        self.off = off
+
+    @property
+    def W(self) -> np.ndarray:
+        return self._W
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        out: np.ndarray = x @ self._W.astype(np.float64)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = self.x.T @ dout
+        self.dW[5, 6] += self.off * np.sqrt(np.mean(self.dW**2))
+        out: np.ndarray = dout @ self._W.T.astype(np.float64)
+        return out
+
+
+def test_a_float32_parameter_that_cannot_be_replaced_moves_with_the_input() -> None:
+    x = np.random.default_rng(1).normal(size=(16, 48))
+    layer = Float32Property()
+    W = layer.W.copy()
+    good = check(layer, x, mode="fast")
+    assert good.ok and good.precision == "float32", str(good)
+    # The noise measured when each array moves (a float32 layer), then one joint direction.
+    assert good.forward_calls == SETUP_FORWARDS + evaluations(2 * NOISE_PROBE_EVALUATIONS + 2)
+    assert layer.W.tobytes() == W.tobytes() and layer.W.dtype == np.float32
+    bad = check(Float32Property(off=0.3), x, mode="fast")
+    assert [e.name for e in bad.failed_entries] == ["W"], str(bad)
+    assert bad.entry("W").worst_index == (5, 6)
