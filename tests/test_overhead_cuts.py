@@ -8,24 +8,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import Affine
 
 from pytest_gradcheck import check, state
 
 WIDTH = 512  # a 512 x 512 float64 weight: 2 MB, above the protection threshold
 
 
-class BigAffine:
-    """y = x @ W + b with a weight big enough to be protected rather than copied."""
+class BigAffine(Affine):
+    """y = x @ W + b with a weight big enough to be protected rather than copied, whose
+    backward writes its gradients into the arrays it holds."""
 
     def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self.params = {"W": rng.normal(size=(WIDTH, WIDTH)) / np.sqrt(WIDTH),
-                       "b": 0.1 * rng.normal(size=WIDTH)}
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-
-    def forward(self, x: np.ndarray) -> Any:
-        self.x = x
-        return x @ self.params["W"] + self.params["b"]
+        super().__init__(WIDTH, WIDTH)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         self.grads["W"][...] = self.x.T @ dout
