@@ -668,7 +668,7 @@ def _step_clears_every_element(squares: float | None, eps: float) -> bool:
     if squares is None or not squares >= 0.0:  # NaN or inf: not shown
         return False
     bound = 2.0 * math.sqrt(squares)
-    return math.isfinite(bound) and eps > 2.0 * float(np.spacing(bound))
+    return math.isfinite(bound) and eps > 2.0 * math.ulp(bound)
 
 
 def _remember_step(t: Checked, given: numeric.Judging, step: float) -> None:
