@@ -263,3 +263,62 @@ def test_a_float32_parameter_that_cannot_be_replaced_moves_with_the_input() -> N
     bad = check(Float32Property(off=0.3), x, mode="fast")
     assert [e.name for e in bad.failed_entries] == ["W"], str(bad)
     assert bad.entry("W").worst_index == (5, 6)
+
+
+class TanhNet:
+    """tanh(x @ W1 + b1) @ W2 + b2; backward's gradient of `wrong` is off at one element by
+    `rel` times that gradient's root-mean-square."""
+
+    def __init__(self, rng: np.random.Generator, dims: tuple[int, int, int], scale: float,
+                 wrong: str = "", where: int = 0, rel: float = 0.0) -> None:
+        n_in, n_h, n_out = dims
+        self.params = {"W1": rng.normal(size=(n_in, n_h)) / np.sqrt(n_in) * scale,
+                       "b1": 0.1 * rng.normal(size=n_h),
+                       "W2": rng.normal(size=(n_h, n_out)) / np.sqrt(n_h),
+                       "b2": np.zeros(n_out)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.wrong, self.where, self.rel = wrong, where, rel
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x, self.h = x, np.tanh(x @ self.params["W1"] + self.params["b1"])
+        out: np.ndarray = self.h @ self.params["W2"] + self.params["b2"]
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        p = self.params
+        dh = dout @ p["W2"].T * (1 - self.h**2)
+        g = {"W2": self.h.T @ dout, "b2": dout.sum(axis=0), "W1": self.x.T @ dh,
+             "b1": dh.sum(axis=0), "x": dh @ p["W1"].T}
+        if self.wrong:
+            a = g[self.wrong]
+            a.flat[self.where] += self.rel * np.sqrt(np.mean(a**2))
+        self.grads.update({k: g[k] for k in self.params})
+        return g["x"]
+
+
+def test_the_joint_direction_names_the_wrong_array_wherever_full_mode_does() -> None:
+    # Random shapes, weight scales 1e-3 to 1e2 and input scales 1e-2 to 1e2; one element of a
+    # random array off by 5% of that array's gradient RMS. Fast mode fails exactly that array,
+    # except where full mode passes it too (a saturated tanh: the error under the noise floor).
+    names = ["x", "W1", "b1", "W2", "b2"]
+    located = 0
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        n_in, n_h, n_out, batch = (int(v) for v in rng.integers(2, 40, 4))
+        scale, x_scale = 10.0 ** rng.uniform(-3, 2), 10.0 ** rng.uniform(-2, 2)
+        x = x_scale * rng.normal(size=(batch, n_in))
+        wrong = names[int(rng.integers(5))]
+        sizes = {"x": batch * n_in, "W1": n_in * n_h, "b1": n_h, "W2": n_h * n_out, "b2": n_out}
+        where = int(rng.integers(sizes[wrong]))
+        dims = (n_in, n_h, n_out)
+        assert check(TanhNet(np.random.default_rng(seed), dims, scale), x, mode="fast",
+                     seed=seed).ok
+        bad = TanhNet(np.random.default_rng(seed), dims, scale, wrong, where, 0.05)
+        result = check(bad, x, mode="fast", seed=seed)
+        failed = [e.name for e in result.failed_entries]
+        if failed == [wrong]:
+            located += 1
+            continue
+        assert failed == [], str(result)  # never another array
+        assert check(bad, x, mode="full", seed=seed).entry(wrong).ok, str(result)
+    assert located >= 55
