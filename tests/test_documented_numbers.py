@@ -18,7 +18,9 @@ def text(name: str) -> str:
 def test_the_readme_states_the_checkers_counts_and_limits() -> None:
     readme = text("README.md")
     assert f"confirmed by {CONFIRMATIONS} evaluations" in readme
-    assert f"and {CONFIRMATIONS} more when a verdict has kinks or failures" in readme
+    assert f", {CONFIRMATIONS} more when a verdict has kinks or failures" in readme
+    assert (f"and {modes.NOISE_PROBE_EVALUATIONS} per array measuring the noise of a layer that "
+            "computes in float32") in readme
     assert f"({repeats(1000)} for 1,000)" in readme
     assert f"({modes.NOISE_PROBE_EVALUATIONS} extra evaluations per array" in readme
     assert f"two step sizes {modes.NOISE_STEP_RATIO:.0f}x apart" in readme
