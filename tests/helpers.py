@@ -39,6 +39,16 @@ class Affine:
         return out
 
 
+def importable_package(pytester: Any, name: str, modules: dict[str, str]) -> Any:
+    """A package `name` in the pytester directory, with the given modules (file name: source),
+    importable from the test session; returns the pytester."""
+    pkg = pytester.mkpydir(name)
+    for filename, source in modules.items():
+        (pkg / filename).write_text(source)
+    pytester.syspathinsert()
+    return pytester
+
+
 def x_batch(n: int = 6, d: int = 4, seed: int = 0) -> np.ndarray:
     """A batch of n standard-normal rows of width d."""
     return np.random.default_rng(seed).normal(size=(n, d))

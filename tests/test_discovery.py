@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import QUIET_PLUGINS
+from helpers import QUIET_PLUGINS, importable_package
 
 from pytest_gradcheck import Options
 from pytest_gradcheck.__main__ import main
@@ -121,13 +121,10 @@ PKG_MAIN = 'raise SystemExit("discovery must never import __main__")\n'
 
 @pytest.fixture
 def layer_pkg(pytester: pytest.Pytester) -> pytest.Pytester:
-    pkg = pytester.mkpydir("tinylayers")
-    (pkg / "__init__.py").write_text(PKG_INIT)
-    (pkg / "dense.py").write_text(PKG_DENSE)
-    (pkg / "funcs.py").write_text(PKG_FUNCS)
-    (pkg / "__main__.py").write_text(PKG_MAIN)
-    pytester.syspathinsert()
-    return pytester
+    return importable_package(pytester, "tinylayers", {
+        "__init__.py": PKG_INIT, "dense.py": PKG_DENSE, "funcs.py": PKG_FUNCS,
+        "__main__.py": PKG_MAIN,
+    })
 
 
 EXPECTED_IDS = [

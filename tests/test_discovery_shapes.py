@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from helpers import QUIET_PLUGINS
+from helpers import QUIET_PLUGINS, importable_package
 
 from pytest_gradcheck.discovery import (
     CLASS,
@@ -118,10 +118,7 @@ EXPECTED = [
 
 @pytest.fixture
 def shapes_pkg(pytester: pytest.Pytester) -> pytest.Pytester:
-    pkg = pytester.mkpydir("shapes")
-    (pkg / "losses.py").write_text(LOSSES)
-    pytester.syspathinsert()
-    return pytester
+    return importable_package(pytester, "shapes", {"losses.py": LOSSES})
 
 
 def test_functions_and_models_are_targets_of_their_own_kind(shapes_pkg: pytest.Pytester) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import QUIET_PLUGINS
+from helpers import QUIET_PLUGINS, importable_package
 
 import pytest_gradcheck
 from pytest_gradcheck import Param, check
@@ -357,11 +357,9 @@ def _doc_blocks() -> dict[str, str]:
 def test_the_worked_example_in_docs_runs(pytester: pytest.Pytester) -> None:
     blocks = _doc_blocks()
     assert set(blocks) == {"tinyflow/layers.py", "conftest.py"}
-    pkg = pytester.mkpydir("tinyflow")
-    (pkg / "layers.py").write_text(blocks["tinyflow/layers.py"])
+    importable_package(pytester, "tinyflow", {"layers.py": blocks["tinyflow/layers.py"]})
     (pytester.path / "conftest.py").write_text(blocks["conftest.py"])
     pytester.makeini("[pytest]\ngradcheck_discover = tinyflow\n")
-    pytester.syspathinsert()
     result = pytester.runpytest(*QUIET_PLUGINS, "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*gradcheck::tinyflow.layers.Dense*ok*kernel=*bias=*"])

@@ -40,13 +40,17 @@ def rows(result: CheckResult) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-class SlotsAffine:
-    __slots__ = ("W", "b", "dW", "db", "scale", "x")
+class ScaledAffineMath:
+    """x @ W + b with dW scaled by `scale`; the storage of W, b and their gradients is the
+    subclasses' (no __dict__ of its own, so slotted subclasses stay slotted)."""
 
-    def __init__(self, scale: float = 1.0) -> None:
-        self.W = weights((3, 2))
-        self.b = weights((2,), 2)
-        self.scale = scale
+    __slots__ = ()
+    W: np.ndarray
+    b: np.ndarray
+    dW: np.ndarray
+    db: np.ndarray
+    scale: float
+    x: np.ndarray
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x = x
@@ -56,6 +60,15 @@ class SlotsAffine:
         self.dW = self.scale * (self.x.T @ dout)
         self.db = dout.sum(axis=0)
         return dout @ self.W.T
+
+
+class SlotsAffine(ScaledAffineMath):
+    __slots__ = ("W", "b", "dW", "db", "scale", "x")
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.W = weights((3, 2))
+        self.b = weights((2,), 2)
+        self.scale = scale
 
 
 class SlotsBase:
@@ -107,7 +120,7 @@ def test_slots_from_base_classes_and_mangled_names() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class PropertyAffine:
+class PropertyAffine(ScaledAffineMath):
     """`W` is a property over `_W` (with a setter), `dW` a plain attribute set by backward."""
 
     def __init__(self, scale: float = 1.0) -> None:
@@ -122,15 +135,6 @@ class PropertyAffine:
     @W.setter
     def W(self, value: np.ndarray) -> None:
         self._W = value
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self.x = x
-        return x @ self.W + self.b
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        self.dW = self.scale * (self.x.T @ dout)
-        self.db = dout.sum(axis=0)
-        return dout @ self.W.T
 
 
 class ReadOnlyPropertyAffine(PropertyAffine):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import QUIET_PLUGINS
+from helpers import QUIET_PLUGINS, importable_package
 
 from pytest_gradcheck.__main__ import main
 
@@ -175,10 +175,7 @@ def test_json_lists_errored_checks_with_their_message(pytester: pytest.Pytester)
 
 @pytest.fixture
 def funcs_pkg(pytester: pytest.Pytester) -> pytest.Pytester:
-    pkg = pytester.mkpydir("tinyfuncs")
-    (pkg / "funcs.py").write_text(PKG_FUNCS)
-    pytester.syspathinsert()
-    return pytester
+    return importable_package(pytester, "tinyfuncs", {"funcs.py": PKG_FUNCS})
 
 
 def test_a_declaration_that_raises_is_an_errored_check_in_both_front_ends(
