@@ -10,6 +10,8 @@ arrays, arrays of very different scales, non-finite gradients. Counting layers, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from helpers import SETUP_FORWARDS, Affine, evaluations
@@ -322,3 +324,42 @@ def test_the_joint_direction_names_the_wrong_array_wherever_full_mode_does() -> 
         assert failed == [], str(result)  # never another array
         assert check(bad, x, mode="full", seed=seed).entry(wrong).ok, str(result)
     assert located >= 55
+
+
+class ReLUAffine(Affine):
+    """relu(x @ W + b), its weight gradient optionally off at one element by `off` times the
+    gradient's root-mean-square."""
+
+    def __init__(self, off: float = 0.0) -> None:
+        super().__init__(12, 10, seed=3)
+        self.off = off
+
+    def forward(self, x: np.ndarray) -> Any:
+        self.z = super().forward(x)
+        return np.maximum(self.z, 0.0)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout * (self.z > 0))
+        self.grads["W"] = self.grads["W"].copy()
+        self.grads["W"][4, 6] += self.off * np.sqrt(np.mean(self.grads["W"] ** 2))
+        return dx
+
+
+def test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located() -> None:
+    # Hidden units exactly at ReLU's kink (a zero input row, a zero bias): the bias's share of
+    # the joint step moves them across it, the joint direction disagrees, and each array along
+    # its own direction must still find the wrong weight and clear the bias's kinks. (The input
+    # is left out: seen from a zero row, one step crosses several kinks at once, a case the
+    # README names as not guaranteed in any mode.)
+    for seed in range(8):
+        x = np.random.default_rng(seed).normal(size=(8, 12))
+        x[:2] = 0.0
+        good = ReLUAffine()
+        good.params["b"][:] = 0.0
+        assert check(good, x, mode="fast", seed=seed, inputs=False).ok
+        bad = ReLUAffine(off=0.01)
+        bad.params["b"][:] = 0.0
+        result = check(bad, x, mode="fast", seed=seed, inputs=False)
+        assert [e.name for e in result.failed_entries] == ["W"], str(result)
+        assert result.entry("W").worst_index == (4, 6)
+        assert result.entry("b").kinks > 0
