@@ -544,9 +544,7 @@ class Checker:
         if (self.opts.eps is not None or self.opts.rtol is not None
                 or not analytic.arrays or not judging.noise > 0):
             return judging
-        rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
-        readings = [modes.noise_probe(a, evaluate, rng, zero_scale=judging.zero_scale).rounding
-                    for a in analytic.arrays]
+        readings = self._measured_noise(analytic.arrays, evaluate, judging.zero_scale)
         if any(r is None for r in readings):
             return judging
         measured = max(r for r in readings if r is not None)
@@ -558,6 +556,16 @@ class Checker:
             f"bound ({judging.noise:.1e}): judged within the measured noise"
         )
         return self.judging(judging.precision, measured, judging.zero_scale)
+
+    def _measured_noise(
+        self, arrays: Sequence[CheckedArray], evaluate: Callable[[], float], zero_scale: float
+    ) -> list[float | None]:
+        """The objective's rounding noise measured when each array moves (`modes.noise_probe`,
+        NOISE_PROBE_EVALUATIONS each, from the check's noise-probe stream); None where the
+        reading grows with the step (a kink, not rounding)."""
+        rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
+        return [modes.noise_probe(a, evaluate, rng, zero_scale=zero_scale).rounding
+                for a in arrays]
 
     def _judged_modes(
         self,
@@ -660,13 +668,12 @@ class Checker:
             or not terms > 0  # an objective that is exactly zero has no rounding to measure
         ):
             return passes
-        rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
+        failing = [i for i, v in enumerate(passes.verdicts) if not v.ok]
+        readings = self._measured_noise([analytic.arrays[i] for i in failing], passes.evaluate,
+                                        passes.judging.zero_scale)
         found: dict[str, list[tuple[int, float]]] = {}  # precision: [(array index, noise)]
-        for i, (a, v) in enumerate(zip(analytic.arrays, passes.verdicts)):
-            if v.ok:
-                continue
-            noise = modes.noise_probe(a, passes.evaluate, rng,
-                                      zero_scale=passes.judging.zero_scale).rounding
+        for i, noise in zip(failing, readings):
+            a, v = analytic.arrays[i], passes.verdicts[i]
             if noise is None:
                 continue
             hidden = numeric.precision_from_noise(noise, terms)
