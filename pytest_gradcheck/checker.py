@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -1485,23 +1484,12 @@ def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator) -> list[Any]:
 
 
 def _scramble(sources: Sequence[RandomSource], rng: np.random.Generator) -> None:
-    """Move every random stream to another state derived from `rng`: numpy's global stream
-    and legacy RandomStates reseeded, the others advanced by a seeded number of draws.
-    Sources of unknown kinds (registered through the hook) are left alone."""
+    """Move every random stream to another state derived from `rng` (`RandomSource.scramble`).
+    Each source takes its two draws from `rng` whatever its kind, so the states the others
+    reach do not depend on which kinds are present."""
     for s in sources:
-        o = s.obj
         seed, k = int(rng.integers(2**32)), int(rng.integers(1, 64))
-        if isinstance(o, np.random.Generator):
-            o.bit_generator.random_raw(k)
-        elif isinstance(o, np.random.BitGenerator):
-            o.random_raw(k)
-        elif isinstance(o, np.random.RandomState):
-            if isinstance(o._bit_generator, np.random.MT19937):
-                o.seed(seed)
-            else:
-                o.random_sample(k)
-        elif isinstance(o, random.Random):
-            o.getrandbits(32 * k)
+        s.scramble(seed, k)
 
 
 def _saved_or_copy(snapshot: Snapshot, arr: np.ndarray) -> np.ndarray:

@@ -117,6 +117,23 @@ class RandomSource:
     def changed(self) -> bool:
         return not _state_equal(self.get(), self.saved)
 
+    def scramble(self, seed: int, k: int) -> None:
+        """Move the stream to another state: legacy MT19937 RandomStates (numpy's global stream
+        among them) reseeded with `seed`, other numpy streams and Python's advanced by `k`
+        draws. Sources of unknown kinds (registered through the hook) are left alone."""
+        o = self.obj
+        if isinstance(o, np.random.Generator):
+            o.bit_generator.random_raw(k)
+        elif isinstance(o, np.random.BitGenerator):
+            o.random_raw(k)
+        elif isinstance(o, np.random.RandomState):
+            if _legacy_mt19937(o):
+                o.seed(seed)
+            else:
+                o.random_sample(k)
+        elif isinstance(o, random.Random):
+            o.getrandbits(32 * k)
+
     def resetter(self) -> Callable[[], None]:
         """A zero-argument callable that puts the stream back to `saved`, as cheaply as possible."""
         saved = self.saved
