@@ -363,3 +363,37 @@ def test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located() 
         assert [e.name for e in result.failed_entries] == ["W"], str(result)
         assert result.entry("W").worst_index == (4, 6)
         assert result.entry("b").kinks > 0
+
+
+@pytest.mark.parametrize("n", [5, 8192, 8193, 3 * 8192 + 7])
+def test_a_probe_places_x_plus_and_minus_h_d_at_every_element_of_a_range(n: int) -> None:
+    # The probe's halves run block by block: every element of the range, the last block's
+    # included, holds x + h*d then x - h*d exactly as whole-array arithmetic gives them, and
+    # the projection is g . (the displacement stored); elements outside the range stay at x.
+    from dataclasses import dataclass
+
+    from pytest_gradcheck import modes, numeric
+
+    @dataclass
+    class Array:
+        name: str
+        array: np.ndarray
+        analytic: np.ndarray
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=n)
+    x = a.copy()
+    g = rng.normal(size=n)
+    line = modes._Line(Array("W", a, g), lambda: 0.0, numeric.judging("float64").for_array(a))
+    d = modes.direction(np.random.default_rng(5), n)
+    lo, hi, h = 1, n - 1 if n > 5 else n, 1e-3
+    line.place_plus(d, lo, hi, h)
+    step = d[lo:hi].astype(np.float64) * h
+    assert a[lo:hi].tobytes() == (x[lo:hi] + step).tobytes()
+    assert a[:lo].tobytes() == x[:lo].tobytes() and a[hi:].tobytes() == x[hi:].tobytes()
+    plus = a.copy()
+    projected = line.place_minus(lo, hi)
+    assert a[lo:hi].tobytes() == (x[lo:hi] - step).tobytes()
+    assert projected == pytest.approx(float(np.dot(g[lo:hi], plus[lo:hi] - a[lo:hi])), rel=1e-12)
+    line.restore()
+    assert a.tobytes() == x.tobytes()
