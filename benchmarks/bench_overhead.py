@@ -34,7 +34,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from pytest_gradcheck import check  # noqa: E402
+from pytest_gradcheck import CheckResult, check  # noqa: E402
 from pytest_gradcheck.modes import forget_kept_draws  # noqa: E402
 
 # (batch, width): 1,568 / 24,704 / 328,192 / 1,311,744 checked elements (x, W and b).
@@ -89,18 +89,24 @@ def timed(f: Callable[[], Any], repeat: int = 1, setup: Callable[[], Any] | None
     return best
 
 
-def breakdown(batch: int, width: int, mode: str, rounds: int) -> str:
-    """One row of the breakdown table: where the time of the best of `rounds` checks went."""
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch, width))
-    layer = TimedAffine(width, width)
-    size = x.size + width * width + width
+def _checked_once(layer: Affine, batch: int, mode: str
+                  ) -> tuple[Affine, np.ndarray, np.ndarray, int, CheckResult]:
+    """The layer, its input x, a cotangent g for the bare backward, the number of checked
+    elements, and a first (untimed) check of it, which must pass."""
+    width = layer.params["b"].size
+    x = np.random.default_rng(1).normal(size=(batch, width))
     first = check(layer, x, mode=mode)
     assert first.ok, str(first)
     g = np.random.default_rng(2).normal(size=(batch, width))
+    return layer, x, g, x.size + layer.params["W"].size + width, first
+
+
+def breakdown(batch: int, width: int, mode: str, rounds: int) -> str:
+    """One row of the breakdown table: where the time of the best of `rounds` checks went."""
+    layer, x, g, size, first = _checked_once(TimedAffine(width, width), batch, mode)
     best = (float("inf"), 0.0, 0.0, 0)
     fwd, bwd = [], []
-    gc.disable()  # as in the table above: a collection is not billed to one check
+    gc.disable()  # as in bench.py's tables: a collection is not billed to one check
     try:
         for _ in range(rounds):
             forget_kept_draws()
@@ -137,13 +143,7 @@ def _minor_faults() -> int:
 
 def measure(batch: int, width: int, mode: str, rounds: int, torch: Any) -> str:
     """One row of the table."""
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch, width))
-    layer = Affine(width, width)
-    size = x.size + width * width + width
-    first = check(layer, x, mode=mode)
-    assert first.ok, str(first)
-    g = np.random.default_rng(2).normal(size=(batch, width))
+    layer, x, g, size, first = _checked_once(Affine(width, width), batch, mode)
 
     def fn(x: Any, w: Any, b: Any) -> Any:
         return x @ w + b
