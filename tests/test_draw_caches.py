@@ -49,8 +49,8 @@ def test_a_kept_direction_is_the_fresh_draw_and_moves_the_generator_alike(n: int
 
 @pytest.mark.parametrize("n", [1, 2 * modes._BLOCK - 1, 2 * modes._BLOCK + 1, 5 * modes._BLOCK + 3])
 def test_every_element_of_a_direction_is_plus_or_minus_one_plus_its_own_random_bits(n: int) -> None:
-    """The masks run block by block: each element, the last block's included, is the sign and
-    mantissa of its own 32 random bits under the exponent of 1.0, so 1 <= |d_i| < 2."""
+    """Each element, the last one of an odd count included, is the sign and mantissa of its
+    own 32 random bits under the exponent of 1.0, so 1 <= |d_i| < 2."""
     raw = np.random.Generator(np.random.PCG64(3)).bit_generator.random_raw((n + 1) // 2)
     words = raw.view(np.uint32)[:n]
     rng = np.random.Generator(np.random.PCG64(3))

@@ -367,8 +367,8 @@ def test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located() 
 
 @pytest.mark.parametrize("n", [5, 8192, 8193, 3 * 8192 + 7])
 def test_a_probe_places_x_plus_and_minus_h_d_at_every_element_of_a_range(n: int) -> None:
-    # The probe's halves run block by block: every element of the range, the last block's
-    # included, holds x + h*d then x - h*d exactly as whole-array arithmetic gives them, and
+    # The probe's second half runs block by block: every element of the range, the last
+    # block's included, holds x + h*d then x - h*d exactly as whole-array arithmetic gives them, and
     # the projection is g . (the displacement stored); elements outside the range stay at x.
     from dataclasses import dataclass
 
