@@ -17,7 +17,7 @@ where the allocator has handed freed memory back, each 4 KB page costs a fault a
 which the floor's passes, timed in a loop that reuses its memory, never pay.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_overhead.py [rounds] [--mode fast|auto]
-        [--breakdown]
+        [--breakdown] [--no-torch] [--size N]
 """
 
 from __future__ import annotations
@@ -177,7 +177,10 @@ def main() -> None:
                         help="also split each check's time into forwards, backward and the rest")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave torch out, even installed: a process with numpy alone")
+    parser.add_argument("--size", type=int, choices=[b * w + w * w + w for b, w in SIZES],
+                        help="only this size (checked elements), for a quicker run")
     args = parser.parse_args()
+    sizes = [(b, w) for b, w in SIZES if args.size in (None, b * w + w * w + w)]
     torch: Any = None
     if not args.no_torch:
         try:
@@ -189,7 +192,7 @@ def main() -> None:
     print(f"mode={args.mode}, best of {args.rounds} interleaved rounds, one thread")
     print(f"{'elements':>10} | {'fwd':>4} | {'check':>9} | {'floor':>9} | {'check/floor':>11} | "
           f"{'fwd-equiv':>9} | {'torch fast':>10} | {'torch/check':>11}")
-    for batch, width in SIZES:
+    for batch, width in sizes:
         print(measure(batch, width, args.mode, args.rounds, torch))
     if not args.breakdown:
         return
@@ -199,7 +202,7 @@ def main() -> None:
     print(f"{'elements':>10} | {'check':>9} | {'forwards':>9} | {'bare fwds':>9} | "
           f"{'backward':>9} | {'bare bwd':>9} | {'rest':>9} | {'1.5x floor leaves':>9} | "
           f"page faults")
-    for batch, width in SIZES:
+    for batch, width in sizes:
         print(breakdown(batch, width, args.mode, args.rounds))
 
 
