@@ -1466,16 +1466,25 @@ def _same_value(a: float, b: float) -> bool:
 
 
 def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator) -> list[Any]:
-    """The decoy forward's inputs: float arrays moved by up to 10% of each element's value
-    (signs and zeros kept, so the inputs stay in the layer's domain), other arrays copied,
-    everything else as it is."""
+    """The decoy forward's inputs: float arrays shifted by one place along their first axis of
+    two or more (each sample takes its neighbour's values, so a mask or cache computed from the
+    values, such as a ReLU's signs or a max-pool's winners, differs from the check's own) and
+    moved by up to 10% of each element's value; the values stay those of the inputs, signs and
+    zeros included, so the layer's domain is kept. Other arrays are copied, everything else is
+    passed as it is."""
     inputs: list[Any] = []
     for x in work:
         if is_float_array(x):
-            # Factors drawn in [0.9, 1.1) directly and multiplied in place: one temporary
-            # where 1 + 0.1 * uniform(-1, 1) made three.
-            factors = rng.uniform(0.9, 1.1, x.shape)
-            inputs.append(np.multiply(factors, x, out=factors))
+            # Factors drawn in [0.9, 1.1) directly and multiplied in place: no temporary.
+            moved = rng.uniform(0.9, 1.1, x.shape)
+            axis = next((i for i, n in enumerate(x.shape) if n > 1), None)
+            if axis is None:
+                np.multiply(moved, x, out=moved)
+            else:
+                m, v = np.moveaxis(moved, axis, 0), np.moveaxis(x, axis, 0)  # views
+                np.multiply(m[1:], v[:-1], out=m[1:])
+                np.multiply(m[:1], v[-1:], out=m[:1])
+            inputs.append(moved)
         elif isinstance(x, np.ndarray):
             inputs.append(x.copy())
         else:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from helpers import global_streams, weights
 
+from example_nn.layers import MaxPool2d
 from pytest_gradcheck import CheckResult, GradcheckUsageError, NondeterministicLayerError, check
 
 MODES = ("full", "sample", "fast", "auto")
@@ -365,6 +366,77 @@ class StaleCache(Affine):
 def test_a_backward_using_the_previous_calls_input_fails(mode: str) -> None:
     result = checked(StaleCache(), x_batch(), mode=mode, auto_limit=3)
     assert {e.name: e.status for e in result.entries} == {"x": "ok", "W": "FAIL", "b": "ok"}
+
+
+class StaleReLU:
+    """ReLU whose backward applies the mask of the PREVIOUS forward call: a mask that depends on
+    the input's signs alone, which inputs merely scaled by the decoy would keep."""
+
+    def __init__(self) -> None:
+        self.mask: np.ndarray | None = None
+        self.previous: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.previous = self.mask
+        self.mask = x > 0
+        return np.where(self.mask, x, 0.0)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        mask = self.previous if self.previous is not None else self.mask
+        return np.where(mask, dout, 0.0)
+
+
+class StaleMaxPool(MaxPool2d):
+    """Max-pool whose backward routes the gradient by the previous call's winners."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.previous = getattr(self, "_argmax", None)
+        return super().forward(x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self.previous is not None:
+            self._argmax = self.previous
+        return super().backward(dout)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_backward_using_the_previous_calls_relu_mask_fails(mode: str, seed: int) -> None:
+    x = np.random.default_rng(seed).normal(size=(8, 16))
+    result = checked(StaleReLU(), x, mode=mode, seed=seed, auto_limit=64)
+    assert result.entry("x").status == "FAIL"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_backward_routing_by_the_previous_calls_max_pool_winners_fails(
+    mode: str, batch: int
+) -> None:
+    # A batch of one: the decoy moves the channels instead of the samples.
+    x = np.random.default_rng(batch).normal(size=(batch, 3, 6, 6))
+    result = checked(StaleMaxPool(2, 2), x, mode=mode, auto_limit=64)
+    assert result.entry("x").status == "FAIL"
+    assert checked(MaxPool2d(2, 2), x, mode=mode, auto_limit=64).ok
+
+
+def test_decoy_inputs_are_the_inputs_values_moved_one_sample_and_scaled_by_at_most_ten_percent(
+) -> None:
+    from pytest_gradcheck.checker import _decoy_inputs
+
+    rng = np.random.default_rng(0)
+    batch = rng.normal(size=(4, 3))
+    batch[1, 2] = 0.0
+    single = rng.normal(size=(1, 5))  # one sample: moved along the next axis
+    scalar = np.array(2.5)
+    labels = np.array([0, 2, 1, 1])
+    got = _decoy_inputs([batch, single, scalar, labels, 7], np.random.default_rng(1))
+    for decoy, shifted in [(got[0], np.roll(batch, 1, axis=0)),
+                           (got[1], np.roll(single, 1, axis=1)), (got[2], scalar)]:
+        ratio = np.divide(decoy, shifted, out=np.ones_like(decoy), where=shifted != 0)
+        assert np.all((ratio >= 0.9) & (ratio < 1.1))
+        assert np.array_equal(decoy == 0, shifted == 0)  # zeros and signs kept
+    assert got[3] is not labels and np.array_equal(got[3], labels)
+    assert got[4] == 7
 
 
 def flaky_layer(fault: str) -> Affine:
