@@ -160,6 +160,45 @@ def test_a_small_input_error_beside_a_float32_parameter_is_judged_in_float64() -
     assert result.entry("W").status == "ok"
 
 
+class Float32ProductUnderBias:
+    """x @ W computed in float32, under a float64 bias `bias` times larger than the product:
+    the objective's noise is float32 rounding of a part far smaller than the whole, so relative
+    to the whole objective it sits far below float32's epsilon (but far above float64's)."""
+
+    def __init__(self, bias: float, dw_slip: float = 1.0) -> None:
+        rng = np.random.default_rng(0)
+        self.params = {"W": rng.normal(size=(64, 64)) * 0.1, "b": rng.normal(size=64) * bias}
+        self.grads: dict[str, np.ndarray] = {}
+        self.dw_slip = dw_slip
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        inner = x.astype(np.float32) @ self.params["W"].astype(np.float32)
+        out: np.ndarray = inner.astype(np.float64) + self.params["b"]
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["W"] = self.x.T @ dout * self.dw_slip
+        self.grads["b"] = dout.sum(axis=0)
+        dx: np.ndarray = dout @ self.params["W"].T
+        return dx
+
+
+@pytest.mark.parametrize("mode", ["full", "fast", "auto"])
+@pytest.mark.parametrize("bias", [100.0, 1000.0])
+def test_float32_inside_under_a_much_larger_float64_bias_is_found_and_still_fails_errors(
+    mode: str, bias: float
+) -> None:
+    x = x_rows(16, 64, seed=1)
+    for seed in (0, 1):
+        right = check(Float32ProductUnderBias(bias), x, mode=mode, seed=seed)
+        assert right.ok, str(right)
+        assert any("computes in float32 inside" in n for n in right.notes)
+        wrong = check(Float32ProductUnderBias(bias, dw_slip=1.05), x, mode=mode, seed=seed)
+        assert wrong.entry("W").status == "FAIL"
+        assert wrong.entry("b").status == "ok"
+
+
 # ---------------------------------------------------------------------------------------------
 # Steps follow each array's scale
 # ---------------------------------------------------------------------------------------------

@@ -216,6 +216,10 @@ def test_precision_from_noise_thresholds() -> None:
     # Relative to the terms: the same noise on a larger objective is higher precision.
     assert numeric.precision_from_noise(1e-8, 1.0) == "float32"
     assert numeric.precision_from_noise(1e-8, 1e9) == "float64"
+    # Beyond a thousand times float64's epsilon it is no float64 rounding: a float32 part
+    # far smaller than the whole objective.
+    assert numeric.precision_from_noise(1e-14, 1.0) == "float64"
+    assert numeric.precision_from_noise(1e-11, 1.0) == "float32"
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
