@@ -496,12 +496,15 @@ def fast(
     if not math.isfinite(line.g_squares) and not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
+    planned = directions
     worst: numeric.Directional | None = None
     worst_error = -1.0
     unexplained = False
     unresolved: numeric.Directional | None = None  # a measurement the step could not resolve
     try:
-        for _ in range(directions):
+        k = 0
+        while k < directions:
+            k += 1
             d = search.leave_out(_cached_direction(rng, n))
             value = line.measure(d, 0, n, detect=True)
             if not value.unresolved and value.within and _truncation_hides_rtol(value, tol):
@@ -512,6 +515,8 @@ def fast(
                 value = shorter if shorter.within else replace(value, unresolved=True)
             if value.unresolved:
                 unresolved = value
+            elif k == directions == planned and value.doubtful:
+                directions += 1  # passing, but narrowly: confirmed along one more direction
             if not value.within or value.unresolved:
                 d = _writable(d)  # the search zeroes the elements it locates
                 value, left = search.explain(d, value)
@@ -604,19 +609,19 @@ def fast_together(
         if not math.isfinite(line.g_squares):
             return None  # NaN or inf in a gradient: `fast` fails those elements
         lines.append(line)
-    # Drawn from each array's own stream, as `fast` draws them: kept (`_cached_direction`), so
-    # the arrays checked one at a time after a disagreement take them without drawing again.
-    drawn = []
-    for t in ts:
-        rng = keyed.stream(t.name)
-        drawn.append([_cached_direction(rng, t.array.size) for _ in range(directions)])
     joint = _JointLine(lines, judging)
     tol = judging.tolerance
     worst: numeric.Directional | None = None
     worst_error = -1.0
+    planned = directions
     try:
-        for k in range(directions):
-            d = [own[k] for own in drawn]
+        k = 0
+        while k < directions:
+            # Each array's k-th direction from its own stream, as `fast` draws them: kept
+            # (`_cached_direction`), so the arrays checked one at a time after a disagreement
+            # take them without drawing again.
+            d = [_kth_direction(keyed, t, k) for t in ts]
+            k += 1
             value = joint.measure(d, 0, joint.size, detect=True)
             if value.within and not value.unresolved and _truncation_hides_rtol(value, tol):
                 value = _at_smaller_step(joint, d, value)  # as in `fast`
@@ -625,12 +630,23 @@ def fast_together(
             err = numeric.relative_error_one(value.analytic, value.numeric, tol)
             if err > worst_error:
                 worst, worst_error = value, err
+            if k == directions == planned and value.doubtful:
+                directions += 1  # confirmed along one more direction, as in `fast`
     finally:
         joint.restore()
     if worst is None:
         return None
     return [ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, 0, 0,
                          t.array.size, None, estimate=worst.relative_estimate) for t in ts]
+
+
+def _kth_direction(keyed: streams.KeyedStreams, t: Checked, k: int) -> np.ndarray:
+    """The k-th direction (from 0) `fast` draws for `t` from its own stream; the earlier ones
+    are kept, so drawing up to it again costs copies at most."""
+    rng = keyed.stream(t.name)
+    for _ in range(k):
+        _cached_direction(rng, t.array.size)
+    return _cached_direction(rng, t.array.size)
 
 
 def _line_for(t: Checked, evaluate: Callable[[], float], given: numeric.Judging

@@ -304,17 +304,17 @@ class SigmoidNetOffByARow:
         return dx
 
 
-def test_errors_spread_over_a_row_can_cancel_along_one_direction_and_two_directions_catch_them(
+def test_errors_spread_over_a_row_that_nearly_cancel_along_one_direction_are_confirmed_away(
 ) -> None:
-    # The README's "not guaranteed" list quotes this: one direction passes the wrong row at 2 of
-    # 40 seeds (a single wrong element cannot cancel: every |d_i| >= 1); two directions fail it
-    # there, as full mode does.
+    # One direction alone passed the wrong row at seeds 0 and 25: its mismatch came to 3.6 and
+    # 0.27 times the estimate there (a few hundred times elsewhere). A pass above a sixteenth of
+    # what passes is confirmed along one more direction, which fails it, as full mode does.
     x = np.random.default_rng(1).normal(size=(32, 48)) * 0.0027
-    one = [s for s in range(40) if check(SigmoidNetOffByARow(), x, mode="fast", seed=s).ok]
-    assert one == [0, 25]
-    for seed in one:
-        two = check(SigmoidNetOffByARow(), x, mode="fast", seed=seed, directions=2)
-        assert two.entry("W1").status == "FAIL"
+    passed = [s for s in range(40) if check(SigmoidNetOffByARow(), x, mode="fast", seed=s).ok]
+    assert passed == []
+    for seed in (0, 25):
+        fast = check(SigmoidNetOffByARow(), x, mode="fast", seed=seed)
+        assert fast.entry("W1").status == "FAIL"
         full = check(SigmoidNetOffByARow(), x, mode="full", seed=seed, params=("W1",),
                      inputs=False)
         assert full.entry("W1").status == "FAIL"

@@ -480,10 +480,11 @@ def logging_layer(log: list[str], x0: np.ndarray) -> Affine:
 def test_one_decoy_forward_runs_on_other_inputs_before_the_analytic_forward() -> None:
     log: list[str] = []
     x = x_batch()
-    check(logging_layer(log, x), x, mode="fast")
+    result = check(logging_layer(log, x), x, mode="fast")
     assert log[:3] == ["same", "other", "same"]
-    # the decoy, then the two probes along x, both made twice (the 1st and 2nd evaluations)
-    assert log.count("other") == 1 + 2 + 2
+    # then the probes along x (each evaluation made twice as scheduled): every forward but the
+    # two on the check's own inputs saw others
+    assert log.count("other") == result.forward_calls - 2 >= 1 + 2 + 2
 
 
 # ---------------------------------------------------------------------------------------------

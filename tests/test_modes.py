@@ -100,13 +100,16 @@ def test_sample_mode_costs_two_forwards_per_sampled_element(samples: int) -> Non
 def test_fast_mode_costs_two_forwards_per_direction_whatever_the_size_and_arrays(
     directions: int,
 ) -> None:
-    # x, W and b move together along each direction: two evaluations, not two per array.
+    # x, W and b move together along each direction: two evaluations, not two per array; a
+    # narrow pass (the tiny layer's, where few terms bring rounding near its bound) is confirmed
+    # along one more direction (numeric.DIRECTIONAL_CONFIRM), the larger layer's is not.
     for n_in, n_out, batch in [(3, 2, 2), (64, 64, 32)]:
         layer, calls = counting_linear(n_in, n_out)
         result = check(layer, x_of((batch, n_in)), mode="fast", directions=directions)
         assert result.ok
-        assert calls == {"forward": SETUP_FORWARDS + evaluations(2 * directions),
-                         "backward": 1}
+        used = [directions] if n_in == 64 else [directions, directions + 1]
+        assert calls["forward"] in [SETUP_FORWARDS + evaluations(2 * d) for d in used]
+        assert calls["backward"] == 1
         # one row per array, as in full mode
         assert [e.name for e in result.entries] == ["x", "W", "b"]
 
