@@ -148,7 +148,86 @@ def elementwise(
     if indices is not None:
         analytic = analytic[indices]
     v = numeric.compare(analytic, f_plus, f_minus, f_zero, h_plus, h_minus, tol)
-    return _from_elements(v, indices, flat.size)
+    v = _kinks_confirmed(flat, evaluate, f_zero, v, eps, tol, indices)
+    verdict = _from_elements(v, indices, flat.size)
+    verdict.note = _truncation_advice(t.name, flat, evaluate, v, eps, indices)
+    return verdict
+
+
+# Failing elements measured again at step h/KINK_SHRINK to tell truncation from a wrong value.
+TRUNCATION_PROBES = 8
+
+
+def _truncation_advice(
+    name: str,
+    flat: np.ndarray,
+    evaluate: Callable[[], float],
+    v: numeric.Verdict,
+    step: float,
+    indices: np.ndarray | None,
+) -> str | None:
+    """Advice when the worst failing elements' mismatch shrinks at least fourfold at step
+    h/KINK_SHRINK (two evaluations each): truncation, which falls as h^2, rather than a wrong
+    value, which stays. The verdict stands (a failure is never explained away here): the step
+    is too large for the values and may hide a wrong gradient as well as mimic one."""
+    failing = np.flatnonzero(~v.passed & np.isfinite(v.numeric) & np.isfinite(v.analytic))
+    if failing.size == 0:
+        return None
+    worst = failing[np.argsort(v.rel_error[failing])[::-1][:TRUNCATION_PROBES]]
+    where = worst if indices is None else np.asarray(indices, dtype=np.intp)[worst]
+    small = step / KINK_SHRINK
+    f_plus, f_minus, h_plus, h_minus = numeric.central_values(flat, evaluate, small, where)
+    if not (np.all(h_plus > 0) and np.all(h_minus > 0)):
+        return None
+    at_small = (f_plus - f_minus) / (h_plus + h_minus)
+    before = np.abs(v.numeric[worst] - v.analytic[worst])
+    after = np.abs(at_small - v.analytic[worst])
+    if not np.all(after <= before / 4.0):
+        return None
+    shrink = float(np.min(before / np.maximum(after, np.finfo(np.float64).tiny)))
+    return (f"{name}: the failing elements' mismatch shrank {shrink:.0f}x or more at a "
+            f"{KINK_SHRINK:g}x smaller step: truncation, as the step {step:g} is large next to "
+            "the scale on which the values change (steps follow each array's RMS, which an "
+            "offset far larger than the spread inflates); such failures can hide a wrong "
+            "gradient as well as mimic one: pass a smaller eps, or normalise the inputs")
+
+
+def _kinks_confirmed(
+    flat: np.ndarray,
+    evaluate: Callable[[], float],
+    f_zero: float,
+    v: numeric.Verdict,
+    step: float,
+    tol: numeric.Tolerance,
+    indices: np.ndarray | None,
+) -> numeric.Verdict:
+    """`v` with each element the kink rule passed judged again at step h/KINK_SHRINK (two
+    evaluations each), kept as a kink only if it still is one there.
+
+    Curvature spreads the one-sided slopes too, by about h |f''|: where the step is large next
+    to the scale on which the values change (inputs with a large offset next to their spread,
+    whose step follows the offset) the kink rule alone passes any value between them, a wrong
+    one included. At the smaller step a kink in reach keeps its slopes apart by its jump, while
+    curvature's spread shrinks KINK_SHRINK-fold and the central difference's truncation
+    KINK_SHRINK^2-fold; a kink the smaller step no longer reaches leaves a smooth function.
+    Only elements that passed as kinks are looked at again: nothing that passed otherwise can
+    fail here, and nothing that failed can pass."""
+    at = np.flatnonzero(v.kink)
+    if at.size == 0:
+        return v
+    where = at if indices is None else np.asarray(indices, dtype=np.intp)[at]
+    small = step / KINK_SHRINK
+    f_plus, f_minus, h_plus, h_minus = numeric.central_values(flat, evaluate, small, where)
+    # The noise floor grows as the step shrinks (the objective's noise over the step).
+    again = numeric.compare(v.analytic[at], f_plus, f_minus, f_zero, h_plus, h_minus,
+                            numeric.Tolerance(rtol=tol.rtol, atol=tol.atol * KINK_SHRINK))
+    moved = (h_plus > 0) & (h_minus > 0)  # a step that vanishes next to x keeps the verdict
+    judged = at[moved]
+    v.numeric[judged] = again.numeric[moved]
+    v.rel_error[judged] = again.rel_error[moved]
+    v.passed[judged] = again.passed[moved]
+    v.kink[judged] = again.kink[moved]
+    return v
 
 
 def sample(
@@ -408,6 +487,7 @@ class _Line(_Probing[np.ndarray]):
         f_plus, f_minus, h_plus, h_minus = numeric.central_values(self.flat, self.evaluate,
                                                                   self.eps, idx)
         v = numeric.compare(self.analytic[idx], f_plus, f_minus, f_zero, h_plus, h_minus, tol)
+        v = _kinks_confirmed(self.flat, self.evaluate, f_zero, v, self.eps, tol, idx)
         return _Element(float(v.rel_error[0]), float(v.analytic[0]), float(v.numeric[0]),
                         bool(v.passed[0]), bool(v.kink[0]))
 
@@ -551,8 +631,9 @@ def fast(
         # may chase. Full mode's verdict settles it, where affordable.
         if n <= FALLBACK_LIMIT:
             v = elementwise(t, evaluate, f_zero, given)
-            v.note = (f"{t.name}: a random direction disagreed and no single element explained "
-                      "it; the array was checked element by element")
+            fallback = (f"{t.name}: a random direction disagreed and no single element explained "
+                        "it; the array was checked element by element")
+            v.note = fallback if v.note is None else f"{fallback}; {v.note}"
             return v
         # Above it the array fails: errors each within rtol/atol can add up to such a
         # mismatch, but so can errors beyond it that no single element shows, and a gradient
@@ -926,20 +1007,25 @@ def run_mode(
     verdicts = []
     directional = []
     for t, mode in zip(arrays, modes):
-        if mode == "full":
-            verdicts.append(elementwise(t, evaluate, f_zero, judging))
+        if mode in ("full", "sample"):
+            if mode == "full":
+                v = elementwise(t, evaluate, f_zero, judging)
+            else:
+                assert keyed is not None
+                v = sample(t, evaluate, f_zero, judging, plan.samples, keyed.stream(t.name))
+            if v.note:
+                notes.append(v.note)
+            verdicts.append(v)
             continue
         assert keyed is not None
-        if mode == "sample":
-            verdicts.append(sample(t, evaluate, f_zero, judging, plan.samples,
-                                   keyed.stream(t.name)))
-            continue
         directional.append(f"{t.name} ({t.array.size})")
-        v = joint_verdicts.get(id(t))
-        if v is None:
+        joint = joint_verdicts.get(id(t))
+        if joint is None:
             v = fast(t, evaluate, f_zero, judging, plan.directions, keyed.stream(t.name))
             if v.note:
                 notes.append(v.note)
+        else:
+            v = joint
         verdicts.append(v)
     if plan.mode == "auto" and directional:
         notes.append(

@@ -199,6 +199,49 @@ def test_float32_inside_under_a_much_larger_float64_bias_is_found_and_still_fail
         assert wrong.entry("b").status == "ok"
 
 
+class BatchNormOneInputOff(BatchNorm1d):
+    """Batchnorm whose input gradient is 0.1% off at one element."""
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        dx[3, 2] *= 1.001
+        return dx
+
+
+def offset_inputs(spread: float) -> np.ndarray:
+    """Un-normalised inputs: 1000 plus values of the given spread. Steps follow the RMS (the
+    offset), so the step is large next to the scale on which batchnorm's values change."""
+    return np.random.default_rng(0).normal(size=(16, 8)) * spread + 1000.0
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_curvature_is_not_taken_for_a_kink_that_clears_a_wrong_element(mode: str) -> None:
+    # The one-sided slopes at a step 1% of the spread differ by the curvature: the kink rule
+    # alone passed the wrong element as a kink at half the seeds. Judged again at a 16x smaller
+    # step it is no kink, and fails.
+    x = offset_inputs(0.1)
+    for seed in range(8):
+        result = check(BatchNormOneInputOff(8), x, mode=mode, seed=seed)
+        assert result.entry("x").status == "FAIL"
+        assert result.entry("x").kinks == 0
+
+
+def test_a_failure_that_shrinks_with_the_step_comes_with_advice() -> None:
+    # A correct batchnorm on inputs of 1000 +- 0.05: the step (1e-3) is 2% of the spread and its
+    # truncation fails an element at seed 0. The verdict stands, with the advice the README
+    # gives; an explicit eps passes.
+    x = offset_inputs(0.05)
+    result = check(BatchNorm1d(8), x, mode="full", seed=0)
+    assert result.entry("x").status == "FAIL"
+    note = next(n for n in result.notes if n.startswith("x: the failing elements' mismatch"))
+    assert "truncation" in note and "pass a smaller eps" in note
+    assert all(check(BatchNorm1d(8), x, seed=s, eps=1e-5).ok for s in range(4))
+    # a wrong gradient on well-scaled inputs gets no such advice: its mismatch stays
+    wrong = check(BatchNormOneInputOff(8), offset_inputs(0.05) - 1000.0, mode="full")
+    assert wrong.entry("x").status == "FAIL"
+    assert not any("truncation" in n for n in wrong.notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Steps follow each array's scale
 # ---------------------------------------------------------------------------------------------
