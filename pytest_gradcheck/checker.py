@@ -391,9 +391,6 @@ class Checker:
                           reuse=self._original.arrays)
         self._undo.push(before.unprotect)  # should anything below raise
         rng = streams.stream(self.opts.seed, streams.DECOY)
-        inputs = _decoy_inputs(setup.work, rng)
-        self._decoy_arrays = ([x for x in inputs if isinstance(x, np.ndarray)]
-                              if self._protect_bytes is not None else [])
         # The first snapshot's copy of a user's input holds the bits of its working copy too
         # (when that is no float64 conversion); the later entries win.
         user_copies = [(w, self._original.saved_array(u))
@@ -401,17 +398,28 @@ class Checker:
                        if isinstance(w, np.ndarray) and isinstance(u, np.ndarray)]
         self._earlier_copies = [*[(w, c) for w, c in user_copies if c is not None],
                                 *self._original.arrays, *before.arrays]
-        _reset(setup.sources)  # puts back a global generator the first forward swapped
-        _scramble(setup.sources, rng)
-        self.forward_calls += 1
-        try:
-            out = np.asarray(self.access.forward(inputs))
-            kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
-                    and out.dtype.kind == "f" and bool(np.isfinite(out).all()))
-        except Exception as exc:
-            if is_protection_fault(exc):
-                raise  # a write into a protected array: `run_protected` tries again
-            kept = False
+        # Samples shifted by one place first; a forward that cannot take them (inputs whose
+        # order matters: increasing knots) gets the inputs in their own order, scaled by up to
+        # 10%, then, for a domain that 10% leaves (probabilities near 1), by up to 0.1%.
+        attempts = ((True, 0.1), (False, 0.1), (False, 1e-3))
+        for attempt, (shift, spread) in enumerate(attempts, 1):
+            inputs = _decoy_inputs(setup.work, rng, shift=shift, spread=spread)
+            self._decoy_arrays = ([x for x in inputs if isinstance(x, np.ndarray)]
+                                  if self._protect_bytes is not None else [])
+            _reset(setup.sources)  # puts back a global generator the first forward swapped
+            _scramble(setup.sources, rng)
+            self.forward_calls += 1
+            try:
+                out = np.asarray(self.access.forward(inputs))
+                kept = (not isinstance(out, np.matrix) and out.shape == setup.first_out.shape
+                        and out.dtype.kind == "f" and bool(np.isfinite(out).all()))
+            except Exception as exc:
+                if is_protection_fault(exc):
+                    raise  # a write into a protected array: `run_protected` tries again
+                kept = False
+            if kept or attempt == len(attempts):
+                break
+            before.put_back()  # what the failed attempt changed, the protection kept
         # Protected all through the decoy, so still as the first snapshot copied them when it
         # released them (nothing writes them in between): the baseline reuses those copies.
         protected = {id(a) for a in before.protected}
@@ -1465,19 +1473,20 @@ def _same_value(a: float, b: float) -> bool:
     return a == b or (a != a and b != b)
 
 
-def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator) -> list[Any]:
+def _decoy_inputs(work: Sequence[Any], rng: np.random.Generator, shift: bool = True,
+                  spread: float = 0.1) -> list[Any]:
     """The decoy forward's inputs: float arrays shifted by one place along their first axis of
-    two or more (each sample takes its neighbour's values, so a mask or cache computed from the
-    values, such as a ReLU's signs or a max-pool's winners, differs from the check's own) and
-    moved by up to 10% of each element's value; the values stay those of the inputs, signs and
-    zeros included, so the layer's domain is kept. Other arrays are copied, everything else is
-    passed as it is."""
+    two or more (with `shift`: each sample takes its neighbour's values, so a mask or cache
+    computed from the values, such as a ReLU's signs or a max-pool's winners, differs from the
+    check's own) and moved by up to `spread` of each element's value; the values stay those of
+    the inputs, signs and zeros included. Other arrays are copied, everything else is passed as
+    it is."""
     inputs: list[Any] = []
     for x in work:
         if is_float_array(x):
-            # Factors drawn in [0.9, 1.1) directly and multiplied in place: no temporary.
-            moved = rng.uniform(0.9, 1.1, x.shape)
-            axis = next((i for i, n in enumerate(x.shape) if n > 1), None)
+            # Factors drawn in [1 - spread, 1 + spread) and multiplied in place: no temporary.
+            moved = rng.uniform(1.0 - spread, 1.0 + spread, x.shape)
+            axis = next((i for i, n in enumerate(x.shape) if n > 1), None) if shift else None
             if axis is None:
                 np.multiply(moved, x, out=moved)
             else:

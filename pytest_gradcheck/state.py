@@ -748,6 +748,11 @@ class Snapshot:
         finally:
             self.unprotect()
 
+    def put_back(self) -> list[np.ndarray]:
+        """`restore` without ending the protection of big arrays: for another attempt at what
+        the protection guards (they cannot have been written, being read-only)."""
+        return self._put_back(set())
+
     def _put_back(self, written: set[int]) -> list[np.ndarray]:
         # Containers through the base class methods: a subclass's clear/update/__setitem__
         # may have side effects (a write counter) on state already put back.

@@ -383,6 +383,7 @@ class StaleReLU:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         mask = self.previous if self.previous is not None else self.mask
+        assert mask is not None
         return np.where(mask, dout, 0.0)
 
 
@@ -417,6 +418,65 @@ def test_a_backward_routing_by_the_previous_calls_max_pool_winners_fails(
     result = checked(StaleMaxPool(2, 2), x, mode=mode, auto_limit=64)
     assert result.entry("x").status == "FAIL"
     assert checked(MaxPool2d(2, 2), x, mode=mode, auto_limit=64).ok
+
+
+class StaleKnots:
+    """Forward valid only on increasing knots along axis 0 (it raises otherwise); backward uses
+    the previous call's input. Shifted samples break the order: the decoy falls back to the
+    inputs in their own order."""
+
+    def __init__(self, stale: bool = True) -> None:
+        self.stale = stale
+        self.previous: np.ndarray | None = None
+        self.x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if np.any(np.diff(x[:, 0]) <= 0):
+            raise ValueError("knots must increase")
+        self.previous, self.x = self.x, x.copy()
+        out: np.ndarray = np.cumsum(x**2, axis=0)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        x = self.previous if self.stale and self.previous is not None else self.x
+        assert x is not None
+        dx: np.ndarray = 2 * x * np.cumsum(dout[::-1], axis=0)[::-1]
+        return dx
+
+
+class StaleCrossEntropy:
+    """Binary cross-entropy on probabilities, one of them 0.995 (scaled by 10% it leaves (0, 1)
+    and the loss turns NaN); backward uses the previous call's probabilities."""
+
+    def __init__(self, targets: np.ndarray, stale: bool = True) -> None:
+        self.t, self.stale = targets, stale
+        self.previous: np.ndarray | None = None
+        self.p: np.ndarray | None = None
+
+    def forward(self, p: np.ndarray) -> np.ndarray:
+        self.previous, self.p = self.p, p
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: np.ndarray = -(self.t * np.log(p) + (1 - self.t) * np.log(1 - p))
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        p = self.previous if self.stale and self.previous is not None else self.p
+        assert p is not None
+        dp: np.ndarray = dout * (-(self.t / p) + (1 - self.t) / (1 - p))
+        return dp
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stale_cache_is_caught_where_the_inputs_order_or_domain_is_narrow(mode: str) -> None:
+    rng = np.random.default_rng(0)
+    knots = np.sort(rng.normal(size=(10, 3)), axis=0)
+    p = rng.uniform(0.01, 0.99, (8, 4))
+    p[0, 0] = 0.995
+    t = (rng.random((8, 4)) < 0.5).astype(float)
+    for seed in range(4):
+        for make, x in [(StaleKnots, knots), (lambda stale=True: StaleCrossEntropy(t, stale), p)]:
+            assert not checked(make(), x, mode=mode, seed=seed, auto_limit=64).ok
+            assert checked(make(stale=False), x, mode=mode, seed=seed, auto_limit=64).ok
 
 
 def test_decoy_inputs_are_the_inputs_values_moved_one_sample_and_scaled_by_at_most_ten_percent(
