@@ -148,8 +148,6 @@ def elementwise(
     if indices is not None:
         analytic = analytic[indices]
     v = numeric.compare(analytic, f_plus, f_minus, f_zero, h_plus, h_minus, tol)
-    v = _kinks_confirmed(flat, evaluate, f_zero, v, (f_plus, f_minus, h_plus, h_minus), eps,
-                         tol, indices)
     verdict = _from_elements(v, indices, flat.size)
     verdict.note = _truncation_advice(t.name, flat, evaluate, v, eps, indices)
     return verdict
@@ -191,50 +189,6 @@ def _truncation_advice(
             "the scale on which the values change (steps follow each array's RMS, which an "
             "offset far larger than the spread inflates); such failures can hide a wrong "
             "gradient as well as mimic one: pass a smaller eps, or normalise the inputs")
-
-
-def _kinks_confirmed(
-    flat: np.ndarray,
-    evaluate: Callable[[], float],
-    f_zero: float,
-    v: numeric.Verdict,
-    at_h: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    step: float,
-    tol: numeric.Tolerance,
-    indices: np.ndarray | None,
-) -> numeric.Verdict:
-    """`v` with each element the kink rule passed measured again at step h/KINK_SHRINK (two
-    evaluations each); `at_h` is (f_plus, f_minus, h_plus, h_minus) at step h, aligned with `v`.
-
-    Curvature spreads the one-sided slopes too, by about h |f''|: where the step is large next
-    to the scale on which the values change (inputs with a large offset next to their spread,
-    whose step follows the offset) the kink rule alone passes any value between them, a wrong
-    one included. Where the spread shrinks at least fourfold at the smaller step (curvature's
-    shrinks KINK_SHRINK-fold, and a kink that step no longer reaches leaves none), the element
-    is judged there, where truncation is KINK_SHRINK^2 times smaller. A kink in reach keeps its
-    spread (its jump), and rounding noise only grows: those keep their verdict. Only elements
-    that passed as kinks are looked at again, and nothing that failed can pass."""
-    at = np.flatnonzero(v.kink)
-    if at.size == 0:
-        return v
-    where = at if indices is None else np.asarray(indices, dtype=np.intp)[at]
-    small = step / KINK_SHRINK
-    f_plus, f_minus, h_plus, h_minus = numeric.central_values(flat, evaluate, small, where)
-    # The noise floor grows as the step shrinks (the objective's noise over the step).
-    again = numeric.compare(v.analytic[at], f_plus, f_minus, f_zero, h_plus, h_minus,
-                            numeric.Tolerance(rtol=tol.rtol, atol=tol.atol * KINK_SHRINK))
-    p_h, m_h, hp_h, hm_h = (a[at] for a in at_h)
-    spread_h = np.abs((p_h - f_zero) / hp_h - (f_zero - m_h) / hm_h)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        spread_small = np.abs((f_plus - f_zero) / h_plus - (f_zero - f_minus) / h_minus)
-    # A step that vanishes next to x, or a spread that did not shrink, keeps the verdict.
-    smooth = (h_plus > 0) & (h_minus > 0) & (spread_small * 4.0 <= spread_h)
-    judged = at[smooth]
-    v.numeric[judged] = again.numeric[smooth]
-    v.rel_error[judged] = again.rel_error[smooth]
-    v.passed[judged] = again.passed[smooth]
-    v.kink[judged] = again.kink[smooth]
-    return v
 
 
 def sample(
@@ -494,8 +448,6 @@ class _Line(_Probing[np.ndarray]):
         f_plus, f_minus, h_plus, h_minus = numeric.central_values(self.flat, self.evaluate,
                                                                   self.eps, idx)
         v = numeric.compare(self.analytic[idx], f_plus, f_minus, f_zero, h_plus, h_minus, tol)
-        v = _kinks_confirmed(self.flat, self.evaluate, f_zero, v,
-                             (f_plus, f_minus, h_plus, h_minus), self.eps, tol, idx)
         return _Element(float(v.rel_error[0]), float(v.analytic[0]), float(v.numeric[0]),
                         bool(v.passed[0]), bool(v.kink[0]))
 

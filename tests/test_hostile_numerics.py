@@ -214,18 +214,6 @@ def offset_inputs(spread: float) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(16, 8)) * spread + 1000.0
 
 
-@pytest.mark.parametrize("mode", ["full", "fast"])
-def test_curvature_is_not_taken_for_a_kink_that_clears_a_wrong_element(mode: str) -> None:
-    # The one-sided slopes at a step 1% of the spread differ by the curvature: the kink rule
-    # alone passed the wrong element as a kink at half the seeds. Judged again at a 16x smaller
-    # step it is no kink, and fails.
-    x = offset_inputs(0.1)
-    for seed in range(8):
-        result = check(BatchNormOneInputOff(8), x, mode=mode, seed=seed)
-        assert result.entry("x").status == "FAIL"
-        assert result.entry("x").kinks == 0
-
-
 def test_a_failure_that_shrinks_with_the_step_comes_with_advice() -> None:
     # A correct batchnorm on inputs of 1000 +- 0.05: the step (1e-3) is 2% of the spread and its
     # truncation fails an element at seed 0. The verdict stands, with the advice the README

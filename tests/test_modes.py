@@ -345,11 +345,8 @@ def test_kinks_crossed_by_a_direction_pass_in_fast_mode(seed: int) -> None:
     x[2, 1] = 0.0
     result = check(ReLU(), x, mode="fast", seed=seed)
     assert result.ok, str(result)
-    # cheaper than full mode, which would confirm its kinks too, and judge each of the 4 again
-    # at a smaller step, as fast mode does
-    assert result.entry("x").kinks == 4
-    assert result.forward_calls < (SETUP_FORWARDS + evaluations(2 * x.size + 2 * 4)
-                                   + CONFIRMATIONS)
+    # cheaper than full mode (which would confirm its kinks too)
+    assert result.forward_calls < SETUP_FORWARDS + evaluations(2 * x.size) + CONFIRMATIONS
 
     p = np.random.default_rng(seed).normal(size=(1, 2, 4, 4))
     p[0, 0, 0, 1] = p[0, 0, 0, 0]
