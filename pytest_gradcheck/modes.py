@@ -536,14 +536,14 @@ def fast(
     if not math.isfinite(line.g_squares) and not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
     search = _Search(line, f_zero, tol)
-    planned = directions
+    total = directions
     worst: numeric.Directional | None = None
     worst_error = -1.0
     unexplained = False
     unresolved: numeric.Directional | None = None  # a measurement the step could not resolve
     try:
         k = 0
-        while k < directions:
+        while k < total:
             k += 1
             d = search.leave_out(_cached_direction(rng, n))
             value = line.measure(d, 0, n, detect=True)
@@ -555,8 +555,8 @@ def fast(
                 value = shorter if shorter.within else replace(value, unresolved=True)
             if value.unresolved:
                 unresolved = value
-            elif k == directions == planned and value.doubtful:
-                directions += 1  # passing, but narrowly: confirmed along one more direction
+            elif k == directions and value.doubtful:
+                total += 1  # the last planned one passed narrowly: one more direction
             if not value.within or value.unresolved:
                 d = _writable(d)  # the search zeroes the elements it locates
                 value, left = search.explain(d, value)
@@ -654,14 +654,24 @@ def fast_together(
     tol = judging.tolerance
     worst: numeric.Directional | None = None
     worst_error = -1.0
-    planned = directions
+    # Each array's directions come from its own stream, in order, as `fast` draws them: kept
+    # (`_cached_direction`), so the arrays checked one at a time after a disagreement take
+    # them without drawing again. Where each stream stands after its last draw:
+    after: list[Any] = [None] * len(ts)
+
+    def next_direction(i: int, t: Checked) -> np.ndarray:
+        rng = keyed.stream(t.name)
+        if after[i] is not None:
+            rng.bit_generator.state = after[i]
+        d = _cached_direction(rng, t.array.size)
+        after[i] = rng.bit_generator.state
+        return d
+
+    total = directions
     try:
         k = 0
-        while k < directions:
-            # Each array's k-th direction from its own stream, as `fast` draws them: kept
-            # (`_cached_direction`), so the arrays checked one at a time after a disagreement
-            # take them without drawing again.
-            d = [_kth_direction(keyed, t, k) for t in ts]
+        while k < total:
+            d = [next_direction(i, t) for i, t in enumerate(ts)]
             k += 1
             value = joint.measure(d, 0, joint.size, detect=True)
             if value.within and not value.unresolved and _truncation_hides_rtol(value, tol):
@@ -671,23 +681,14 @@ def fast_together(
             err = numeric.relative_error_one(value.analytic, value.numeric, tol)
             if err > worst_error:
                 worst, worst_error = value, err
-            if k == directions == planned and value.doubtful:
-                directions += 1  # confirmed along one more direction, as in `fast`
+            if k == directions and value.doubtful:
+                total += 1  # the last planned one passed narrowly: one more, as in `fast`
     finally:
         joint.restore()
     if worst is None:
         return None
     return [ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, 0, 0,
                          t.array.size, None, estimate=worst.relative_estimate) for t in ts]
-
-
-def _kth_direction(keyed: streams.KeyedStreams, t: Checked, k: int) -> np.ndarray:
-    """The k-th direction (from 0) `fast` draws for `t` from its own stream; the earlier ones
-    are kept, so drawing up to it again costs copies at most."""
-    rng = keyed.stream(t.name)
-    for _ in range(k):
-        _cached_direction(rng, t.array.size)
-    return _cached_direction(rng, t.array.size)
 
 
 def _line_for(t: Checked, evaluate: Callable[[], float], given: numeric.Judging
