@@ -624,13 +624,22 @@ def fast(
                         None, estimate=estimate)
 
 
+@dataclass(frozen=True)
+class JointOutcome:
+    """What `fast_together` found: every array's verdict when the joint directions agreed,
+    else None; and how many joint directions it took (up to the one that disagreed)."""
+
+    verdicts: list[ArrayVerdict] | None
+    directions: int
+
+
 def fast_together(
     ts: Sequence[Checked],
     evaluate: Callable[[], float],
     judging: numeric.Judging,
     directions: int,
     keyed: streams.KeyedStreams,
-) -> list[ArrayVerdict] | None:
+) -> JointOutcome:
     """Fast mode for several arrays at once: each direction moves every array along the
     direction `fast` would take for it (each by its own step), two evaluations in all, judged
     by the joint derivative's estimated numerical error exactly as `fast` judges one array's.
@@ -638,17 +647,19 @@ def fast_together(
     A single wrong element shows there as it does along its own array's direction: its share of
     the mismatch and the objective's rounding noise, which dominates the estimate, are the same
     evaluations' in both. Returns the verdicts when every direction agrees within its estimate,
-    else None: the caller then runs `fast` on each array (the same directions, now one array at
+    else no verdicts and the number of directions taken up to the one that disagreed: the caller
+    then runs `fast` on each array along at least as many (the same directions, now one array at
     a time), which locates what disagrees and says in which array, so nothing is failed or
     explained away here. A step that vanishes next to an array's values raises as in `fast`.
     """
     if any(np.may_share_memory(a.array, b.array) for i, a in enumerate(ts) for b in ts[:i]):
-        return None  # one array a view into another: moving both at once would mix their steps
+        # one array a view into another: moving both at once would mix their steps
+        return JointOutcome(None, 0)
     lines: list[_Line] = []
     for t in ts:
         line = _line_for(t, evaluate, judging)[1]
         if not math.isfinite(line.g_squares):
-            return None  # NaN or inf in a gradient: `fast` fails those elements
+            return JointOutcome(None, 0)  # NaN or inf in a gradient: `fast` fails those elements
         lines.append(line)
     joint = _JointLine(lines, judging)
     tol = judging.tolerance
@@ -677,7 +688,10 @@ def fast_together(
             if value.within and not value.unresolved and _truncation_hides_rtol(value, tol):
                 value = _at_smaller_step(joint, d, value)  # as in `fast`
             if not value.within or value.unresolved:
-                return None
+                # The arrays' own directions up to this one hold the disagreement: a narrow
+                # pass confirmed away by a later joint direction must not pass along the first
+                # direction alone when each array is checked on its own.
+                return JointOutcome(None, k)
             err = numeric.relative_error_one(value.analytic, value.numeric, tol)
             if err > worst_error:
                 worst, worst_error = value, err
@@ -686,9 +700,10 @@ def fast_together(
     finally:
         joint.restore()
     if worst is None:
-        return None
-    return [ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, 0, 0,
-                         t.array.size, None, estimate=worst.relative_estimate) for t in ts]
+        return JointOutcome(None, 0)
+    return JointOutcome([ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, 0,
+                                      0, t.array.size, None, estimate=worst.relative_estimate)
+                         for t in ts], k)
 
 
 def _line_for(t: Checked, evaluate: Callable[[], float], given: numeric.Judging
@@ -952,9 +967,12 @@ def run_mode(
     if any(mode != "full" for mode in modes):
         keyed = streams.KeyedStreams(plan.seed, streams.ARRAY_CHOICES)
     together = None
+    directions = plan.directions
     if len(fast_ones) > 1:
         assert keyed is not None
-        together = fast_together(fast_ones, evaluate, judging, plan.directions, keyed)
+        outcome = fast_together(fast_ones, evaluate, judging, plan.directions, keyed)
+        together = outcome.verdicts
+        directions = max(directions, outcome.directions)
         if together is not None:
             v0 = together[0]
             notes.append(
@@ -982,7 +1000,7 @@ def run_mode(
         directional.append(f"{t.name} ({t.array.size})")
         joint = joint_verdicts.get(id(t))
         if joint is None:
-            v = fast(t, evaluate, f_zero, judging, plan.directions, keyed.stream(t.name))
+            v = fast(t, evaluate, f_zero, judging, directions, keyed.stream(t.name))
             if v.note:
                 notes.append(v.note)
         else:

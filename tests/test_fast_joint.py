@@ -223,7 +223,7 @@ def test_fast_mode_restores_from_the_checkers_copy_and_leaves_the_bits_as_they_w
 
     terms = float(np.abs(g * a).sum() + np.abs(other.analytic * x).sum())
     judging = numeric.judging("float64", numeric.objective_noise(terms, "float64"))
-    verdicts = modes.fast_together([t, other], objective, judging, 1, keyed)
+    verdicts = modes.fast_together([t, other], objective, judging, 1, keyed).verdicts
     assert verdicts is not None and all(v.ok for v in verdicts)
     assert a.tobytes() == t.saved.tobytes() and np.signbit(a[0, 0])
 
@@ -397,3 +397,34 @@ def test_a_probe_places_x_plus_and_minus_h_d_at_every_element_of_a_range(n: int)
     assert projected == pytest.approx(float(np.dot(g[lo:hi], plus[lo:hi] - a[lo:hi])), rel=1e-12)
     line.restore()
     assert a.tobytes() == x.tobytes()
+
+
+def test_arrays_followed_after_a_joint_disagreement_take_as_many_directions_as_it_did(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A joint direction that passed narrowly is confirmed along a second one; when that one
+    # disagrees, each array must be checked along both of its own directions, or a wrong array
+    # whose first direction passed narrowly (the second held the error) would pass on its own.
+    from pytest_gradcheck import modes
+
+    real_fast = modes.fast
+    taken: dict[str, int] = {}
+
+    def together(ts: Any, *args: Any) -> modes.JointOutcome:
+        return modes.JointOutcome(None, 3)
+
+    def fast(t: Any, evaluate: Any, f_zero: float, judging: Any, directions: int,
+             rng: Any) -> modes.ArrayVerdict:
+        taken[t.name] = directions
+        return real_fast(t, evaluate, f_zero, judging, directions, rng)
+
+    monkeypatch.setattr(modes, "fast_together", together)
+    monkeypatch.setattr(modes, "fast", fast)
+    x = np.random.default_rng(0).normal(size=(8, 16))
+    result = check(ThreeArrays(16, 8), x, mode="fast", directions=1)
+    assert result.ok, str(result)
+    assert taken == {"x": 3, "W": 3, "b": 3}
+    taken.clear()
+    monkeypatch.setattr(modes, "fast_together", lambda ts, *a: modes.JointOutcome(None, 1))
+    check(ThreeArrays(16, 8), x, mode="fast", directions=2)
+    assert taken == {"x": 2, "W": 2, "b": 2}  # never fewer than asked for
