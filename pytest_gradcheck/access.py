@@ -318,6 +318,16 @@ class LayerAccess(ABC):
         on): held fixed and listed as not differentiated. Asked after the first forward."""
         return ()
 
+    def bind(self, args: Sequence[Any]) -> None:
+        """Called once before training mode is forced, with the working copies of the
+        arguments forward will be called with (a function pair finds its mode dicts there)."""
+        return None
+
+    def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
+        """What the `extra_loss` option's callable receives: the layer (`obj` is what was
+        passed to the check, for an access that keeps no `layer` of its own)."""
+        return (getattr(self, "layer", obj),)
+
 
 class ObjectAccess(LayerAccess):
     """A layer object with `forward`/`backward`, possibly holding sub-layers.
@@ -597,7 +607,7 @@ class FunctionPairAccess(LayerAccess):
                 owners.append(owner)
         return [*owners, *(a for a in self._args if isinstance(a, dict))]
 
-    def extra_loss_args(self) -> tuple[Any, ...]:
+    def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         """`extra_loss` receives the arguments (the arrays being checked), as for a
         value-and-gradient function: a regulariser needs `w`, not the pair of functions."""
         return tuple(self._args)

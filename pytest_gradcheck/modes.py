@@ -119,15 +119,20 @@ def _vanishing_step(t: Checked, eps: float) -> GradcheckUsageError:
     )
 
 
-@dataclass(frozen=True)
-class Plan:
-    """How evaluations are spent: the mode and its settings (see `Options`)."""
+class Plan(Protocol):
+    """How evaluations are spent: the mode and its settings, read where they are given
+    (`Options` is one)."""
 
-    mode: str  # full, sample, fast or auto
-    seed: int  # fixes the elements sampled and the directions taken, per array
-    samples: int  # sample mode: elements per array
-    directions: int  # fast mode: random directions per array
-    auto_limit: int  # auto mode: the largest array checked in full
+    @property
+    def mode(self) -> str: ...  # full, sample, fast or auto
+    @property
+    def seed(self) -> int: ...  # fixes the elements sampled and the directions taken, per array
+    @property
+    def samples(self) -> int: ...  # sample mode: elements per array
+    @property
+    def directions(self) -> int: ...  # fast mode: random directions per array
+    @property
+    def auto_limit(self) -> int: ...  # auto mode: the largest array checked in full
 
 
 def elementwise(

@@ -179,6 +179,8 @@ class Judging:
     # False: `step` is the absolute step of every array (the caller's eps, or one array's own).
     relative: bool = False
     zero_scale: float = ZERO_ARRAY_SCALE  # the scale of an array that is zero everywhere
+    # The caller gave the step or rtol: their judging stands, no measured noise replaces it.
+    given: bool = False
 
     def for_array(self, values: np.ndarray, name: str | None = None,
                   squares: float | None = None) -> Judging:
@@ -196,7 +198,7 @@ class Judging:
         tolerance = make_tolerance(self.rtol, self.atol, self.noise, step)
         # Built directly: dataclasses.replace costs several times more, once per array.
         return Judging(self.precision, step, self.rtol, tolerance, self.noise, self.atol, False,
-                       self.zero_scale)
+                       self.zero_scale, self.given)
 
     def _refuse_step_for(self, scale: float, name: str) -> None:
         """A given step that cannot measure the derivative of values of RMS `scale`: one that
@@ -239,12 +241,12 @@ def judging(
     and `tolerance` is then the one of an array of scale 1. `zero_scale` stands for the scale of
     an array that is zero everywhere (the output's RMS; ZERO_ARRAY_SCALE if None or 0)."""
     default_step, default_rtol = PRECISION_DEFAULTS[precision]
-    relative = step is None
+    relative, given = step is None, step is not None or rtol is not None
     step = default_step if step is None else step
     rtol = default_rtol if rtol is None else rtol
     zero = zero_scale if zero_scale and math.isfinite(zero_scale) else ZERO_ARRAY_SCALE
     return Judging(precision, step, rtol, make_tolerance(rtol, atol, noise, step), noise, atol,
-                   relative, zero)
+                   relative, zero, given)
 
 
 def perturbed_values(values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

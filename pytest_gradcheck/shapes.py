@@ -27,7 +27,6 @@ import numpy as np
 from .access import (
     INPUT_GRAD_ATTRS,
     STATISTIC_MARKERS,
-    FunctionPairAccess,
     LayerAccess,
     ObjectAccess,
     Outputs,
@@ -164,7 +163,7 @@ class ValueAndGradAccess(LayerAccess):
         return {i for i, a in enumerate(self._args)
                 if is_float_array(a) and (i >= len(grads) or grads[i] is None)}
 
-    def extra_loss_args(self) -> tuple[Any, ...]:
+    def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         return tuple(self._args)
 
     def _loss_of(self, res: Any) -> np.ndarray:
@@ -608,8 +607,7 @@ class LossOnOutputAccess(LayerAccess):
 
     def bind(self, args: Sequence[Any]) -> None:
         """A pair's dict arguments, for the pair's training mode and state roots."""
-        if isinstance(self.inner, FunctionPairAccess):
-            self.inner.bind(args)
+        self.inner.bind(args)
 
     def state_roots(self) -> list[Any]:
         """The layer's, and the loss's object (a bound method's or a callable instance):
@@ -630,10 +628,9 @@ class LossOnOutputAccess(LayerAccess):
     def loss_terms(self) -> list[Callable[[], float]]:
         return self.inner.loss_terms()
 
-    def extra_loss_args(self) -> tuple[Any, ...]:
+    def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         """What `extra_loss` receives without `loss=`: a pair's arguments, else the layer."""
-        inner_args = getattr(self.inner, "extra_loss_args", None)
-        return tuple(inner_args()) if callable(inner_args) else (self.layer,)
+        return self.inner.extra_loss_args(obj)
 
     def forward(self, inputs: Sequence[Any]) -> Any:
         out = self.inner.forward(inputs)

@@ -20,6 +20,7 @@ import gc
 import random
 import types
 from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -888,6 +889,40 @@ def is_protection_fault(exc: BaseException) -> bool:
 
 
 _T = TypeVar("_T")
+
+
+class Restorer:
+    """Undo steps, run in reverse order of registration when the block ends.
+
+    Every step runs even if an earlier one raises, and the first error is the one that
+    propagates: the check's own if it raised, else the first failing step's.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[Callable[[], object]] = []
+
+    def push(self, step: Callable[[], object]) -> None:
+        self._steps.append(step)
+
+    def __enter__(self) -> Restorer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        first: BaseException | None = None
+        while self._steps:
+            step = self._steps.pop()
+            try:
+                step()
+            except BaseException as err:
+                if first is None:
+                    first = err
+        if exc is None and first is not None:
+            raise first
 
 
 def run_protected(attempt: Callable[[int | None], _T]) -> _T:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pytest_gradcheck import CheckResult
-from pytest_gradcheck.checker import repeats
+from pytest_gradcheck.calls import repeats
 
 # Plugins of this environment that slow every pytester run down and play no part in it.
 QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")

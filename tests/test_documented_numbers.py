@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from pytest_gradcheck import modes, numeric
-from pytest_gradcheck.checker import CONFIRMATIONS, repeats
+from pytest_gradcheck.calls import CONFIRMATIONS, repeats
 
 ROOT = Path(__file__).resolve().parent.parent
 

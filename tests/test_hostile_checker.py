@@ -481,7 +481,7 @@ def test_a_stale_cache_is_caught_where_the_inputs_order_or_domain_is_narrow(mode
 
 def test_decoy_inputs_are_the_inputs_values_moved_one_sample_and_scaled_by_at_most_ten_percent(
 ) -> None:
-    from pytest_gradcheck.checker import _decoy_inputs
+    from pytest_gradcheck.decoy import decoy_inputs as _decoy_inputs
 
     rng = np.random.default_rng(0)
     batch = rng.normal(size=(4, 3))

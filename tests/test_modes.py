@@ -25,7 +25,7 @@ from helpers import SETUP_FORWARDS, evaluations, global_streams
 
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
 from pytest_gradcheck import GradcheckUsageError, check
-from pytest_gradcheck.checker import CONFIRMATIONS
+from pytest_gradcheck.calls import CONFIRMATIONS
 from pytest_gradcheck.modes import MAX_LOCATED, NOISE_PROBE_EVALUATIONS
 
 MODES = ("full", "sample", "fast", "auto")

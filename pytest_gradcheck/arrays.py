@@ -1,0 +1,497 @@
+"""Which inputs and parameters a check judges, and backward's gradient for each.
+
+`Arrays` selects them (`params=`, `inputs=`), gives parameters float64 arrays the checker can
+perturb in place, refuses what no verdict could be given on (empty, non-finite, complex or
+`np.matrix` arrays, an empty output), and reads backward's gradients: a missing or unusable one
+becomes an `error` row for its array while the others are still judged. Every array the layer
+holds is either checked or has a row saying why not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from fnmatch import fnmatchcase
+from typing import Any
+
+import numpy as np
+
+from . import modes
+from .access import LayerAccess, Param, unwritten_gradient_message
+from .calls import Calls
+from .numeric import is_float_array
+from .options import Options
+from .phases import Attempt, CheckedArray
+from .result import (
+    ERROR,
+    FAIL,
+    INTEGER_INPUT,
+    NOT_DIFFERENTIATED,
+    NOT_SELECTED,
+    OK,
+    PASSED_THROUGH,
+    Entry,
+)
+from .state import Snapshot
+
+
+class Arrays:
+    """The arrays of one attempt: the working inputs, the parameters, their gradients."""
+
+    def __init__(self, calls: Calls, opts: Options, user_inputs: Sequence[Any],
+                 attempt: Attempt, notes: list[str]) -> None:
+        self.calls = calls
+        self.access: LayerAccess = calls.access
+        self.opts = opts
+        self.user_inputs = list(user_inputs)
+        self.attempt = attempt
+        self.notes = notes  # the check's notes: what was done to the arrays is said there
+        self.param_dtypes: dict[str, str] = {}  # parameter dtypes as the layer had them
+        self.input_arrays: list[np.ndarray] = []  # the working copies of the array inputs
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def working_inputs(self) -> list[Any]:
+        """Float64 copies of the float inputs (copies of other arrays; the rest as given)."""
+        names = self.access.input_names(len(self.user_inputs))
+        for name, x in zip(names, self.user_inputs):
+            if isinstance(x, np.ndarray) and x.dtype.kind == "c":
+                raise self.calls.usage(
+                    f"input {name!r} is {x.dtype}; complex arrays are not "
+                    "supported (the check differentiates real functions): pass the real and "
+                    "imaginary parts as separate float inputs"
+                )
+        self._refuse_empty_inputs(names)
+        work = []
+        for x in self.user_inputs:
+            if is_float_array(x):
+                work.append(np.array(x, dtype=np.float64, order="C", copy=True))
+            elif isinstance(x, np.ndarray):
+                work.append(x.copy())
+            else:
+                work.append(x)
+        if any(is_float_array(x) and x.dtype.itemsize < 8 for x in self.user_inputs):
+            self.notes.append("low-precision inputs were checked on float64 copies")
+        self.input_arrays = [a for a in work if isinstance(a, np.ndarray)]
+        return work
+
+    def _refuse_empty_inputs(self, names: list[str]) -> None:
+        """An empty float input (a batch of shape (0, 4)) makes every gradient trivially zero:
+        no backward could fail, so the check would pass anything."""
+        for name, x in zip(names, self.user_inputs):
+            if is_float_array(x) and x.size == 0:
+                raise self.calls.usage(
+                    f"nothing to check: input {name!r} has no elements (shape {x.shape}); "
+                    "on an empty batch every gradient is zero and no backward could fail: "
+                    "pass inputs with at least one element"
+                )
+
+    def refuse_non_finite_inputs(self, names: list[str], held_fixed: Collection[int]) -> None:
+        """NaN or inf in a checked input: x + h is NaN too, so its row could only fail with a
+        numeric NaN, blaming backward for the input. Inputs the access holds fixed (data such
+        as a target with NaN marking missing values) are never perturbed, so they may."""
+        if not self.opts.inputs:
+            return
+        for i, (name, x) in enumerate(zip(names, self.user_inputs)):
+            if i not in held_fixed and is_float_array(x) and not np.isfinite(x).all():
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+                raise self.calls.usage(
+                    f"input {name!r} holds non-finite values ({x[where]} at {where}); "
+                    "central differences need finite inputs: replace them, or pass "
+                    "inputs=False to check the parameters only"
+                )
+
+    def refuse_empty_output(self, out: np.ndarray) -> None:
+        """An empty output: every gradient is zero, nothing could fail."""
+        if out.size == 0:
+            raise self.calls.usage(
+                f"nothing to check: forward returned an empty output (shape {out.shape}), "
+                "so every gradient is zero and no backward could fail: pass inputs that give "
+                "at least one output element"
+            )
+
+    def refuse_empty_arrays(self, arrays: list[CheckedArray]) -> None:
+        """A checked array without elements (a parameter of shape (0,)): its row would pass
+        without a single element checked."""
+        for a in arrays:
+            if a.array.size == 0:
+                raise self.calls.usage(
+                    f"nothing to check: {'input' if a.kind == 'input' else 'parameter'} "
+                    f"{a.name!r} has no elements (shape {a.array.shape}); leave it out with "
+                    "params=[...] (or inputs=False), or give it at least one element"
+                )
+
+    def checked_inputs(
+        self, work: list[Any], names: list[str]
+    ) -> tuple[list[CheckedArray], list[Entry]]:
+        """The float inputs to check (unless inputs=False); rows for the others."""
+        arrays: list[CheckedArray] = []
+        rows: list[Entry] = []
+        fixed = self.access.fixed_inputs()
+        for i, (name, x, user_x) in enumerate(zip(names, work, self.user_inputs)):
+            if is_float_array(x) and i in fixed:
+                rows.append(Entry(name, "input", tuple(x.shape), str(user_x.dtype),
+                                  NOT_DIFFERENTIATED, size=x.size))
+            elif is_float_array(x):
+                if self.opts.inputs:
+                    arrays.append(CheckedArray(name, "input", x, str(user_x.dtype)))
+            elif isinstance(x, np.ndarray) and x.dtype.kind in "iub":  # integer or bool
+                rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype), INTEGER_INPUT,
+                                  size=x.size))
+            elif isinstance(x, (list, tuple, float, int, complex)) and not isinstance(x, bool):
+                # Values the checker cannot perturb: say so rather than skip them silently.
+                shape = (len(x),) if isinstance(x, (list, tuple)) else ()
+                rows.append(Entry(name, "input", shape, type(x).__name__, PASSED_THROUGH))
+        return arrays, rows
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def checked_params(
+        self, params: list[Param], param_arrays: list[np.ndarray]
+    ) -> list[CheckedArray]:
+        """One checked array per distinct parameter array: tied weights are checked once."""
+        by_array: dict[int, CheckedArray] = {}
+        for p, a in zip(params, param_arrays):
+            if id(a) in by_array:
+                by_array[id(a)].aliases.append(p.name)
+                continue
+            by_array[id(a)] = CheckedArray(p.name, "param", a, self.param_dtypes[p.name])
+        for c in by_array.values():
+            if c.aliases:
+                self.notes.append(
+                    f"{', '.join(c.aliases)} share the array of {c.name} (tied weights): "
+                    "checked once, against the sum of their gradients"
+                )
+        return list(by_array.values())
+
+    def select_params(
+        self, params: list[Param], validate: bool = True
+    ) -> tuple[list[Param], list[Entry]]:
+        """Differentiable, selected parameters; rows for the others."""
+        checked, rows = [], []
+        for p in params:
+            value = p.get()
+            if not isinstance(value, np.ndarray):
+                continue
+            shape, dtype = tuple(value.shape), str(value.dtype)
+            # dtype kinds: np.issubdtype costs several times more, twice per parameter
+            complex_ = value.dtype.kind == "c"
+            if not p.differentiable or not (complex_ or value.dtype.kind == "f"):
+                rows.append(Entry(p.name, "param", shape, dtype, NOT_DIFFERENTIATED,
+                                  size=value.size))
+            elif self.opts.params is not None and not any(
+                fnmatchcase(p.name, pat) for pat in self.opts.params
+            ):
+                rows.append(Entry(p.name, "param", shape, dtype, NOT_SELECTED, size=value.size))
+            elif complex_:
+                raise self.calls.usage(
+                    f"parameter {p.name!r} is {value.dtype}; complex parameters "
+                    "are not supported (the check differentiates real functions): store the "
+                    "real and imaginary parts as separate float parameters, or leave it out "
+                    "with params=[...]"
+                )
+            else:
+                checked.append(p)
+        if self.opts.params is not None and validate:
+            names = [p.name for p in params]
+            for pat in self.opts.params:
+                if not any(fnmatchcase(n, pat) for n in names):
+                    raise self.calls.usage(
+                        f"params={list(self.opts.params)!r}: {pat!r} matches no "
+                        f"parameter; parameters are: {', '.join(names) or 'none'}"
+                    )
+        return checked, rows
+
+    def not_inputs(self, params: list[Param]) -> list[Param]:
+        """Leave out "parameters" that are the inputs forward cached (`self.b = b` in a layer
+        taking an input named b): the checker's working inputs are its own copies, so an array
+        sharing memory with one of them is that input, already checked as such."""
+        inputs = self.input_arrays
+
+        def is_input(p: Param) -> bool:
+            value = p.get()
+            return isinstance(value, np.ndarray) and any(
+                np.may_share_memory(value, a) for a in inputs
+            )
+
+        return [p for p in params if not is_input(p)] if inputs else params
+
+    def promote(self, params: list[Param]) -> tuple[list[np.ndarray], list[str]]:
+        """Give each checked parameter a writeable, contiguous float64 array where possible;
+        returns the arrays and the dtypes below float64 that some had to keep."""
+        arrays, low, promoted = [], [], []
+        copies: dict[int, np.ndarray] = {}  # one copy per original array keeps tied weights tied
+        self.param_dtypes = {p.name: str(p.get().dtype) for p in params}
+        for p in params:
+            value = p.get()
+            self._refuse_matrix(p.name, value)
+            want = (value.dtype != np.float64 or not value.flags.c_contiguous
+                    or not value.flags.writeable)
+            if want and p.set is not None:
+                if id(value) not in copies:
+                    copies[id(value)] = np.array(value, dtype=np.float64, order="C", copy=True)
+                p.set(copies[id(value)])
+                value = p.get()
+                if value.dtype != np.float64:
+                    low.append(str(value.dtype))
+                elif self.param_dtypes[p.name] != "float64":
+                    promoted.append(f"{p.name} ({self.param_dtypes[p.name]})")
+            elif want and value.dtype != np.float64:
+                low.append(str(value.dtype))
+            if not value.flags.writeable or not value.flags.c_contiguous:
+                raise self.calls.usage(
+                    f"parameter {p.name!r} is not a writeable contiguous array, so "
+                    "it cannot be perturbed in place; store it as a plain numpy array"
+                )
+            arrays.append(value)
+        if promoted:
+            self.notes.append("low-precision parameters were checked on float64 copies: "
+                              + ", ".join(promoted))
+        return arrays, low
+
+    def _refuse_matrix(self, name: str, value: np.ndarray) -> None:
+        if isinstance(value, np.matrix):
+            raise self.calls.usage(
+                f"parameter {name!r} is an np.matrix, which the checker cannot perturb "
+                "element by element (its indexing keeps two dimensions); store a plain "
+                "ndarray (np.asarray(...)) and use @ for matrix products"
+            )
+
+    def late_params(self, params: list[Param], rows: list[Entry]) -> list[Param]:
+        """Parameters recognisable only once backward has created their gradient (`w`/`dw`);
+        one that cannot be perturbed as it is gets an `error` row in `rows` instead."""
+        known = {p.name for p in params}
+        late, _ = self.select_params(
+            self.not_inputs([p for p in self.access.parameters() if p.name not in known]),
+            validate=False,
+        )
+        usable = []
+        for p in late:
+            value = p.get()
+            self._refuse_matrix(p.name, value)
+            if value.dtype != np.float64 or not value.flags.c_contiguous:
+                rows.append(Entry(
+                    p.name, "param", tuple(value.shape), str(value.dtype), ERROR,
+                    size=value.size,
+                    message=f"parameter {p.name!r} was recognised only after backward "
+                    f"created its gradient, and is {value.dtype}: create the gradient in "
+                    "__init__, or name the pair W/dW, b/db, weights/dweights, ...",
+                ))
+            else:
+                usable.append(p)
+        return usable
+
+    # -- gradients ---------------------------------------------------------------------------
+
+    @staticmethod
+    def zero_grads(params: list[Param]) -> list[np.ndarray]:
+        """Zero the gradients before backward; returns the arrays this or `arm_gradients`
+        writes into (every writeable gradient array)."""
+        # Layers that accumulate (+=) need zeros; layers that assign are unaffected. Float
+        # gradients are left to `arm_gradients`, which fills them with -0.0 right after (a zero
+        # to += into): zeroing them first too would cost one more pass over each.
+        written = []
+        for p in params:
+            grad = p.grad() if p.grad is not None else None
+            if isinstance(grad, np.ndarray) and grad.flags.writeable:
+                written.append(grad)
+                if not (grad.dtype.kind == "f" and grad.size):
+                    grad[...] = 0
+        return written
+
+    def collect_input_grads(
+        self,
+        arrays: list[CheckedArray],
+        dins: Sequence[Any],
+        names: list[str],
+        rows: list[Entry],
+    ) -> None:
+        """Attach backward's input gradients. An input whose gradient is missing or unusable
+        gets an `error` row in `rows` and no gradient, so it is left out of the numeric passes
+        while the other arrays are still judged."""
+        if len(dins) > len(names):
+            raise self.calls.usage(
+                f"backward returned {len(dins)} input gradients for "
+                f"{len(names)} input(s); return one gradient per forward input, in order "
+                "(None for an input without one)"
+            )
+        by_name = {n: i for i, n in enumerate(names)}
+        for a in arrays:
+            if a.kind != "input":
+                continue
+            i = by_name[a.name]
+            grad = dins[i] if i < len(dins) else None
+            if grad is None:
+                rows.append(error_entry(
+                    a,
+                    f"backward returned no gradient for input {a.name!r}; return "
+                    "it from backward (a tuple for several inputs), set self.dinputs, or pass "
+                    "inputs=False to check parameters only",
+                ))
+                continue
+            found = self._grad_array(grad, a, "input")
+            if isinstance(found, str):
+                rows.append(error_entry(a, found))
+            else:
+                a.analytic = found
+
+    def collect_param_grads(
+        self,
+        arrays: list[CheckedArray],
+        params: list[Param],
+        rows: list[Entry],
+        unwritten: Collection[str] = (),
+    ) -> list[CheckedArray]:
+        """Attach gradients; returns the arrays left to check. Optional gradient-less entries
+        (running statistics in a parameter dict) move to `rows` as not differentiated; a
+        parameter whose gradient is missing, never written (`unwritten`: names from
+        `arm_gradients`), unreadable or unusable moves there as an `error` row. Inputs without
+        a gradient (`collect_input_grads` gave them an error row) are left out too."""
+        by_name = {p.name: p for p in params}
+        kept = []
+        for a in arrays:
+            if a.kind != "param":
+                if a.analytic is not None:
+                    kept.append(a)
+                continue
+            p = by_name[a.name]
+            try:
+                grad = p.grad() if p.grad is not None else None
+                extras = [(n, by_name[n].grad) for n in a.aliases]
+                tied = [(n, read() if read is not None else None) for n, read in extras]
+            except Exception as exc:  # a gradient behind a property or hook that raises
+                rows.append(error_entry(
+                    a, f"reading the gradient of parameter {a.name!r} raised "
+                    f"{type(exc).__name__}: {exc}",
+                ))
+                continue
+            stale = [n for n in (a.name, *a.aliases) if n in unwritten]
+            if stale:
+                rows.append(error_entry(
+                    a, unwritten_gradient_message(stale[0], by_name[stale[0]].grad_source)))
+                continue
+            if grad is None and not p.required:
+                rows.append(Entry(a.name, "param", tuple(a.array.shape), a.orig_dtype,
+                                  NOT_DIFFERENTIATED, size=a.array.size))
+                continue
+            if grad is None:
+                rows.append(error_entry(
+                    a, f"parameter {a.name!r} has no gradient after backward; "
+                    "backward must store it (grads[name] or d<name>), or exclude the parameter "
+                    "with params=[...]",
+                ))
+                continue
+            total = self._grad_array(grad, a, "parameter")
+            for alias, extra in tied:
+                if isinstance(total, str) or extra is None:
+                    continue
+                more = self._grad_array(extra, a, "parameter", alias)
+                total = more if isinstance(more, str) else total + more
+            if isinstance(total, str):
+                rows.append(error_entry(a, total))
+                continue
+            a.analytic = total
+            kept.append(a)
+        return kept
+
+    def _grad_array(
+        self, grad: Any, a: CheckedArray, what: str, name: str | None = None
+    ) -> np.ndarray | str:
+        """`grad` as a float64 array of `a`'s shape, or why it is not one: the message of the
+        array's `error` row. A gradient of another shape is never broadcast: a (1, C)
+        gradient for a (C,) parameter is an error. `name` is the tied parameter the gradient
+        belongs to, when not `a`'s own name."""
+        name = name or a.name
+        try:
+            complex_ = np.iscomplexobj(grad)
+        except (TypeError, ValueError, AttributeError):  # a ragged list: no dtype at all
+            complex_ = False
+        if complex_:
+            return (f"gradient of {what} {name!r} is complex; backward must return a real "
+                    "floating-point array")
+        lent = self._lent(grad, a.array.shape)
+        if lent is not None:
+            return lent
+        try:
+            arr = np.array(grad, dtype=np.float64, copy=True)
+        except (TypeError, ValueError) as exc:
+            return (f"gradient of {what} {name!r} is a {type(grad).__name__} that is not an "
+                    f"array of numbers ({exc}); backward must return (or store) one float "
+                    "array per input and parameter")
+        if arr.shape != a.array.shape:
+            return (f"gradient of {what} {name!r} has shape {arr.shape}, expected "
+                    f"{a.array.shape}; backward must return one gradient element per element "
+                    "(gradients are never broadcast)")
+        return arr
+
+    def _lent(self, grad: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+        """`grad` itself rather than a copy, where that is sound: a float64 array backward
+        created (it owns its memory, and no snapshot had recorded it, so no restore writes
+        into it), made read-only until the check ends. A later write into it (by a forward
+        holding it where no snapshot looks) then faults like a write into a protected array,
+        and `run_protected` runs the check again, copying every gradient. Saves one copy per
+        checked array."""
+        attempt = self.attempt
+        baseline = attempt.baseline
+        if (attempt.protect_bytes is None or baseline is None
+                or type(grad) is not np.ndarray or grad.dtype != np.float64
+                or grad.shape != shape
+                or grad.base is not None or not grad.flags.writeable
+                or not grad.flags.c_contiguous
+                or baseline.saved_array(grad) is not None
+                or attempt.original.saved_array(grad) is not None):
+            return None
+        grad.flags.writeable = False
+        attempt.undo.push(lambda: setattr(grad.flags, "writeable", True))
+        return grad
+
+    def undo_backward(
+        self, baseline: Snapshot, params: list[CheckedArray], zeroed: list[np.ndarray]
+    ) -> None:
+        """Put back whatever backward changed (an optimizer step inside backward, caches), so
+        the numeric evaluations see the same parameters as the analytic pass; the gradients
+        zeroed before backward (`zeroed`) are copied back without a comparison."""
+        # Restoring compares every recorded array bit for bit anyway: the parameters it had to
+        # rewrite are the ones backward changed (an equal_nan comparison beforehand would cost
+        # several times a bitwise one).
+        rewritten = {id(arr) for arr in baseline.restore(
+            [g for g in zeroed if all(g is not a.array for a in params)])}
+        stepped = [a.name for a in params if id(a.array) in rewritten]
+        if stepped:
+            self.notes.append(
+                "backward changed parameter(s) " + ", ".join(stepped) + " in place (an "
+                "optimizer step?); they were put back before the numeric evaluations"
+            )
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def error_entry(a: CheckedArray, message: str) -> Entry:
+    """The row of an array that could not be judged, with the reason."""
+    return Entry(a.name, a.kind, tuple(a.array.shape), a.orig_dtype, ERROR,
+                 size=a.array.size, message=message)
+
+
+def verdict_entry(a: CheckedArray, v: modes.ArrayVerdict) -> Entry:
+    """The row of a judged array."""
+    shape = tuple(a.array.shape)
+    worst_index = None
+    if v.worst is not None:
+        worst_index = tuple(int(i) for i in np.unravel_index(v.worst, shape))
+    return Entry(
+        name=a.name,
+        kind=a.kind,
+        shape=shape,
+        dtype=a.orig_dtype,
+        status=OK if v.ok else FAIL,
+        max_rel_error=float(v.worst_error),
+        worst_index=worst_index,
+        analytic=float(v.worst_analytic),
+        numeric=float(v.worst_numeric),
+        kinks=v.kinks,
+        failed=v.failed,
+        checked=v.checked,
+        size=a.array.size,
+        failed_mask=v.failed_mask,
+        estimate=v.estimate,
+    )
