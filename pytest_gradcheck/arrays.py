@@ -494,4 +494,5 @@ def verdict_entry(a: CheckedArray, v: modes.ArrayVerdict) -> Entry:
         size=a.array.size,
         failed_mask=v.failed_mask,
         estimate=v.estimate,
+        decided_by=v.decided_by,
     )

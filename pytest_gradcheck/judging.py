@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import modes, numeric, streams
+from . import modes, numeric, rules, streams
 from .calls import Calls, Unrepeatable, preparer, repeating
 from .errors import GradcheckUsageError
 from .options import Options
@@ -226,6 +226,7 @@ class Judge:
                 again = self.judging(hidden, noise, passes.judging.zero_scale)
                 verdicts[i] = self.run_modes([analytic.arrays[i]], passes.evaluate,
                                              analytic.f_zero, again, [])[0]
+                verdicts[i].decided_by = rules.HIDDEN_PRECISION.name
                 agains.append(again)
             if len(probed) == len(analytic.arrays):
                 # every array is judged in that precision: the header says so (the loosest)

@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from . import numeric, streams
+from . import numeric, rules, streams
 from .errors import GradcheckUsageError
 
 # Evaluations the checker spends measuring the objective's noise per array that fails a float64
@@ -82,6 +82,7 @@ class ArrayVerdict:
     # Fast mode: the estimated numerical error of the worst direction's finite difference,
     # relative to its derivative (the smallest relative disagreement it could see).
     estimate: float | None = None
+    decided_by: str = rules.ELEMENTS.name  # the rule that decided it (`rules`)
 
 
 def _from_elements(v: numeric.Verdict, indices: np.ndarray | None, size: int) -> ArrayVerdict:
@@ -103,6 +104,7 @@ def _from_elements(v: numeric.Verdict, indices: np.ndarray | None, size: int) ->
         failed=int((~v.passed).sum()),
         checked=int(v.passed.size),
         failed_mask=mask,
+        decided_by=(rules.KINKS if v.ok and v.kink.any() else rules.ELEMENTS).name,
     )
 
 
@@ -545,6 +547,7 @@ def fast(
     worst: numeric.Directional | None = None
     worst_error = -1.0
     unexplained = False
+    reached = False  # a mismatch was put down to a kink the step reached (`_kink_in_reach`)
     unresolved: numeric.Directional | None = None  # a measurement the step could not resolve
     try:
         k = 0
@@ -567,6 +570,7 @@ def fast(
                 value, left = search.explain(d, value)
                 if left and not search.wrong and not value.unresolved:
                     value, left = _kink_in_reach(line, d, value)
+                    reached |= not left
                 unexplained |= left
             err = numeric.relative_error_one(value.analytic, value.numeric, tol)
             if err > worst_error:
@@ -590,7 +594,8 @@ def fast(
         assert worst is not None
         if advice is not None:
             return ArrayVerdict(False, None, worst_error, worst.analytic, worst.numeric, kinks,
-                                0, n, None, note=advice, estimate=estimate)
+                                0, n, None, note=advice, estimate=estimate,
+                                decided_by=rules.UNRESOLVED.name)
         # Neither a wrong element nor kinks account for the mismatch: the
         # error is spread thin over many elements, or there are more kinks than the search
         # may chase. Full mode's verdict settles it, where affordable.
@@ -599,6 +604,7 @@ def fast(
             fallback = (f"{t.name}: a random direction disagreed and no single element explained "
                         "it; the array was checked element by element")
             v.note = fallback if v.note is None else f"{fallback}; {v.note}"
+            v.decided_by = rules.FALLBACK.name
             return v
         # Above it the array fails: errors each within rtol/atol can add up to such a
         # mismatch, but so can errors beyond it that no single element shows, and a gradient
@@ -609,7 +615,7 @@ def fast(
             f"{abs(worst.mismatch) / worst.error:.0f} times its estimated numerical error) but "
             "no single element stands out: the error is spread over many elements (or many "
             "kinks); mode='full' judges each element (errors all within rtol pass there)"),
-            estimate=estimate)
+            estimate=estimate, decided_by=rules.FALLBACK.name)
     # Rows count elements as in full mode: every element took part in the directional check
     # (checked = n) and `failed` is the number of wrong elements located.
     if wrong:
@@ -622,11 +628,16 @@ def fast(
             note = (f"{t.name}: fast mode stops after locating {len(wrong)} wrong elements; "
                     "mode='full' maps them all")
         return ArrayVerdict(False, idx, w.error, w.analytic, w.numeric, kinks, len(wrong), n,
-                            mask, note=note, estimate=estimate)
+                            mask, note=note, estimate=estimate,
+                            decided_by=(rules.UNRESOLVED if advice else rules.SEARCH).name)
+    # A pass: along the directions, unless elements passing on their own (kinks the search
+    # left out) or a kink the step reached explained a disagreement away.
+    passed_by = (rules.KINK_IN_REACH if reached else rules.SEARCH if kinks
+                 else rules.DIRECTION).name
     if worst is None:
-        return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None)
+        return ArrayVerdict(True, None, 0.0, 0.0, 0.0, kinks, 0, n, None, decided_by=passed_by)
     return ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, kinks, 0, n,
-                        None, estimate=estimate)
+                        None, estimate=estimate, decided_by=passed_by)
 
 
 @dataclass(frozen=True)
@@ -707,7 +718,8 @@ def fast_together(
     if worst is None:
         return JointOutcome(None, 0)
     return JointOutcome([ArrayVerdict(True, None, worst_error, worst.analytic, worst.numeric, 0,
-                                      0, t.array.size, None, estimate=worst.relative_estimate)
+                                      0, t.array.size, None, estimate=worst.relative_estimate,
+                                      decided_by=rules.JOINT.name)
                          for t in ts], k)
 
 
@@ -805,7 +817,7 @@ def _non_finite_analytic(line: _Line, f_zero: float, tol: numeric.Tolerance) -> 
     mask = np.zeros(line.flat.size, dtype=bool)
     mask[bad] = True
     return ArrayVerdict(False, first, math.inf, e.analytic, e.numeric, 0, int(bad.size),
-                        line.flat.size, mask)
+                        line.flat.size, mask, decided_by=rules.SEARCH.name)
 
 
 class _Search:

@@ -51,6 +51,8 @@ class Entry:
     # kept for the failure maps, not serialised.
     failed_mask: np.ndarray | None = field(default=None, repr=False)
     message: str | None = None  # why an `error` row could not be judged
+    # The verdict rule that decided a judged row (`rules`; docs/verdicts.md), else None.
+    decided_by: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,7 @@ class Entry:
             "size": int(self.size),
             "message": self.message,
             "estimate": _f(self.estimate),
+            "decided_by": self.decided_by,
         }
 
 
@@ -170,11 +173,12 @@ def render_result(result: CheckResult) -> str:
                 number(e.numeric),
                 str(e.kinks) if e.checked else "-",
                 f"{e.failed}/{e.checked}" if e.checked else "-",
+                e.decided_by or "-",
                 e.status,
             ]
         )
     header = ["array", "kind", "shape", "max rel err", "worst index", "analytic", "numeric",
-              "kinks", "failed", "status"]
+              "kinks", "failed", "decided by", "status"]
     lines = [header_line(result), *table(header, rows)]
     lines.extend(f"  note: {n}" for n in result.notes)
     lines.extend(f"  error: {e.message}" for e in result.entries if e.status == ERROR)

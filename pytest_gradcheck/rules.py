@@ -1,0 +1,202 @@
+"""Every rule that can change a verdict, in one place.
+
+Each `Rule` says when it fires, what evidence it needs, what it costs in evaluations, whether it
+can turn a failure into a pass, which function implements it (`unit`, whose docstring says the
+same at the code), and which tests prove that a real error still fails through it (each fails
+if the rule is made to pass what it should not). `docs/verdicts.md` holds `markdown_table()`;
+a test compares them. A row of the report names the rule that decided it (`decided by`) where
+a user would ask why it passed or failed.
+
+A leaf module: it imports nothing from the package, so the modes can name their rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str  # as rows show it (`Entry.decided_by`)
+    fires: str  # when it acts
+    evidence: str  # what it needs to act
+    cost: str  # in evaluations of the objective (one forward each)
+    can_pass: str  # "no", or "yes: ..." with the bound that keeps a real error failing
+    unit: str  # the function (or class) that implements it, module.qualname in the package
+    tests: tuple[str, ...]  # node ids of tests that fail if the rule lets a real error pass
+
+
+ELEMENTS = Rule(
+    "elements",
+    "every element in full mode, the sampled ones in sample mode, arrays up to auto_limit "
+    "elements in auto mode",
+    "a central difference per element against backward's value, within rtol, or within atol "
+    "plus the objective's rounding floor over the step",
+    "2 per element",
+    "yes: an element within rtol, or within the rounding floor (a bound on float64 noise)",
+    "numeric.compare",
+    ("tests/test_numerics.py::test_planted_bugs_are_caught_in_full_mode",),
+)
+KINKS = Rule(
+    "kinks",
+    "an element fails rtol but its one-sided slopes differ by more than the tolerance",
+    "backward's value lies between the element's two one-sided slopes (a ReLU at 0, a max-pool "
+    "tie): the same evaluations as its central difference",
+    "none",
+    "yes: only a value between the one-sided slopes; the kinks column counts such elements",
+    "numeric.compare",
+    ("tests/test_numerics.py::test_kink_rule_does_not_hide_a_wrong_gradient_beside_a_kink",),
+)
+DIRECTION = Rule(
+    "direction",
+    "fast mode, and auto mode above auto_limit elements",
+    "the derivative along a seeded random direction against backward's projection, within "
+    "DIRECTIONAL_SAFETY times its estimated numerical error (Richardson extrapolation over "
+    "steps h and 2h when truncation shows)",
+    "2 per direction, 2 more when step h disagrees",
+    "yes: a mismatch within the estimated error; one wrong element is judged by its share",
+    "numeric.Directional.within",
+    ("tests/test_fast_sensitivity.py::test_one_element_off_by_a_tenth_of_a_percent_is_located",),
+)
+NARROW_PASS = Rule(
+    "narrow pass",
+    "a direction (joint or an array's own) passes with a mismatch above DIRECTIONAL_CONFIRM "
+    "times its estimate",
+    "the mismatch against the estimate",
+    "2 (one more direction)",
+    "no",
+    "numeric.Directional.doubtful",
+    ("tests/test_fast_sensitivity.py::"
+     "test_errors_spread_over_a_row_that_nearly_cancel_along_one_direction_are_confirmed_away",),
+)
+JOINT = Rule(
+    "joint direction",
+    "fast mode with more than one array: every array moves along its own direction at once",
+    "the joint derivative within its estimated error, along every planned direction",
+    "2 per direction for all arrays together",
+    "yes: only when every joint direction agrees; a disagreement is followed array by array "
+    "along at least as many directions",
+    "modes.fast_together",
+    ("tests/test_fast_joint.py::"
+     "test_one_element_off_by_a_tenth_of_a_percent_in_any_array_is_located_in_its_row",),
+)
+SMALLER_STEP = Rule(
+    "smaller step",
+    "a direction passes, but what extrapolation leaves of the truncation is wider than rtol",
+    "the same direction at step h/16",
+    "2",
+    "no: a difference that does not settle there is unresolved",
+    "modes._at_smaller_step",
+    ("tests/test_fast_sensitivity.py::"
+     "test_a_step_whose_truncation_hides_rtol_never_passes_a_wrong_element",),
+)
+SEARCH = Rule(
+    "search",
+    "a direction disagrees",
+    "group testing halves the direction's support to the element behind the mismatch, which "
+    "is judged as full mode judges it; one that passes on its own (a kink) is left out and "
+    "the direction measured again",
+    "2*ceil(log2 n) + 2 per element found, at most MAX_LOCATED wrong and MAX_EXPLAINED (or "
+    "an eighth of full mode) passing",
+    "yes: only when the elements found to pass on their own account for the whole mismatch",
+    "modes._Search.explain",
+    ("tests/test_fast_sensitivity.py::test_one_element_off_by_a_tenth_of_a_percent_is_located",),
+)
+KINK_IN_REACH = Rule(
+    "kink in reach",
+    "a disagreement no element explains, with no wrong element found",
+    "the direction at step h/16 agrees within its error and its mismatch shrank by half (a "
+    "kink the joint step crossed; a wrong gradient reads the same at any step)",
+    "2",
+    "yes: only when both hold",
+    "modes._kink_in_reach",
+    ("tests/test_fast_joint.py::"
+     "test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located",),
+)
+FALLBACK = Rule(
+    "fallback",
+    "a disagreement neither wrong elements nor kinks explain",
+    "arrays up to FALLBACK_LIMIT elements are judged element by element (the elements rule); "
+    "larger ones fail without an index",
+    "2 per element, up to FALLBACK_LIMIT elements",
+    "yes: full mode's verdict, as the elements rule gives it",
+    "modes.fast",
+    ("tests/test_fast_sensitivity.py::test_every_element_slightly_off_never_passes_fast_mode",),
+)
+UNRESOLVED = Rule(
+    "unresolved",
+    "truncation stands above the noise and is over UNRESOLVED_TRUNCATION of the derivative",
+    "the steps h and 2h disagree that much",
+    "none beyond the direction's",
+    "no: the array fails with advice (a smaller eps, or rescaled inputs)",
+    "numeric.richardson",
+    ("tests/test_fast_sensitivity.py::"
+     "test_a_step_whose_truncation_hides_rtol_never_passes_a_wrong_element",),
+)
+MEASURED_NOISE = Rule(
+    "measured noise",
+    "the layer computes in float32 or float16 (its output or a parameter it keeps), and no "
+    "eps or rtol was given",
+    "the objective's noise measured when each array moves, the same at two step sizes",
+    "NOISE_PROBE_EVALUATIONS per array",
+    "no: the measured noise only replaces the precision's bound where it is lower",
+    "judging.Judge.measured_low_precision",
+    ("tests/test_hostile_numerics.py::test_float32_layer_judged_within_its_measured_noise",),
+)
+HIDDEN_PRECISION = Rule(
+    "hidden precision",
+    "a float64 array fails and no eps or rtol was given",
+    "the objective's noise measured when the array moves is rounding (the same at two step "
+    "sizes), only a lower precision explains it, and it explains the array's mismatch",
+    "NOISE_PROBE_EVALUATIONS per failing array, then its mode again",
+    "yes: only within the measured noise of that precision",
+    "judging.Judge.rejudge_hidden_precision",
+    ("tests/test_hostile_numerics.py::test_hidden_float32_does_not_pass_a_wrong_gradient",),
+)
+DECOY = Rule(
+    "decoy",
+    "every check, before the baseline",
+    "a forward on the inputs' samples shifted by one place and scaled (in their own order, "
+    "then scaled by 0.1%, where the shifted inputs are refused) from scrambled random "
+    "streams: a backward that uses an earlier call's mask or cache disagrees",
+    "1 to 3 forwards",
+    "no",
+    "decoy.decoy_forward",
+    ("tests/test_hostile_checker.py::test_a_relu_applying_the_previous_calls_mask_fails",),
+)
+REPEATS = Rule(
+    "repeats",
+    "every run of the mode; before any verdict with kinks or failures",
+    "the 1st, 2nd, 4th, ... evaluation made twice, and the unperturbed point CONFIRMATIONS "
+    "times, each bit for bit",
+    "log2 of the evaluations, and CONFIRMATIONS",
+    "no: a difference is an error (nondeterminism), never a verdict",
+    "judging.Judge.confirmed_verdicts",
+    ("tests/test_hostile_checker.py::test_rare_nondeterminism_is_reported_not_judged",),
+)
+UNRESET_STREAMS = Rule(
+    "unreset streams",
+    "a random stream no setup forward drew from changed during the evaluations",
+    "the streams' states after the run",
+    "the mode once more",
+    "no: every verdict is given again with every stream reset before every evaluation",
+    "judging.Judge.recheck_unreset_streams",
+    ("tests/test_state_and_random.py::test_a_stream_drawn_only_by_some_evaluations_is_reset",),
+)
+
+RULES: tuple[Rule, ...] = (
+    ELEMENTS, KINKS, DIRECTION, NARROW_PASS, JOINT, SMALLER_STEP, SEARCH, KINK_IN_REACH,
+    FALLBACK, UNRESOLVED, MEASURED_NOISE, HIDDEN_PRECISION, DECOY, REPEATS, UNRESET_STREAMS,
+)
+
+
+def markdown_table() -> str:
+    """The table of `docs/verdicts.md`."""
+    head = ("| rule | fires when | evidence | cost (evaluations) | can pass a failure | "
+            "where | tests |")
+    lines = [head, "|" + " --- |" * 7]
+    for r in RULES:
+        tests = "<br>".join(f"`{t}`" for t in r.tests)
+        lines.append(f"| **{r.name}** | {r.fires} | {r.evidence} | {r.cost} | {r.can_pass} | "
+                     f"`{r.unit}` | {tests} |")
+    return "\n".join(lines) + "\n"
