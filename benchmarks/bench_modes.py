@@ -40,7 +40,7 @@ from example_nn import (
     iter_layers,
 )
 from pytest_gradcheck import CheckResult, Options, check
-from pytest_gradcheck.modes import forget_kept_draws
+from pytest_gradcheck.directional import forget_kept_draws
 
 if torch is not None:
     import torch.nn.functional as F

@@ -35,7 +35,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from pytest_gradcheck import CheckResult, check  # noqa: E402
-from pytest_gradcheck.modes import forget_kept_draws  # noqa: E402
+from pytest_gradcheck.directional import forget_kept_draws  # noqa: E402
 
 # (batch, width): 1,568 / 24,704 / 328,192 / 1,311,744 checked elements (x, W and b).
 SIZES = [(16, 32), (64, 128), (128, 512), (256, 1024)]

@@ -29,7 +29,7 @@ from _common import (
 
 from example_nn import Linear
 from pytest_gradcheck import CheckResult, check
-from pytest_gradcheck.modes import forget_kept_draws
+from pytest_gradcheck.directional import forget_kept_draws
 
 # (batch, in, out): x, W and b together hold about 1.6k, 25k, 330k and 1.3M elements.
 SIZES = ((16, 32, 32), (64, 128, 128), (128, 512, 512), (256, 1024, 1024))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import modes
+from . import elements
 from .access import LayerAccess, Param, unwritten_gradient_message
 from .calls import Calls
 from .numeric import is_float_array
@@ -472,7 +472,7 @@ def error_entry(a: CheckedArray, message: str) -> Entry:
                  size=a.array.size, message=message)
 
 
-def verdict_entry(a: CheckedArray, v: modes.ArrayVerdict) -> Entry:
+def verdict_entry(a: CheckedArray, v: elements.ArrayVerdict) -> Entry:
     """The row of a judged array."""
     shape = tuple(a.array.shape)
     worst_index = None

@@ -23,7 +23,8 @@ import numpy as np
 
 from .access import LayerAccess
 from .errors import GradcheckUsageError, NondeterministicLayerError
-from .state import Patch, RandomSource
+from .sources import RandomSource
+from .state import Patch
 
 CONFIRMATIONS = 32
 

@@ -51,15 +51,8 @@ from .phases import (
     Setup,
 )
 from .result import ERROR, CheckResult
-from .state import (
-    RandomSource,
-    Restorer,
-    SeededGlobalNumpy,
-    SeededGlobalPython,
-    Snapshot,
-    run_protected,
-    same_bits,
-)
+from .sources import RandomSource, SeededGlobalNumpy, SeededGlobalPython
+from .state import Restorer, Snapshot, run_protected, same_bits
 
 
 class Checker:

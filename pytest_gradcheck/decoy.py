@@ -17,7 +17,8 @@ from . import streams
 from .calls import Calls, reset
 from .numeric import is_float_array
 from .phases import Attempt, DecoyRecord, Setup
-from .state import RandomSource, Snapshot, is_protection_fault
+from .sources import RandomSource
+from .state import Snapshot, is_protection_fault
 
 # Samples shifted by one place first; a forward that cannot take them (inputs whose order
 # matters: increasing knots) gets the inputs in their own order, scaled by up to 10%, then, for

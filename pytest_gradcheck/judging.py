@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import modes, numeric, rules, streams
+from . import elements, modes, numeric, rules, streams
 from .calls import Calls, Unrepeatable, preparer, repeating
 from .errors import GradcheckUsageError
 from .options import Options
@@ -78,7 +78,7 @@ class Judge:
         f_zero: float,
         judging: numeric.Judging,
         notes: list[str],
-    ) -> list[modes.ArrayVerdict]:
+    ) -> list[elements.ArrayVerdict]:
         """The mode's verdicts on `arrays` (`modes.run_mode`)."""
         try:
             return modes.run_mode(self.opts, arrays, evaluate, f_zero, judging, notes)
@@ -95,7 +95,7 @@ class Judge:
         once: Callable[[], float],
         judging: numeric.Judging,
         notes: list[str],
-    ) -> list[modes.ArrayVerdict]:
+    ) -> list[elements.ArrayVerdict]:
         """Verdict rule "repeated evaluations": the mode's verdicts, given only once the
         evaluations proved repeatable. `evaluate` repeats some of its evaluations
         (`calls.repeating`), and verdicts with kinks or failures are confirmed by

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from . import modes, numeric
+from . import elements, numeric
 from .access import Param
 from .result import Entry
-from .state import Patch, RandomSource, Restorer, Snapshot
+from .sources import RandomSource
+from .state import Patch, Restorer, Snapshot
 
 
 @dataclass
@@ -105,7 +106,7 @@ class NumericPasses:
 
     judging: numeric.Judging
     evaluate: Callable[[], float]  # one evaluation of the objective
-    verdicts: list[modes.ArrayVerdict]  # aligned with `AnalyticPass.arrays`
+    verdicts: list[elements.ArrayVerdict]  # aligned with `AnalyticPass.arrays`
     every_stream_reset: bool = False  # every random stream was reset before every evaluation
     # How the modes reached these verdicts; only the final passes' notes reach the report.
     notes: list[str] = field(default_factory=list)

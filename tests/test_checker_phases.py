@@ -14,7 +14,8 @@ from example_nn import Linear
 from pytest_gradcheck import GradcheckUsageError, NondeterministicLayerError, check, numeric
 from pytest_gradcheck.checker import Checker
 from pytest_gradcheck.discovery import CLASS, Case, DiscoveredTarget, to_case
-from pytest_gradcheck.state import RandomSource, Restorer, SeededGlobalNumpy, SeededGlobalPython
+from pytest_gradcheck.sources import RandomSource, SeededGlobalNumpy, SeededGlobalPython
+from pytest_gradcheck.state import Restorer
 
 
 def x_batch(n: int = 6, d: int = 4, seed: int = 0) -> np.ndarray:

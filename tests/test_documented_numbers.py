@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pytest_gradcheck import modes, numeric
+from pytest_gradcheck import elements, modes, numeric
 from pytest_gradcheck.calls import CONFIRMATIONS, repeats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ def test_the_readme_states_the_checkers_counts_and_limits() -> None:
     assert f"({repeats(1000)} for 1,000)" in readme
     assert f"({modes.NOISE_PROBE_EVALUATIONS} extra evaluations per array" in readme
     assert f"two step sizes {modes.NOISE_STEP_RATIO:.0f}x apart" in readme
-    assert f"measured again at step h/{modes.KINK_SHRINK:.0f}" in readme
+    assert f"measured again at step h/{elements.KINK_SHRINK:.0f}" in readme
     assert numeric.DWARFING_STEP == 0.1 and "more than a tenth of its RMS" in readme
 
 

@@ -197,7 +197,7 @@ def test_fast_mode_restores_from_the_checkers_copy_and_leaves_the_bits_as_they_w
     # (no copy of its own) and leaves every bit as it was, -0.0 and NaN payloads included.
     from dataclasses import dataclass, field
 
-    from pytest_gradcheck import modes, numeric, streams
+    from pytest_gradcheck import directional, modes, numeric, streams
 
     @dataclass
     class Array:
@@ -212,7 +212,8 @@ def test_fast_mode_restores_from_the_checkers_copy_and_leaves_the_bits_as_they_w
     a[0, 0] = -0.0
     g = rng.normal(size=a.shape)
     t = Array("W", a, g, saved=a.copy())
-    line = modes._Line(t, lambda: float(np.vdot(g, a)), numeric.judging("float64").for_array(a))
+    judging = numeric.judging("float64").for_array(a)
+    line = directional._Line(t, lambda: float(np.vdot(g, a)), judging)
     assert np.shares_memory(line.base, t.saved)
     keyed = streams.KeyedStreams(0, streams.ARRAY_CHOICES)
     other = Array("x", rng.normal(size=50), rng.normal(size=50))
@@ -372,7 +373,7 @@ def test_a_probe_places_x_plus_and_minus_h_d_at_every_element_of_a_range(n: int)
     # the projection is g . (the displacement stored); elements outside the range stay at x.
     from dataclasses import dataclass
 
-    from pytest_gradcheck import modes, numeric
+    from pytest_gradcheck import directional, numeric
 
     @dataclass
     class Array:
@@ -384,8 +385,8 @@ def test_a_probe_places_x_plus_and_minus_h_d_at_every_element_of_a_range(n: int)
     a = rng.normal(size=n)
     x = a.copy()
     g = rng.normal(size=n)
-    line = modes._Line(Array("W", a, g), lambda: 0.0, numeric.judging("float64").for_array(a))
-    d = modes.direction(np.random.default_rng(5), n)
+    line = directional._Line(Array("W", a, g), lambda: 0.0, numeric.judging("float64").for_array(a))
+    d = directional.direction(np.random.default_rng(5), n)
     lo, hi, h = 1, n - 1 if n > 5 else n, 1e-3
     line.place_plus(d, lo, hi, h)
     step = d[lo:hi].astype(np.float64) * h
@@ -405,13 +406,13 @@ def test_arrays_followed_after_a_joint_disagreement_take_as_many_directions_as_i
     # A joint direction that passed narrowly is confirmed along a second one; when that one
     # disagrees, each array must be checked along both of its own directions, or a wrong array
     # whose first direction passed narrowly (the second held the error) would pass on its own.
-    from pytest_gradcheck import modes
+    from pytest_gradcheck import directional, modes
 
     real_fast = modes.fast
     taken: dict[str, int] = {}
 
-    def together(ts: Any, *args: Any) -> modes.JointOutcome:
-        return modes.JointOutcome(None, 3)
+    def together(ts: Any, *args: Any) -> directional.JointOutcome:
+        return directional.JointOutcome(None, 3)
 
     def fast(t: Any, evaluate: Any, f_zero: float, judging: Any, directions: int,
              rng: Any) -> modes.ArrayVerdict:
@@ -425,6 +426,6 @@ def test_arrays_followed_after_a_joint_disagreement_take_as_many_directions_as_i
     assert result.ok, str(result)
     assert taken == {"x": 3, "W": 3, "b": 3}
     taken.clear()
-    monkeypatch.setattr(modes, "fast_together", lambda ts, *a: modes.JointOutcome(None, 1))
+    monkeypatch.setattr(modes, "fast_together", lambda ts, *a: directional.JointOutcome(None, 1))
     check(ThreeArrays(16, 8), x, mode="fast", directions=2)
     assert taken == {"x": 2, "W": 2, "b": 2}  # never fewer than asked for

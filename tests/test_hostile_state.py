@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pytest_gradcheck import GradcheckUsageError, check, state
-from pytest_gradcheck.state import SeededGlobalNumpy, Snapshot
+from pytest_gradcheck.sources import SeededGlobalNumpy
+from pytest_gradcheck.state import Snapshot
 
 
 def x_batch(n: int = 5, d: int = 4, seed: int = 0) -> np.ndarray:

@@ -26,7 +26,8 @@ from helpers import SETUP_FORWARDS, evaluations, global_streams
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
 from pytest_gradcheck import GradcheckUsageError, check
 from pytest_gradcheck.calls import CONFIRMATIONS
-from pytest_gradcheck.modes import MAX_LOCATED, NOISE_PROBE_EVALUATIONS
+from pytest_gradcheck.directional import MAX_LOCATED
+from pytest_gradcheck.modes import NOISE_PROBE_EVALUATIONS
 
 MODES = ("full", "sample", "fast", "auto")
 # When the first two forwards differ for a legitimate reason, one more confirms determinism.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import Affine
 
-from pytest_gradcheck import check, state
+from pytest_gradcheck import check, sources, state
 
 WIDTH = 512  # a 512 x 512 float64 weight: 2 MB, above the protection threshold
 
@@ -117,7 +117,7 @@ def test_numpy_global_state_is_given_back_with_or_without_a_cached_gauss(cached:
     if cached:
         np.random.standard_normal()  # draws two, keeps one
     before: Any = np.random.get_state()
-    assert state._gauss_cache(np.random.mtrand._rand) == (int(before[3]), float(before[4]))
+    assert sources._gauss_cache(np.random.mtrand._rand) == (int(before[3]), float(before[4]))
 
     class Drawing(BigAffine):
         def forward(self, x: np.ndarray) -> Any:
@@ -133,7 +133,7 @@ def test_numpy_global_state_is_given_back_with_or_without_a_cached_gauss(cached:
 def test_python_random_is_reset_and_given_back_through_its_raw_state() -> None:
     import random
 
-    from pytest_gradcheck.state import SeededGlobalPython
+    from pytest_gradcheck.sources import SeededGlobalPython
 
     random.seed(3)
     random.gauss(0.0, 1.0)  # leaves gauss_next set

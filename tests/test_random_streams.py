@@ -10,7 +10,7 @@ import pytest
 from example_nn import Linear
 from pytest_gradcheck import check, streams
 from pytest_gradcheck.discovery import case_rng
-from pytest_gradcheck.state import SeededGlobalNumpy, SeededGlobalPython
+from pytest_gradcheck.sources import SeededGlobalNumpy, SeededGlobalPython
 
 
 def draws(gen: np.random.Generator) -> list[float]:
