@@ -28,7 +28,8 @@ ATTEMPTS = ((True, 0.1), (False, 0.1), (False, 1e-3))
 
 def decoy_forward(calls: Calls, setup: Setup, user_inputs: Sequence[Any], attempt: Attempt,
                   seed: int) -> DecoyRecord:
-    """Run the decoy forward and return what the baseline needs of it.
+    """Verdict rule "decoy": run the decoy forward and return what the baseline needs of it.
+    Costs 1 to 3 forwards (`ATTEMPTS`); it can only turn a pass into a failure.
 
     A probe, not a requirement: if every attempt raises or gives a non-finite or differently
     shaped output, everything it changed is put back and the check goes on without it."""

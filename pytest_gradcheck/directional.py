@@ -65,8 +65,8 @@ def direction(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 # Directions drawn lately, by the generator's state before the draw and the size: a direction
-# is a pure function of both (a check at one seed gives each array the same one). Drawing costs
-# ~1.2 ns an element, copying a kept one ~0.1: (PCG64 state words, n) -> (direction, the
+# is a pure function of both (a check at one seed gives each array the same one). Copying a kept
+# one costs a fraction of drawing it again: (PCG64 state words, n) -> (direction, the
 # generator's state after the draw). At most _DIRECTIONS_KEPT float32 elements are kept (16 MB).
 _DIRECTIONS: dict[tuple[Any, ...], tuple[np.ndarray, Any]] = {}
 _DIRECTIONS_KEPT = 1 << 22
@@ -82,7 +82,7 @@ def _cached_direction(rng: np.random.Generator, n: int) -> np.ndarray:
     """`direction(rng, n)`, leaving `rng` where that leaves it, from a kept copy when the same
     draw was made before. A kept direction is returned read-only and shared: a caller that
     zeroes elements takes its own copy first (`_writable`), so no check pays for a copy of
-    every direction (~0.3 ms for 262,144 elements, page faults included) to keep it."""
+    every direction (a pass over it, and page faults on a big one) to keep it."""
     bg = rng.bit_generator
     before = bg.state
     if before.get("bit_generator") != "PCG64" or n > _DIRECTIONS_KEPT:
@@ -366,6 +366,11 @@ def fast(
     A wrong element is reported; one that passes on its own (a kink such as ReLU at 0) is left
     out of the direction, which is measured again, until what is left is within the estimate.
     Later directions leave the elements found out.
+
+    Verdict rule "fallback": a mismatch that neither wrong elements nor kinks explain is
+    settled element by element (full mode's verdict, 2 evaluations per element) for arrays up
+    to FALLBACK_LIMIT elements; a larger array fails without an index. It passes a failure
+    only as the elements rule would.
     """
     given = judging
     judging, line = _line_for(t, evaluate, given)
@@ -487,9 +492,10 @@ def fast_together(
     directions: int,
     keyed: streams.KeyedStreams,
 ) -> JointOutcome:
-    """Fast mode for several arrays at once: each direction moves every array along the
-    direction `fast` would take for it (each by its own step), two evaluations in all, judged
-    by the joint derivative's estimated numerical error exactly as `fast` judges one array's.
+    """Verdict rule "joint direction": fast mode for several arrays at once: each direction
+    moves every array along the direction `fast` would take for it (each by its own step), two
+    evaluations in all, judged by the joint derivative's estimated numerical error exactly as
+    `fast` judges one array's. It passes arrays only when every joint direction agrees.
 
     A single wrong element shows there as it does along its own array's direction: its share of
     the mismatch and the objective's rounding noise, which dominates the estimate, are the same
@@ -613,7 +619,11 @@ def _truncation_hides_rtol(value: numeric.Directional, tol: numeric.Tolerance) -
 def _at_smaller_step(line: _Probing[_D], d: _D, value: numeric.Directional
                      ) -> numeric.Directional:
     """The derivative along d measured again at step h/KINK_SHRINK (two evaluations), with
-    that step's larger rounding and smaller truncation."""
+    that step's larger rounding and smaller truncation.
+
+    Verdict rule "smaller step", where `_truncation_hides_rtol`: a pass whose extrapolation
+    allowance is wider than rtol stands only if it holds here too, else the value is
+    unresolved; it never passes a failure. `_kink_in_reach` measures the same way."""
     f_plus, f_minus, analytic = line.probe(d, 0, line.size, 1.0 / KINK_SHRINK)
     small = line.eps / KINK_SHRINK
     error = KINK_SHRINK * line.rounding + value.truncation / KINK_SHRINK**2
@@ -622,7 +632,9 @@ def _at_smaller_step(line: _Probing[_D], d: _D, value: numeric.Directional
 
 def _kink_in_reach(line: _Line, d: np.ndarray, value: numeric.Directional
                    ) -> tuple[numeric.Directional, bool]:
-    """Whether a mismatch no element accounts for is a kink the direction's step reaches.
+    """Verdict rule "kink in reach": whether a mismatch no element accounts for is a kink the
+    direction's step reaches. Can turn a failure into a pass, only when the mismatch at the
+    smaller step is within its error and shrank by half (2 evaluations).
 
     A step along d moves an intermediate value (a hidden unit's input) by the combined
     displacement of all elements, much further than one element's step does, and can carry it
@@ -675,7 +687,10 @@ class _Search:
 
     def explain(self, d: np.ndarray, value: numeric.Directional
                 ) -> tuple[numeric.Directional, bool]:
-        """Locate the elements behind the mismatch of direction d (updating `wrong`/`right`).
+        """Verdict rule "search": locate the elements behind the mismatch of direction d
+        (updating `wrong`/`right`), 2*ceil(log2 n) + 2 evaluations per element found. A wrong
+        element fails the array; elements that pass on their own (kinks) are left out of the
+        direction, which can then pass: only when they account for the whole mismatch.
 
         Returns the direction measured without the elements found (what it reads once they
         are left out), and whether some of the mismatch is left unexplained: the budget ran

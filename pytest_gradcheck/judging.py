@@ -96,7 +96,7 @@ class Judge:
         judging: numeric.Judging,
         notes: list[str],
     ) -> list[elements.ArrayVerdict]:
-        """Verdict rule "repeated evaluations": the mode's verdicts, given only once the
+        """Verdict rule "repeats": the mode's verdicts, given only once the
         evaluations proved repeatable. `evaluate` repeats some of its evaluations
         (`calls.repeating`), and verdicts with kinks or failures are confirmed by
         `calls.CONFIRMATIONS` evaluations of the unperturbed point (`once`); a difference

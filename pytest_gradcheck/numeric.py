@@ -100,8 +100,8 @@ class Tolerance:
 
 def is_float_array(x: Any) -> TypeGuard[np.ndarray]:
     """A numpy array of real floating-point numbers (what central differences can perturb)."""
-    # dtype.kind "f" is exactly np.floating's subtypes, ~6x cheaper than np.issubdtype (which
-    # runs a few dozen times a check).
+    # dtype.kind "f" is exactly np.floating's subtypes, without np.issubdtype's dtype
+    # conversion (this runs a few dozen times a check).
     return isinstance(x, np.ndarray) and x.dtype.kind == "f"
 
 
@@ -330,8 +330,15 @@ def compare(
 ) -> Verdict:
     """Judge every element: central difference first, then the kink rule for those that fail.
 
-    At a kink (ReLU at 0, a max-pool tie, |x| at 0) the one-sided slopes disagree; any value
-    between them is a valid subgradient, so the element passes if the analytic value lies there.
+    Verdict rule "elements": an element passes within rtol of its scale, or within atol plus the
+    objective's rounding floor over the step (`Tolerance`); 2 evaluations per element, made by
+    the caller. Can pass a failure only within those bounds.
+
+    Verdict rule "kinks": at a kink (ReLU at 0, a max-pool tie, |x| at 0) the one-sided slopes
+    disagree; any value between them is a valid subgradient, so an element that fails rtol
+    passes if its slopes differ by more than the tolerance and the analytic value lies between
+    them. No evaluation of its own (the same f(x+h), f(x), f(x-h)); it turns a failure into a
+    pass only for a value between the slopes, and the row counts such elements (`kinks`).
     """
     a = np.asarray(analytic, dtype=np.float64).ravel()
     numeric = (f_plus - f_minus) / (h_plus + h_minus)
@@ -405,14 +412,18 @@ class Directional:
 
     @property
     def within(self) -> bool:
-        """The mismatch is what the numerical error explains (never for NaN/inf)."""
+        """Verdict rule "direction": the mismatch is what the numerical error explains (never
+        for NaN/inf): at most DIRECTIONAL_SAFETY times the estimate. Costs the direction's 2
+        evaluations (4 with extrapolation); passes the whole direction, so one wrong element
+        is judged by its share of it, which fast mode's sensitivity tables measure."""
         m = self.mismatch
         return math.isfinite(m) and abs(m) <= DIRECTIONAL_SAFETY * self.error
 
     @property
     def doubtful(self) -> bool:
-        """Within the estimate, but by less of a margin than rounding alone leaves: worth
-        one more direction (`DIRECTIONAL_CONFIRM`)."""
+        """Verdict rule "narrow pass": within the estimate, but by less of a margin than
+        rounding alone leaves (above DIRECTIONAL_CONFIRM of it): the caller takes one more
+        direction (2 evaluations). It can only turn a pass into a failure."""
         return self.within and abs(self.mismatch) > DIRECTIONAL_CONFIRM * self.error
 
     @property
@@ -436,6 +447,10 @@ def directional_rounding(judging: Judging, step: float, analytic_abs: float,
 def richardson(numeric_h: float, analytic_h: float, numeric_2h: float, analytic_2h: float,
                rounding: float) -> Directional:
     """The extrapolation (4 D(h) - D(2h)) / 3 with its error estimate.
+
+    Verdict rule "unresolved": truncation above DIRECTIONAL_SAFETY times the rounding and above
+    UNRESOLVED_TRUNCATION of the derivative marks the value unresolved, and the array fails with
+    advice (a smaller eps); no evaluation beyond the two steps'. It never passes a failure.
 
     The analytic values differ only by the rounding of the displacements actually stored, and
     are combined the same way. Rounding: 4/3 of step h's plus 1/3 of step 2h's (half of h's).

@@ -76,7 +76,7 @@ JOINT = Rule(
     "2 per direction for all arrays together",
     "yes: only when every joint direction agrees; a disagreement is followed array by array "
     "along at least as many directions",
-    "modes.fast_together",
+    "directional.fast_together",
     ("tests/test_fast_joint.py::"
      "test_one_element_off_by_a_tenth_of_a_percent_in_any_array_is_located_in_its_row",),
 )
@@ -86,7 +86,7 @@ SMALLER_STEP = Rule(
     "the same direction at step h/16",
     "2",
     "no: a difference that does not settle there is unresolved",
-    "modes._at_smaller_step",
+    "directional._at_smaller_step",
     ("tests/test_fast_sensitivity.py::"
      "test_a_step_whose_truncation_hides_rtol_never_passes_a_wrong_element",),
 )
@@ -99,7 +99,7 @@ SEARCH = Rule(
     "2*ceil(log2 n) + 2 per element found, at most MAX_LOCATED wrong and MAX_EXPLAINED (or "
     "an eighth of full mode) passing",
     "yes: only when the elements found to pass on their own account for the whole mismatch",
-    "modes._Search.explain",
+    "directional._Search.explain",
     ("tests/test_fast_sensitivity.py::test_one_element_off_by_a_tenth_of_a_percent_is_located",),
 )
 KINK_IN_REACH = Rule(
@@ -109,7 +109,7 @@ KINK_IN_REACH = Rule(
     "kink the joint step crossed; a wrong gradient reads the same at any step)",
     "2",
     "yes: only when both hold",
-    "modes._kink_in_reach",
+    "directional._kink_in_reach",
     ("tests/test_fast_joint.py::"
      "test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located",),
 )
@@ -120,7 +120,7 @@ FALLBACK = Rule(
     "larger ones fail without an index",
     "2 per element, up to FALLBACK_LIMIT elements",
     "yes: full mode's verdict, as the elements rule gives it",
-    "modes.fast",
+    "directional.fast",
     ("tests/test_fast_sensitivity.py::test_every_element_slightly_off_never_passes_fast_mode",),
 )
 UNRESOLVED = Rule(

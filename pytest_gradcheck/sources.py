@@ -87,8 +87,8 @@ def _legacy_mt19937(rs: np.random.RandomState) -> bool:
 
 
 class SeededGlobalNumpy(RandomSource):
-    """numpy's global RNG, reset by reseeding: `np.random.seed(int)` costs ~1.5 us where
-    `set_state` costs ~35 us, more than the forward pass of a small layer.
+    """numpy's global RNG, reset by reseeding: `np.random.seed(int)` costs a small fraction of
+    `set_state`, which costs more than the forward pass of a small layer.
 
     Reseeding is an exact reset only for the default MT19937 bit generator (it also empties the
     gauss cache); after `np.random.set_bit_generator(...)` the state is saved and set instead.
@@ -100,17 +100,17 @@ class SeededGlobalNumpy(RandomSource):
         self._bit_generator = self.obj._bit_generator
         self.label = "numpy global RNG"
         self._reseed_resets = _legacy_mt19937(self.obj)
-        # Raw MT19937 bytes (well under a microsecond to read or write) where that works.
+        # Raw MT19937 bytes (far cheaper to read or write than get_state) where that works.
         raw = _mt19937_raw(self.obj)
         self._raw = raw[0] if raw is not None else None
         self._write_raw = raw[1] if raw is not None else None
         self._user_raw = self._raw() if self._raw is not None else None
-        # The user's state in full (~27 us) only where the raw bytes cannot give it back: with
+        # The user's state in full (get_state) only where the raw bytes cannot give it back: with
         # a gauss cached, or without the raw path.
         gauss = _gauss_cache(self.obj) if self._user_raw is not None else None
         self._user_state: Any = None if gauss == (0, 0.0) else self.get()
         np.random.seed(self.seed)
-        # Not RandomSource.__init__: its get() would cost another ~30 us.
+        # Not RandomSource.__init__: its get() would read the whole state once more.
         self._seeded_raw = self._raw() if self._raw is not None else None
         self._saved: Any = None if self._raw is not None else self.get()
 
@@ -137,7 +137,7 @@ class SeededGlobalNumpy(RandomSource):
     def restore(self) -> None:
         if self._swapped():
             self._put_back_generator()
-        # Reseeding reproduces the saved state bit for bit (gauss cache included), ~20x cheaper
+        # Reseeding reproduces the saved state bit for bit (gauss cache included), far cheaper
         # than set_state.
         if self._reseed_resets:
             self.obj.seed(self.seed)
@@ -160,7 +160,7 @@ class SeededGlobalNumpy(RandomSource):
             self.seed, self.obj.seed, self._swapped, self._put_back_generator)
 
         def reset() -> None:
-            if swapped():  # ~0.1 us; a forward that swaps the generator swaps it every time
+            if swapped():  # an identity test; a forward that swaps the generator swaps it always
                 put_back()
             reseed(seed)
 
@@ -176,7 +176,7 @@ class SeededGlobalNumpy(RandomSource):
                 has_gauss, gauss = self._user_state[3], self._user_state[4]
             if not has_gauss and gauss == 0.0:
                 # Reseeding empties the gauss cache as the user's was; the generator itself is
-                # then written back raw: ~2 us where set_state costs ~35 us.
+                # then written back raw, which costs a fraction of set_state.
                 self.obj.seed(self.seed)
                 self._write_raw(self._user_raw)
                 return
@@ -237,8 +237,8 @@ _GAUSS_OFFSET: int | None = None
 
 
 def _gauss_cache(rs: Any) -> tuple[int, float] | None:
-    """(has_gauss, gauss) of a legacy RandomState read from the object's memory (well under a
-    microsecond, where `get_state()` costs ~27 us), or None where that cannot be trusted.
+    """(has_gauss, gauss) of a legacy RandomState read from the object's memory (without
+    `get_state()`, which copies the whole state), or None where that cannot be trusted.
 
     RandomState keeps them in a C struct after a pointer to its own bit generator struct, which
     lies inside the object: the first word pointing inside the object. That is a numpy
@@ -286,10 +286,10 @@ _PY_MT_SIZE = 4 + 4 * 624
 
 def _python_mt_raw(obj: Any) -> tuple[Callable[[], bytes], Callable[[bytes], None]] | None:
     """Reader and writer of the raw generator state of a `random.Random` (index, then the 624
-    state words), or None. getstate() builds a tuple of 625 ints (~6 us, ~11 us with the
-    comparison `changed` makes) and setstate() costs ~2.5 us; the raw bytes take well under a
-    microsecond. The layout is CPython's, so it is verified once on private instances, reading
-    and writing, against getstate(); on any mismatch or error the caller uses getstate() and
+    state words), or None. getstate() builds a tuple of 625 ints (which `changed` then
+    compares) and setstate() reads one back; the raw bytes are one copy of memory. The layout
+    is CPython's, so it is verified once on private instances, reading and writing, against
+    getstate(); on any mismatch or error the caller uses getstate() and
     setstate(). `gauss_next` is a plain attribute, handled by the caller."""
     global _PY_MT_OFFSET
     import ctypes
@@ -334,7 +334,8 @@ class SeededGlobalPython(RandomSource):
     """Python's global `random` stream, seeded from the check seed for the check's duration.
 
     Read, compared and reset through its raw state bytes and `gauss_next` where
-    `_python_mt_raw` allows (several times per check, ~5x cheaper), else through getstate()."""
+    `_python_mt_raw` allows (several times per check, without building tuples), else through
+    getstate()."""
 
     def __init__(self, seed: int) -> None:
         obj = random._inst

@@ -46,8 +46,9 @@ def state_equal(a: Any, b: Any) -> bool:
     """Deep equality for RNG state objects (dicts and tuples holding arrays)."""
     if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
         # Fast path: Python's `random` state is a tuple of 625 ints and a PCG64 state a dict of
-        # ints, which `==` compares in C; the element-wise recursion below costs ~1 ms for the
-        # former. Containers holding arrays raise ValueError (ambiguous truth) and fall through.
+        # ints, which `==` compares in C, where the element-wise recursion below walks 625
+        # Python ints for the former. Containers holding arrays raise ValueError (ambiguous
+        # truth) and fall through.
         try:
             eq = a == b
         except (ValueError, TypeError):
@@ -74,8 +75,8 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     uint = _UINT_OF_SIZE.get(a.dtype.itemsize)
     if a.nbytes > 65536 and uint is not None and a.dtype.kind in "biuf":
         # Integer views compare bits (NaN payloads, -0.0) without copying: two tobytes() copies
-        # of a few hundred KB can cost ~0.2 ms through the allocator. Small arrays are compared
-        # faster as bytes.
+        # of a few hundred KB go through the allocator. Small arrays are compared faster as
+        # bytes.
         return bool(np.array_equal(a.view(uint), b.view(uint)))
     return a.tobytes() == b.tobytes()
 
@@ -345,7 +346,7 @@ class Snapshot:
         elif isinstance(obj, (tuple, frozenset)):
             children += [(v, (path, "[{}]", i)) for i, v in enumerate(obj)]
         if type(obj) in _NO_ATTRIBUTES:
-            return children  # exactly these types: no __dict__, no slots (~1.5 us a visit)
+            return children  # exactly these types: no __dict__, no slots to look for
         # Attributes and slots, of plain objects and of container subclasses alike (a dict
         # subclass with a counter attribute).
         d = getattr(obj, "__dict__", None)

@@ -46,7 +46,7 @@ def seed_sequence(seed: int, purpose: str, *extra: int) -> np.random.SeedSequenc
     return _seed_sequence(int(seed), purpose, tuple(int(e) for e in extra))
 
 
-# A SeedSequence is a pure function of its entropy, and building one costs ~3 us (a check builds
+# A SeedSequence is a pure function of its entropy, and building one hashes it (a check builds
 # several): kept per (seed, purpose, extra). Nothing here spawns from them, the one method that
 # changes one; PCG64 only reads generate_state.
 @lru_cache(maxsize=256)
@@ -59,8 +59,8 @@ def stream(seed: int, purpose: str, *extra: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(seed_sequence(seed, purpose, *extra)))
 
 
-# The last cotangent drawn, read-only: (seed, shape, array). Drawing one costs ~9 ns an element
-# (standard_normal), as much as a bare forward at a few hundred elements; checks at one seed
+# The last cotangent drawn, read-only: (seed, shape, array). Drawing one (standard_normal) costs
+# as much as a bare forward of a small layer; checks at one seed
 # often repeat an output shape. Up to this many elements (32 MB) one is kept.
 _COTANGENT_LIMIT = 1 << 22
 _last_cotangent: tuple[int, tuple[int, ...], np.ndarray] | None = None
@@ -112,8 +112,7 @@ class KeyedStreams:
     So the elements sampled or the direction taken for an array do not change when other
     arrays are added or left out (params=...), and a failure reproduces from the seed. The
     stream of a name is one PCG64 stream jumped ahead by key(name) * 2**96 draws (disjoint for
-    any realistic use): ~1.5 us per name where a fresh `stream(seed, purpose, key(name))` costs
-    ~8 us.
+    any realistic use), cheaper per name than a fresh `stream(seed, purpose, key(name))`.
     """
 
     STRIDE = 1 << 96
