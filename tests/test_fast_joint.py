@@ -351,7 +351,7 @@ def test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located() 
     # the joint step moves them across it, the joint direction disagrees, and each array along
     # its own direction must still find the wrong weight and clear the bias's kinks. (The input
     # is left out: seen from a zero row, one step crosses several kinks at once, a case the
-    # README names as not guaranteed in any mode.)
+    # modes page (docs/modes.md) names as not guaranteed in any mode.)
     for seed in range(8):
         x = np.random.default_rng(seed).normal(size=(8, 12))
         x[:2] = 0.0

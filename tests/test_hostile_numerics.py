@@ -220,7 +220,7 @@ def offset_inputs(spread: float) -> np.ndarray:
 
 def test_a_failure_that_shrinks_with_the_step_comes_with_advice() -> None:
     # A correct batchnorm on inputs of 1000 +- 0.05: the step (1e-3) is 2% of the spread and its
-    # truncation fails an element at seed 0. The verdict stands, with the advice the README
+    # truncation fails an element at seed 0. The verdict stands, with the advice docs/modes.md
     # gives; an explicit eps passes.
     x = offset_inputs(0.05)
     result = check(BatchNorm1d(8), x, mode="full", seed=0)
