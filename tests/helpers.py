@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import numpy as np
+import pytest
 
 from pytest_gradcheck import CheckResult
 from pytest_gradcheck.calls import repeats
 
 # Plugins of this environment that slow every pytester run down and play no part in it.
 QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
+
+# pytest-randomly, when installed, shuffles the tests of pytester runs as well. A run whose
+# summary or JSON a test reads row by row (the plugin lists checks in collection order) keeps
+# the order of its test file with these arguments.
+IN_FILE_ORDER = ("-p", "no:randomly")
+
+# The title of a test's section in pytest's failures and errors: `____ test_x ____`.
+_SECTION_TITLE = re.compile(r"_{3,} (.+?) _{3,}")
+
+
+def failure_section(result: pytest.RunResult, title: str) -> pytest.LineMatcher:
+    """The lines of the failures/errors section titled `title` (`test_x`, `ERROR at setup of
+    test_x`) of a pytester run, up to the next section: whichever order the tests ran in,
+    a pattern matched here belongs to that test."""
+    section: list[str] | None = None
+    for line in result.outlines:
+        starts = _SECTION_TITLE.fullmatch(line)
+        summary = line.startswith("---") and " gradcheck: " in line  # the plugin's summary
+        if section is not None and (starts or line.startswith("=") or summary):
+            break
+        if section is not None:
+            section.append(line)
+        elif starts and starts.group(1) == title:
+            section = []
+    assert section is not None, f"no section titled {title!r} in:\n{result.stdout.str()}"
+    return pytest.LineMatcher(section)
 
 
 def weights(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:

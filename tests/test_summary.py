@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import QUIET_PLUGINS, importable_package
+from helpers import IN_FILE_ORDER, QUIET_PLUGINS, importable_package
 
 from pytest_gradcheck.__main__ import main
 
@@ -106,9 +106,10 @@ ERROR_KEYS = {"nodeid", "status", "message"}
 
 
 def run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """LAYERS run in the order of the file, the order the tests expect their rows in."""
     pytester.makepyfile(test_layers=LAYERS)
     path = pytester.path / "out.json"
-    result = pytester.runpytest(*QUIET_PLUGINS, f"--gradcheck-json={path}", *args)
+    result = pytester.runpytest(*QUIET_PLUGINS, *IN_FILE_ORDER, f"--gradcheck-json={path}", *args)
     return result, json.loads(path.read_text())
 
 
@@ -209,9 +210,12 @@ def test_xdist_gathers_errors_and_results_from_every_worker(pytester: pytest.Pyt
     pytest.importorskip("xdist")
     pytester.makepyfile(test_layers=LAYERS)
     serial_path, parallel_path = pytester.path / "serial.json", pytester.path / "parallel.json"
-    serial = pytester.runpytest_subprocess(*QUIET_PLUGINS, f"--gradcheck-json={serial_path}")
+    # Both collect in the file's order; the workers finish in an order of their own.
+    serial = pytester.runpytest_subprocess(
+        *QUIET_PLUGINS, *IN_FILE_ORDER, f"--gradcheck-json={serial_path}"
+    )
     parallel = pytester.runpytest_subprocess(
-        *QUIET_PLUGINS, "-n", "2", f"--gradcheck-json={parallel_path}"
+        *QUIET_PLUGINS, *IN_FILE_ORDER, "-n", "2", f"--gradcheck-json={parallel_path}"
     )
     for run_ in (serial, parallel):
         run_.assert_outcomes(passed=4, failed=2, errors=1)

@@ -6,6 +6,7 @@ Subprocess runs are slow, so there are few of them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Any
 
@@ -13,6 +14,13 @@ import pytest
 from helpers import QUIET_PLUGINS
 
 pytest.importorskip("xdist")
+
+# Runs compared row by row collect their tests in one order: with pytest-randomly installed, one
+# it shuffles with a fixed seed (rows then follow it, not the file), else the file's order.
+if importlib.util.find_spec("pytest_randomly"):
+    SAME_ORDER: tuple[str, ...] = ("-p", "randomly", "--randomly-seed=5")
+else:
+    SAME_ORDER = ()
 
 
 LAYERS_TEST = """
@@ -66,8 +74,10 @@ def _comparable(payload: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 def test_two_workers_match_a_serial_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_layers=LAYERS_TEST)
-    serial, serial_json = _run(pytester, "serial", "--gradcheck-summary=full")
-    parallel, parallel_json = _run(pytester, "parallel", "-n", "2", "--gradcheck-summary=full")
+    serial, serial_json = _run(pytester, "serial", *SAME_ORDER, "--gradcheck-summary=full")
+    parallel, parallel_json = _run(
+        pytester, "parallel", *SAME_ORDER, "-n", "2", "--gradcheck-summary=full"
+    )
 
     expected = {"passed": 22, "failed": 1}
     serial.assert_outcomes(**expected)
