@@ -256,6 +256,31 @@ class Arrays:
                 "ndarray (np.asarray(...)) and use @ for matrix products"
             )
 
+    def rebind(self, params: list[Param], param_arrays: list[np.ndarray]) -> None:
+        """Give back to each parameter the array the checker perturbs, where a forward replaced
+        it (`self.params["W"] = W.astype(np.float32)` on every call): the layer would otherwise
+        read an array no step moves, and every derivative would read 0. The baseline then holds
+        the checked array, so every evaluation starts from it, and the forward's cast is judged
+        as the precision it computes in. A parameter that cannot be given back is refused."""
+        rebound = []
+        for p, a in zip(params, param_arrays):
+            if p.get() is a:
+                continue
+            if p.set is None:
+                raise self.calls.usage(
+                    f"forward replaces parameter {p.name!r} with a new array on every call, "
+                    "and the checker cannot give it back; keep the parameter's array and cast "
+                    "a local copy in forward (w = self.W.astype(np.float32))"
+                )
+            p.set(a)
+            rebound.append(p.name)
+        if rebound:
+            self.notes.append(
+                f"forward replaces parameter(s) {', '.join(rebound)} with a new array on every "
+                "call (a cast such as W = W.astype(np.float32)?): each evaluation starts from "
+                "the checked array again"
+            )
+
     def late_params(self, params: list[Param], rows: list[Entry]) -> list[Param]:
         """Parameters recognisable only once backward has created their gradient (`w`/`dw`);
         one that cannot be perturbed as it is gets an `error` row in `rows` instead."""

@@ -163,6 +163,7 @@ class Checker:
         the decoy forward, whose leftovers the baseline then holds."""
         calls, attempt = self.calls, self.attempt
         decoy = decoy_forward(calls, setup, self.user_inputs, attempt, self.opts.seed)
+        self.arrays.rebind(setup.params, setup.param_arrays)
         work = setup.work
         loss_terms = calls.loss_terms(self.opts.extra_loss, self.layer)
         live = [a for a in work if isinstance(a, np.ndarray)]

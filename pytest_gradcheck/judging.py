@@ -143,13 +143,16 @@ class Judge:
         return self.judging(judging.precision, measured, judging.zero_scale)
 
     def measured_noise(
-        self, arrays: Sequence[CheckedArray], evaluate: Callable[[], float], zero_scale: float
+        self, arrays: Sequence[CheckedArray], evaluate: Callable[[], float], zero_scale: float,
+        rel_step: float = modes.NOISE_PROBE_STEP,
     ) -> list[float | None]:
         """The objective's rounding noise measured when each array moves (`modes.noise_probe`,
-        NOISE_PROBE_EVALUATIONS each, from the check's noise-probe stream); None where the
-        reading grows with the step (a kink, not rounding)."""
+        NOISE_PROBE_EVALUATIONS each, from the check's noise-probe stream, each element moved
+        by `rel_step` of its magnitude); None where the reading grows with the step (a kink,
+        not rounding)."""
         rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
-        return [modes.noise_probe(a, evaluate, rng, zero_scale=zero_scale).rounding
+        return [modes.noise_probe(a, evaluate, rng, rel_step=rel_step,
+                                  zero_scale=zero_scale).rounding
                 for a in arrays]
 
     def recheck_unreset_streams(
@@ -203,8 +206,15 @@ class Judge:
         ):
             return passes
         failing = [i for i, v in enumerate(passes.verdicts) if not v.ok]
+        zero_scale = passes.judging.zero_scale
         readings = self.measured_noise([analytic.arrays[i] for i in failing], passes.evaluate,
-                                       passes.judging.zero_scale)
+                                       zero_scale)
+        # A layer computing in float16 inside rounds the probe's moves away (flat: 0) or only
+        # some of them (a reading that grows with the step): measured again with moves of
+        # float16's resolution. A kink grows with the step there too; curvature far faster.
+        readings = [r if r else self.measured_noise([analytic.arrays[i]], passes.evaluate,
+                                                    zero_scale, modes.COARSE_PROBE_STEP)[0]
+                    for i, r in zip(failing, readings)]
         found: dict[str, list[tuple[int, float]]] = {}  # precision: [(array index, noise)]
         for i, noise in zip(failing, readings):
             a, v = analytic.arrays[i], passes.verdicts[i]

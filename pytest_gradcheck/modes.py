@@ -33,6 +33,11 @@ NOISE_PROBE_EVALUATIONS = 40
 # four fourth differences per step size rarely differ by a factor of 3, let alone 10).
 NOISE_STEP_RATIO = 100.0
 STEADY_NOISE = 10.0
+# The probe's first move, relative to each element's magnitude: far below float32's resolution
+# of a float64 array's values, so a float64 objective reads its own rounding. COARSE_PROBE_STEP,
+# about float16's resolution, is for a layer that rounds the finer moves away.
+NOISE_PROBE_STEP = 1e-6
+COARSE_PROBE_STEP = 1e-3
 
 class Plan(Protocol):
     """How evaluations are spent: the mode and its settings, read where they are given
@@ -77,7 +82,7 @@ def noise_probe(
     rng: np.random.Generator,
     directions: int = 2,
     points: int = 5,
-    rel_step: float = 1e-6,
+    rel_step: float = NOISE_PROBE_STEP,
     zero_scale: float = numeric.ZERO_ARRAY_SCALE,
 ) -> NoiseReading:
     """Measured noise of the objective when `t` moves: f at x + k*s*d for k = 1..points and
