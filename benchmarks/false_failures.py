@@ -127,6 +127,43 @@ def float32_inside(n_in: int, n_out: int, batch: int) -> Callable[[np.random.Gen
     return make
 
 
+class HiddenFloat16:
+    """(x.astype(float16) @ W.astype(float16)).astype(float64) + b: float64 in and out, float16
+    inside (where the checker's finest moves are rounded away)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.params = {"W": rng.normal(size=(8, 4)), "b": rng.normal(size=4)}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        inner = x.astype(np.float16) @ self.params["W"].astype(np.float16)
+        out: np.ndarray = inner.astype(np.float64) + self.params["b"]
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads.update(W=self.x.T @ dout, b=dout.sum(axis=0))
+        out: np.ndarray = dout @ self.params["W"].T
+        return out
+
+
+def hidden_float16(rng: np.random.Generator) -> Case:
+    return HiddenFloat16(rng), (rng.normal(size=(5, 8)),), {}
+
+
+class RecastEveryForward(Linear):
+    """A Linear whose forward stores its weight's float32 cast back on every call."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.params["W"] = self.params["W"].astype(np.float32)
+        out: np.ndarray = super().forward(x)
+        return out
+
+
+def recast_every_forward(rng: np.random.Generator) -> Case:
+    return RecastEveryForward(6, 4, rng=rng), (rng.normal(size=(5, 6)),), {}
+
+
 def batchnorm_scaled(scale: float) -> Callable[[np.random.Generator], Case]:
     def make(rng: np.random.Generator) -> Case:
         return BatchNorm1d(5), (rng.normal(size=(8, 5)) * scale,), {}
@@ -143,6 +180,8 @@ EXTRA: dict[str, Callable[[np.random.Generator], Case]] = {
     "BatchNorm1d float32 inputs": batchnorm_float32,
     "tanh layer in float32, 6x4": float32_inside(6, 4, 5),
     "tanh layer in float32, 48x40": float32_inside(48, 40, 16),
+    "float16 inside, 8x4": hidden_float16,
+    "Linear re-casting W to float32 in forward": recast_every_forward,
     "BatchNorm1d at 1e-6": batchnorm_scaled(1e-6),
     "BatchNorm1d at 1e4": batchnorm_scaled(1e4),
 }
