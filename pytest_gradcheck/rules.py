@@ -35,7 +35,9 @@ ELEMENTS = Rule(
     "2 per element",
     "yes: an element within rtol, or within the rounding floor (a bound on float64 noise)",
     "numeric.compare",
-    ("tests/test_numerics.py::test_large_and_small_outputs_still_catch_small_errors",),
+    ("tests/test_numerics.py::"
+     "test_single_element_off_by_a_tenth_of_a_percent_is_caught_at_its_index",
+     "tests/test_numeric_core.py::test_smooth_function_right_value_passes_wrong_value_fails",)
 )
 KINKS = Rule(
     "kinks",
@@ -46,7 +48,9 @@ KINKS = Rule(
     "yes: only a value between the one-sided slopes; the kinks column counts such elements",
     "numeric.compare",
     ("tests/test_numerics.py::test_relu_wrong_value_at_zero_fails",
-     "tests/test_numeric_core.py::test_relu_at_zero_passes_with_either_convention_and_fails_outside"),
+     "tests/test_numerics.py::test_abs_kink_with_wrong_sign_fails",
+     "tests/test_hostile_numerics.py::"
+     "test_a_small_weight_error_behind_a_relu_at_zero_fails_for_every_seed",)
 )
 DIRECTION = Rule(
     "direction",
@@ -58,7 +62,8 @@ DIRECTION = Rule(
     "yes: a mismatch within the estimated error; one wrong element is judged by its share",
     "numeric.Directional.within",
     ("tests/test_fast_sensitivity.py::"
-     "test_one_element_off_by_a_tenth_of_a_percent_in_4096_is_caught_at_every_seed",),
+     "test_one_element_off_by_a_tenth_of_a_percent_in_a_million_is_caught",
+     "tests/test_fast_joint.py::test_two_wrong_arrays_are_both_failed",)
 )
 NARROW_PASS = Rule(
     "narrow pass",
@@ -69,7 +74,7 @@ NARROW_PASS = Rule(
     "no",
     "numeric.Directional.doubtful",
     ("tests/test_fast_sensitivity.py::"
-     "test_errors_spread_over_a_row_that_nearly_cancel_along_one_direction_are_confirmed_away",),
+     "test_errors_spread_over_a_row_that_nearly_cancel_along_one_direction_are_confirmed_away",)
 )
 JOINT = Rule(
     "joint direction",
@@ -79,8 +84,11 @@ JOINT = Rule(
     "yes: only when every joint direction agrees; a disagreement is followed array by array "
     "along at least as many directions",
     "directional.fast_together",
-    ("tests/test_fast_joint.py::"
-     "test_one_element_off_by_a_tenth_of_a_percent_in_any_array_is_located_in_its_row",),
+    ("tests/test_fast_joint.py::test_two_wrong_arrays_are_both_failed",
+     "tests/test_fast_joint.py::"
+     "test_one_element_off_by_a_tenth_of_a_percent_in_any_array_is_located_in_its_row",
+     "tests/test_fast_sensitivity.py::"
+     "test_errors_spread_over_a_row_that_nearly_cancel_along_one_direction_are_confirmed_away",)
 )
 SMALLER_STEP = Rule(
     "smaller step",
@@ -90,7 +98,9 @@ SMALLER_STEP = Rule(
     "no: a difference that does not settle there is unresolved",
     "directional._at_smaller_step",
     ("tests/test_fast_sensitivity.py::"
-     "test_a_step_whose_truncation_hides_rtol_never_passes_a_wrong_element",),
+     "test_a_step_whose_truncation_hides_rtol_never_passes_a_wrong_element",
+     "tests/test_verdict_mutants.py::"
+     "test_the_joint_direction_confirms_a_truncated_pass_at_a_smaller_step",)
 )
 SEARCH = Rule(
     "search",
@@ -102,8 +112,8 @@ SEARCH = Rule(
     "an eighth of full mode) passing",
     "yes: only when the elements found to pass on their own account for the whole mismatch",
     "directional._Search.explain",
-    ("tests/test_fast_joint.py::"
-     "test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located",),
+    ("tests/test_modes.py::test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode",
+     "tests/test_fast_joint.py::test_two_wrong_arrays_are_both_failed",)
 )
 KINK_IN_REACH = Rule(
     "kink in reach",
@@ -113,8 +123,8 @@ KINK_IN_REACH = Rule(
     "2",
     "yes: only when both hold",
     "directional._kink_in_reach",
-    ("tests/test_fast_joint.py::"
-     "test_a_wrong_element_beside_kinks_the_joint_step_crosses_is_still_located",),
+    ("tests/test_fast_sensitivity.py::"
+     "test_a_spread_mismatch_no_element_explains_fails_above_the_element_by_element_limit",)
 )
 FALLBACK = Rule(
     "fallback",
@@ -125,7 +135,7 @@ FALLBACK = Rule(
     "yes: full mode's verdict, as the elements rule gives it",
     "directional.fast",
     ("tests/test_fast_sensitivity.py::"
-     "test_a_spread_mismatch_no_element_explains_fails_above_the_element_by_element_limit",),
+     "test_a_spread_mismatch_no_element_explains_fails_above_the_element_by_element_limit",)
 )
 UNRESOLVED = Rule(
     "unresolved",
@@ -134,8 +144,8 @@ UNRESOLVED = Rule(
     "none beyond the direction's",
     "no: the array fails with advice (a smaller eps, or rescaled inputs)",
     "numeric.richardson",
-    ("tests/test_fast_sensitivity.py::"
-     "test_a_step_whose_truncation_hides_rtol_never_passes_a_wrong_element",),
+    ("tests/test_verdict_mutants.py::"
+     "test_a_step_that_cannot_resolve_the_gradient_never_passes_a_loose_rtol",)
 )
 MEASURED_NOISE = Rule(
     "measured noise",
@@ -146,7 +156,8 @@ MEASURED_NOISE = Rule(
     "no: the measured noise only replaces the precision's bound where it is lower",
     "judging.Judge.measured_low_precision",
     ("tests/test_hostile_numerics.py::"
-     "test_a_layer_computing_in_float32_is_judged_within_its_measured_noise",),
+     "test_a_layer_computing_in_float32_is_judged_within_its_measured_noise",
+     "tests/test_numerics.py::test_layer_computing_in_float32_still_catches_large_errors",)
 )
 HIDDEN_PRECISION = Rule(
     "hidden precision",
@@ -158,11 +169,13 @@ HIDDEN_PRECISION = Rule(
     "with the step), then its mode again",
     "yes: only within the measured noise of that precision",
     "judging.Judge.rejudge_hidden_precision",
-    ("tests/test_hostile_numerics.py::"
-     "test_float32_inside_under_a_much_larger_float64_bias_is_found_and_still_fails_errors",
+    ("tests/test_numerics.py::test_a_wrong_float64_relu_network_is_not_mistaken_for_low_precision",
+     "tests/test_hostile_numerics.py::"
+     "test_a_parameter_cast_to_float32_still_fails_a_large_error_there",
+     "tests/test_verdict_mutants.py::"
+     "test_hidden_precision_re_judges_only_what_the_measured_noise_explains",
      "tests/test_low_precision_casts.py::test_a_wrong_float16_layer_still_fails_in_float16",
-     "tests/test_low_precision_casts.py::"
-     "test_a_wrong_gradient_of_a_re_cast_parameter_still_fails"),
+     "tests/test_low_precision_casts.py::test_a_wrong_gradient_of_a_re_cast_parameter_still_fails",)
 )
 DECOY = Rule(
     "decoy",
@@ -173,7 +186,10 @@ DECOY = Rule(
     "1 to 3 forwards",
     "no",
     "decoy.decoy_forward",
-    ("tests/test_hostile_checker.py::test_a_backward_using_the_previous_calls_relu_mask_fails",),
+    ("tests/test_hostile_checker.py::test_a_backward_using_the_previous_calls_relu_mask_fails",
+     "tests/test_hostile_checker.py::test_a_backward_using_the_previous_calls_input_fails",
+     "tests/test_hostile_checker.py::"
+     "test_a_stale_cache_is_caught_where_the_inputs_order_or_domain_is_narrow",)
 )
 REPEATS = Rule(
     "repeats",
@@ -183,7 +199,9 @@ REPEATS = Rule(
     "log2 of the evaluations, and CONFIRMATIONS",
     "no: a difference is an error (nondeterminism), never a verdict",
     "judging.Judge.confirmed_verdicts",
-    ("tests/test_hostile_checker.py::test_rare_tiny_noise_never_passes_through_the_kink_rule",),
+    ("tests/test_hostile_checker.py::"
+     "test_a_generator_created_inside_forward_on_a_tiny_input_is_caught",
+     "tests/test_hostile_checker.py::test_rare_tiny_noise_never_passes_through_the_kink_rule",)
 )
 UNRESET_STREAMS = Rule(
     "unreset streams",
@@ -193,7 +211,7 @@ UNRESET_STREAMS = Rule(
     "no: every verdict is given again with every stream reset before every evaluation",
     "judging.Judge.recheck_unreset_streams",
     ("tests/test_hostile_checker.py::"
-     "test_a_wrong_gradient_still_fails_when_judged_again_with_every_stream_reset",),
+     "test_a_wrong_gradient_still_fails_when_judged_again_with_every_stream_reset",)
 )
 
 RULES: tuple[Rule, ...] = (
