@@ -12,12 +12,13 @@ import functools
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import tree
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
 from .state import same_bits
@@ -79,6 +80,54 @@ def dict_param(name: str, layer: Any, pattr: str, gattr: str | None, key: str, l
 
     return Param(name, get, set_, grad, label, differentiable=gattr is not None,
                  grad_source=f"{gattr}[{key!r}]" if gattr is not None else "")
+
+
+def is_float_scalar(value: Any) -> bool:
+    """A Python float or a numpy floating scalar: a parameter the checker perturbs by rebinding
+    it, as a 0-d float64 array, where it lives."""
+    return isinstance(value, (float, np.floating)) and not isinstance(value, bool)
+
+
+def tree_params(layer: Any, pattr: str, gattr: str | None, prefix: str, label: str) -> list[Param]:
+    """One parameter per float leaf of the container `layer.<pattr>` (any nesting of dicts,
+    read-only mappings, lists and tuples), its gradient at the same place in `layer.<gattr>`
+    (or under the `d`-prefixed key). Arrays must get a gradient from backward unless named like
+    statistics (`running_mean`); float scalars are listed as not differentiated when none
+    comes. An object-dtype array is refused: nothing in it can be perturbed."""
+    root = real_attr(layer, pattr)
+    bare = isinstance(root, Mapping)
+    found = []
+    for path, value in tree.leaves(root):
+        name = prefix + tree.path_name(pattr, path, bare)
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            raise GradcheckUsageError(
+                f"parameter {name!r} of {label} is an object array, which the checker cannot "
+                "perturb element by element: store a float array, or keep it out of "
+                f"{pattr} (a parameter container holds what backward differentiates)"
+            )
+        scalar = is_float_scalar(value)
+        if not (isinstance(value, np.ndarray) or scalar):
+            continue
+
+        def get(path: tree.Path = path) -> Any:
+            return tree.lookup(getattr(layer, pattr), path)
+
+        def set_(value: Any, path: tree.Path = path) -> None:
+            tree.assign(getattr(layer, pattr), path, value)
+
+        grad = None
+        if gattr is not None:
+
+            def grad(path: tree.Path = path) -> Any:
+                return tree.gradient_at(real_attr(layer, gattr), path)
+
+        p = Param(name, get, set_ if tree.can_assign(root, path) else None, grad, label,
+                  differentiable=gattr is not None,
+                  grad_source=f"{gattr}{tree.subscript(path)}" if gattr else "")
+        statistic = bool(path) and any(s in str(path[-1]).lower() for s in STATISTIC_MARKERS)
+        p.required = not statistic and not scalar
+        found.append(p)
+    return found
 
 
 def attr_param(

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from . import elements
-from .access import LayerAccess, Param, unwritten_gradient_message
+from .access import LayerAccess, Param, is_float_scalar, unwritten_gradient_message
 from .calls import Calls
+from .errors import GradcheckUsageError
 from .numeric import is_float_array
 from .options import Options
 from .phases import Attempt, CheckedArray
@@ -54,6 +55,12 @@ class Arrays:
         """Float64 copies of the float inputs (copies of other arrays; the rest as given)."""
         names = self.access.input_names(len(self.user_inputs))
         for name, x in zip(names, self.user_inputs):
+            if isinstance(x, np.ndarray) and x.dtype == object:
+                raise self.calls.usage(
+                    f"input {name!r} is an object array, which the checker can neither perturb "
+                    "nor pass through as data: pass a float array (np.asarray(x, dtype=float)) "
+                    "or, for data, an integer array"
+                )
             if isinstance(x, np.ndarray) and x.dtype.kind == "c":
                 raise self.calls.usage(
                     f"input {name!r} is {x.dtype}; complex arrays are not "
@@ -99,6 +106,16 @@ class Arrays:
                     "central differences need finite inputs: replace them, or pass "
                     "inputs=False to check the parameters only"
                 )
+
+    def refuse_object_params(self) -> None:
+        """Raise the usage error that names an object-array parameter, if there is one (the
+        conventions refuse them as they list them)."""
+        try:
+            self.access.parameters()
+        except GradcheckUsageError as exc:
+            raise self.calls.usage(str(exc)) from None
+        except Exception:
+            return  # not what this asks about: the forward's own error stands
 
     def refuse_empty_output(self, out: np.ndarray) -> None:
         """An empty output: every gradient is zero, nothing could fail."""
@@ -170,7 +187,9 @@ class Arrays:
         checked, rows = [], []
         for p in params:
             value = p.get()
-            if not isinstance(value, np.ndarray):
+            if is_float_scalar(value):
+                value = np.asarray(value)  # shape (), its dtype; rebound by `promote`
+            elif not isinstance(value, np.ndarray):
                 continue
             shape, dtype = tuple(value.shape), str(value.dtype)
             # dtype kinds: np.issubdtype costs several times more, twice per parameter
@@ -218,11 +237,22 @@ class Arrays:
     def promote(self, params: list[Param]) -> tuple[list[np.ndarray], list[str]]:
         """Give each checked parameter a writeable, contiguous float64 array where possible;
         returns the arrays and the dtypes below float64 that some had to keep."""
-        arrays, low, promoted = [], [], []
+        arrays, low, promoted, scalars = [], [], [], []
         copies: dict[int, np.ndarray] = {}  # one copy per original array keeps tied weights tied
-        self.param_dtypes = {p.name: str(p.get().dtype) for p in params}
+        self.param_dtypes = {p.name: _dtype_name(p.get()) for p in params}
         for p in params:
             value = p.get()
+            if is_float_scalar(value):
+                if p.set is None:
+                    raise self.calls.usage(
+                        f"parameter {p.name!r} is a {type(value).__name__} held where it cannot "
+                        "be rebound (a tuple or a read-only mapping), and a scalar is perturbed "
+                        "by rebinding it: keep it in a list, a dict or an attribute, or leave "
+                        "it out with params=[...]"
+                    )
+                p.set(np.array(value, dtype=np.float64))
+                scalars.append(p.name)
+                value = p.get()
             self._refuse_matrix(p.name, value)
             want = (value.dtype != np.float64 or not value.flags.c_contiguous
                     or not value.flags.writeable)
@@ -246,6 +276,9 @@ class Arrays:
         if promoted:
             self.notes.append("low-precision parameters were checked on float64 copies: "
                               + ", ".join(promoted))
+        if scalars:
+            self.notes.append("scalar parameters were checked as 0-d float64 arrays put where "
+                              "they live, and put back after the check: " + ", ".join(scalars))
         return arrays, low
 
     def _refuse_matrix(self, name: str, value: np.ndarray) -> None:
@@ -292,6 +325,15 @@ class Arrays:
         usable = []
         for p in late:
             value = p.get()
+            if not isinstance(value, np.ndarray):  # a float scalar: rebound before the baseline
+                rows.append(Entry(
+                    p.name, "param", (), type(value).__name__, ERROR,
+                    message=f"parameter {p.name!r} ({type(value).__name__}) was recognised only "
+                    "after backward created its gradient: create the gradient in __init__ "
+                    f"(d{p.name.rpartition('.')[2]} = 0.0) so the check finds the parameter "
+                    "before it runs",
+                ))
+                continue
             self._refuse_matrix(p.name, value)
             if value.dtype != np.float64 or not value.flags.c_contiguous:
                 rows.append(Entry(
@@ -489,6 +531,11 @@ class Arrays:
 
 
 # -- rows ------------------------------------------------------------------------------------
+
+
+def _dtype_name(value: Any) -> str:
+    """What the report calls a parameter's type: its dtype, or a scalar's Python type."""
+    return str(value.dtype) if isinstance(value, np.ndarray) else type(value).__name__
 
 
 def error_entry(a: CheckedArray, message: str) -> Entry:

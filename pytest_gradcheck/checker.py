@@ -141,8 +141,10 @@ class Checker:
         try:
             first_out = np.array(self.calls.forward(work), copy=True)
         except GradcheckUsageError:
-            # A non-finite output from non-finite inputs: name the input, not the output.
+            # A non-finite output from non-finite inputs, or an object output from an object
+            # parameter: name the input or the parameter, not the output.
             arrays.refuse_non_finite_inputs(access.input_names(len(work)), held_fixed=())
+            arrays.refuse_object_params()
             raise
         params, param_rows = arrays.select_params(arrays.not_inputs(access.parameters()))
         # The checker perturbs parameters and zeroes gradients in place: no protection there.

@@ -11,15 +11,15 @@ import pluggy
 
 from .access import (
     INPUT_GRAD_ATTRS,
-    STATISTIC_MARKERS,
     FunctionPairAccess,
     ObjectAccess,
     Param,
     attr_param,
     class_properties,
-    dict_param,
     instance_attributes,
+    is_float_scalar,
     layer_label,
+    tree_params,
 )
 from .discovery import (
     DECLARATION,
@@ -44,6 +44,7 @@ from .shapes import (
     required_positional,
     takes_varargs,
 )
+from .tree import is_container
 
 hookimpl = pluggy.HookimplMarker("pytest")
 
@@ -150,21 +151,11 @@ def pytest_gradcheck_layer_parameters(layer: Any, path: str) -> list[Param]:
     label = type(layer).__name__
     attrs = instance_attributes(layer)
     for pattr, gattr in DICT_CONVENTIONS:
-        pdict = attrs.get(pattr)
-        if isinstance(pdict, dict) and pdict:
-            grads = attrs.get(gattr)
-            # Gradient dicts are often filled only by backward; when one already has entries,
-            # a key missing from it (running statistics) has no gradient by design.
-            filled = isinstance(grads, dict) and bool(grads)
-            found = []
-            for key, value in pdict.items():
-                if not isinstance(value, np.ndarray):
-                    continue
-                p = dict_param(f"{prefix}{key}", layer, pattr, gattr, key, label)
-                statistic = any(s in str(key).lower() for s in STATISTIC_MARKERS)
-                p.required = not statistic and (not filled or key in (grads or {}))
-                found.append(p)
-            return found
+        container = attrs.get(pattr)
+        if is_container(container) and container:
+            # Any nesting of dicts, mappings, lists and tuples; every float leaf is a parameter
+            # whose gradient sits at the same place in the gradient container.
+            return tree_params(layer, pattr, gattr, prefix, label)
     props = class_properties(layer)
     names = attrs.keys() | props.keys()
     for name in props:
@@ -172,7 +163,20 @@ def pytest_gradcheck_layer_parameters(layer: Any, path: str) -> list[Param]:
     attrs.update(_property_values(layer, props, names))
     found = []
     for name, value in attrs.items():
-        if not _is_float_array(value) or name in CACHE_ATTRS:
+        if name in CACHE_ATTRS:
+            continue
+        if is_container(value) or is_float_scalar(value):
+            # A list or dict of parameters beside its gradients' (`weights`/`dweights`), or a
+            # scalar beside its gradient (`alpha`/`dalpha`): only with the gradient attribute,
+            # as a layer's hyperparameters (lr, momentum) have none.
+            grad_name = _grad_attr(names, name)
+            if grad_name is not None and not _is_gradient_name(name, names):
+                if is_container(value):
+                    found.extend(tree_params(layer, name, grad_name, prefix, label))
+                else:
+                    found.append(attr_param(f"{prefix}{name}", layer, name, grad_name, label))
+            continue
+        if not _is_float_array(value):
             continue
         grad_name = _grad_attr(names, name)
         if grad_name is None and name in KNOWN_PARAM_ATTRS:
