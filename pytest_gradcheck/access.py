@@ -367,6 +367,14 @@ class LayerAccess(ABC):
         on): held fixed and listed as not differentiated. Asked after the first forward."""
         return ()
 
+    def tree_inputs(self, args: Sequence[Any]) -> Collection[int]:
+        """Positions of arguments that are structures of values to check (a dict or list of
+        parameters, a Python float): each float leaf is checked on its own row, named by its
+        path (`parameters.W1`), its gradient at the same place in the argument's gradient (or
+        under the `d`-prefixed key). Asked once, before the first forward, with the user's
+        arguments; none by default."""
+        return ()
+
     def bind(self, args: Sequence[Any]) -> None:
         """Called once before training mode is forced, with the working copies of the
         arguments forward will be called with (a function pair finds its mode dicts there)."""

@@ -9,13 +9,13 @@ holds is either checked or has a row saying why not.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 
-from . import elements
+from . import elements, tree
 from .access import LayerAccess, Param, is_float_scalar, unwritten_gradient_message
 from .calls import Calls
 from .errors import GradcheckUsageError
@@ -48,6 +48,8 @@ class Arrays:
         self.notes = notes  # the check's notes: what was done to the arrays is said there
         self.param_dtypes: dict[str, str] = {}  # parameter dtypes as the layer had them
         self.input_arrays: list[np.ndarray] = []  # the working copies of the array inputs
+        self.trees: set[int] = set()  # positions of structured inputs (`tree_inputs`)
+        self.work: list[Any] = []  # the working inputs
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -68,9 +70,12 @@ class Arrays:
                     "imaginary parts as separate float inputs"
                 )
         self._refuse_empty_inputs(names)
+        self.trees = set(self.access.tree_inputs(self.user_inputs))
         work = []
-        for x in self.user_inputs:
-            if is_float_array(x):
+        for i, x in enumerate(self.user_inputs):
+            if i in self.trees:
+                work.append(_working_tree(x))
+            elif is_float_array(x):
                 work.append(np.array(x, dtype=np.float64, order="C", copy=True))
             elif isinstance(x, np.ndarray):
                 work.append(x.copy())
@@ -78,7 +83,9 @@ class Arrays:
                 work.append(x)
         if any(is_float_array(x) and x.dtype.itemsize < 8 for x in self.user_inputs):
             self.notes.append("low-precision inputs were checked on float64 copies")
-        self.input_arrays = [a for a in work if isinstance(a, np.ndarray)]
+        self.work = work
+        self.input_arrays = [a for x in work for _, a in tree.leaves(x)
+                             if isinstance(a, np.ndarray)]
         return work
 
     def _refuse_empty_inputs(self, names: list[str]) -> None:
@@ -145,7 +152,21 @@ class Arrays:
         rows: list[Entry] = []
         fixed = self.access.fixed_inputs()
         for i, (name, x, user_x) in enumerate(zip(names, work, self.user_inputs)):
-            if is_float_array(x) and i in fixed:
+            if i in self.trees:
+                # Every float leaf on its own row, named by its path in the argument.
+                for path, leaf in tree.leaves(x):
+                    if not is_float_array(leaf):
+                        continue
+                    user_leaf = tree.lookup(user_x, path)
+                    row = tree.path_name(name, path, False)
+                    if i in fixed:
+                        rows.append(Entry(row, "input", tuple(leaf.shape),
+                                          _dtype_name(user_leaf), NOT_DIFFERENTIATED,
+                                          size=leaf.size))
+                    elif self.opts.inputs:
+                        arrays.append(CheckedArray(row, "input", leaf, _dtype_name(user_leaf),
+                                                   path=path))
+            elif is_float_array(x) and i in fixed:
                 rows.append(Entry(name, "input", tuple(x.shape), str(user_x.dtype),
                                   NOT_DIFFERENTIATED, size=x.size))
             elif is_float_array(x):
@@ -382,11 +403,14 @@ class Arrays:
                 "(None for an input without one)"
             )
         by_name = {n: i for i, n in enumerate(names)}
+        by_array = {id(leaf): i for i in self.trees for _, leaf in tree.leaves(self.work[i])}
         for a in arrays:
             if a.kind != "input":
                 continue
-            i = by_name[a.name]
+            i = by_name[a.name] if a.path is None else by_array[id(a.array)]
             grad = dins[i] if i < len(dins) else None
+            if grad is not None and a.path:
+                grad = tree.gradient_at(grad, a.path)
             if grad is None:
                 rows.append(error_entry(
                     a,
@@ -531,6 +555,22 @@ class Arrays:
 
 
 # -- rows ------------------------------------------------------------------------------------
+
+
+def _working_tree(x: Any) -> Any:
+    """A structured input's working copy: containers rebuilt (a read-only mapping as a dict),
+    float arrays as float64 copies and float scalars as 0-d float64 arrays, which the checker
+    perturbs in place; other leaves (strings, integers) as they are."""
+    if isinstance(x, Mapping):
+        return {k: _working_tree(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_working_tree(v) for v in x) if type(x) in (list, tuple) else [
+            _working_tree(v) for v in x]
+    if is_float_array(x):
+        return np.array(x, dtype=np.float64, order="C", copy=True)
+    if is_float_scalar(x):
+        return np.array(x, dtype=np.float64)
+    return x
 
 
 def _dtype_name(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import elements, numeric
+from . import elements, numeric, tree
 from .access import Param
 from .result import Entry
 from .sources import RandomSource
@@ -46,6 +46,9 @@ class CheckedArray:
     # A read-only copy of the array's bits as the numeric passes start (the baseline's), which
     # fast mode restores from instead of copying the array again; None: the modes copy it.
     saved: np.ndarray | None = None
+    # A leaf of a structured input (`LayerAccess.tree_inputs`): where it lives in that input,
+    # and so where its gradient lives in the input's gradient.
+    path: tree.Path | None = None
 
 
 @dataclass

@@ -19,7 +19,7 @@ exactly 1.0: the objective is the loss itself. Several outputs travel as one fla
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,13 @@ from .access import (
     _parameters,
     _positional_names,
     callable_owner,
+    is_float_scalar,
     layer_label,
     real_attr,
 )
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
+from .tree import is_container, leaves
 
 # Attributes holding a model's parameter dict, in the order they are looked for.
 PARAM_DICTS = ("params", "parameters")
@@ -161,10 +163,17 @@ class ValueAndGradAccess(LayerAccess):
     def fixed_inputs(self) -> set[int]:
         grads = self._grads
         return {i for i, a in enumerate(self._args)
-                if is_float_array(a) and (i >= len(grads) or grads[i] is None)}
+                if (is_float_array(a) or is_container(a)) and (i >= len(grads) or grads[i] is None)}
 
     def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         return tuple(self._args)
+
+    def tree_inputs(self, args: Sequence[Any]) -> set[int]:
+        """A parameters dict or list (`f(X, Y, parameters)`) and Python floats (`f(x, theta)`)
+        are checked leaf by leaf."""
+        return {i for i, a in enumerate(args)
+                if is_float_scalar(a) or (is_container(a) and any(
+                    is_float_array(v) or is_float_scalar(v) for _, v in leaves(a)))}
 
     def _loss_of(self, res: Any) -> np.ndarray:
         if not (isinstance(res, (tuple, list)) and len(res) == 2):
@@ -205,14 +214,24 @@ class ValueAndGradAccess(LayerAccess):
                     "name each argument a gradient belongs to once, in the order the "
                     "gradients are returned"
                 )
-            if not is_float_array(args[i]):
+            if not (is_float_array(args[i]) or is_container(args[i])):
                 what = (f"a {args[i].dtype} array" if isinstance(args[i], np.ndarray)
                         else _describe(args[i]))
                 raise GradcheckUsageError(
                     f"{self.label}: wrt={given!r}: {names[i]!r} is {what}, not a float "
-                    "array: only float-array arguments have gradients to check"
+                    "array or a structure of them: only those have gradients to check"
                 )
         return wrt
+
+    @staticmethod
+    def _holder_of(grads: dict[Any, Any], args: Sequence[Any]) -> int | None:
+        """The one dict argument whose keys the gradient dict's keys name (`W1`, or `dW1`
+        for `W1`): its gradients, in its own structure."""
+        holders = [i for i, a in enumerate(args) if isinstance(a, Mapping)]
+        found = [i for i in holders
+                 if all(k in args[i] or (isinstance(k, str) and k.startswith("d")
+                                         and k[1:] in args[i]) for k in grads)]
+        return found[0] if len(found) == 1 else None
 
     def _per_argument(self, grads: Any, args: Sequence[Any]) -> list[Any]:
         n = len(args)
@@ -220,6 +239,14 @@ class ValueAndGradAccess(LayerAccess):
         floats = [i for i, a in enumerate(args) if is_float_array(a)]
         wrt = self._wrt_positions(names, args) if self.wrt else None
         per: list[Any] = [None] * n
+        if wrt is not None and len(wrt) == 1 and is_container(args[wrt[0]]):
+            per[wrt[0]] = grads  # a structure's gradients, in its own structure
+            return per
+        if isinstance(grads, dict) and not set(grads) <= set(names[:n]):
+            holder = self._holder_of(grads, args)
+            if holder is not None and (wrt is None or holder in wrt):
+                per[holder] = grads
+                return per
         if isinstance(grads, dict):
             for key, g in grads.items():
                 if key not in names:

@@ -1,0 +1,119 @@
+"""Value-and-gradient functions over a structure of parameters (`f(X, Y, parameters)` with a
+dict, `f(X, [W, b])` with a list) and over Python numbers are checked leaf by leaf, each leaf on
+its own row, the caller's structure left as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_gradcheck import check
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+def two_layer_cost(X: np.ndarray, Y: np.ndarray, parameters: dict[str, np.ndarray],
+                   wrong: str = "", prefix: str = "d") -> tuple[float, dict[str, np.ndarray]]:
+    """A two-layer network's cross-entropy cost, as a course's notebook writes it: gradients
+    keyed `dW1` (with `prefix="d"`) or `W1` (`prefix=""`)."""
+    W1, b1, W2, b2 = (parameters[k] for k in ("W1", "b1", "W2", "b2"))
+    m = X.shape[1]
+    A1 = np.tanh(W1 @ X + b1)
+    A2 = sigmoid(W2 @ A1 + b2)
+    cost = float(-np.sum(Y * np.log(A2) + (1 - Y) * np.log(1 - A2)) / m)
+    dZ2 = A2 - Y
+    dZ1 = (W2.T @ dZ2) * (1 - A1**2)
+    grads = {"W1": dZ1 @ X.T / m, "b1": dZ1.sum(axis=1, keepdims=True) / m,
+             "W2": dZ2 @ A1.T / m, "b2": dZ2.sum(axis=1, keepdims=True) / m}
+    if wrong:
+        grads[wrong] = grads[wrong] * 1.01
+    return cost, {f"{prefix}{k}": v for k, v in grads.items()}
+
+
+def data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(3, 5))
+    Y = (rng.random((1, 5)) > 0.5).astype(float)
+    parameters = {"W1": rng.normal(size=(4, 3)) * 0.5, "b1": 0.1 * rng.normal(size=(4, 1)),
+                  "W2": rng.normal(size=(1, 4)) * 0.5, "b2": np.zeros((1, 1))}
+    return X, Y, parameters
+
+
+ROWS = {"X": "not differentiated", "Y": "not differentiated", "parameters.W1": "ok",
+        "parameters.b1": "ok", "parameters.W2": "ok", "parameters.b2": "ok"}
+
+
+@pytest.mark.parametrize("prefix", ["d", ""], ids=["keyed dW1", "keyed W1"])
+@pytest.mark.parametrize("mode", ["auto", "full", "fast"])
+def test_a_cost_over_a_parameters_dict_is_checked_leaf_by_leaf(prefix: str, mode: str) -> None:
+    X, Y, parameters = data()
+    before = {k: (v, v.tobytes()) for k, v in parameters.items()}
+
+    def cost(X: Any, Y: Any, parameters: Any) -> Any:
+        return two_layer_cost(X, Y, parameters, prefix=prefix)
+
+    result = check(cost, X, Y, parameters, mode=mode)
+    assert {e.name: e.status for e in result.entries} == ROWS, str(result)
+    assert all(parameters[k] is v and v.tobytes() == b for k, (v, b) in before.items())
+
+    def wrong(X: Any, Y: Any, parameters: Any) -> Any:
+        return two_layer_cost(X, Y, parameters, wrong="b1", prefix=prefix)
+
+    failed = check(wrong, X, Y, parameters, mode=mode)
+    assert [e.name for e in failed.entries if not e.ok] == ["parameters.b1"], str(failed)
+
+
+def test_a_leaf_without_a_gradient_is_an_error_row() -> None:
+    X, Y, parameters = data()
+
+    def forgets_b2(X: Any, Y: Any, parameters: Any) -> Any:
+        cost, grads = two_layer_cost(X, Y, parameters)
+        del grads["db2"]
+        return cost, grads
+
+    result = check(forgets_b2, X, Y, parameters)
+    assert result.entry("parameters.b2").status == "error", str(result)
+    assert result.entry("parameters.W1").status == "ok"
+
+
+def affine_mse(X: np.ndarray, params: list[np.ndarray], slip: float = 1.0
+               ) -> tuple[float, list[np.ndarray]]:
+    W, b = params
+    r = X @ W + b
+    return float(0.5 * np.sum(r**2)), [X.T @ r, r.sum(axis=0) * slip]
+
+
+def test_a_list_of_parameters_gets_its_gradients_in_a_list() -> None:
+    rng = np.random.default_rng(1)
+    X, params = rng.normal(size=(6, 4)), [rng.normal(size=(4, 2)), rng.normal(size=2)]
+
+    def right(X: Any, params: Any) -> Any:
+        return affine_mse(X, params)
+
+    def wrong(X: Any, params: Any) -> Any:
+        return affine_mse(X, params, slip=1.01)
+
+    result = check(right, X, params, wrt=["params"])
+    assert {e.name: e.status for e in result.entries} == {
+        "X": "not differentiated", "params[0]": "ok", "params[1]": "ok"}, str(result)
+    failed = check(wrong, X, params, wrt=["params"])
+    assert [e.name for e in failed.entries if not e.ok] == ["params[1]"]
+
+
+def test_python_numbers_are_the_point_checked() -> None:
+    # J(x, theta) = theta * x: dJ/dx = theta, dJ/dtheta = x.
+    def right(x: float, theta: float) -> tuple[float, tuple[float, float]]:
+        return theta * x, (theta, x)
+
+    def wrong(x: float, theta: float) -> tuple[float, tuple[float, float]]:
+        return theta * x, (theta, 1.01 * x)
+
+    result = check(right, 2.0, 4.0)
+    assert {e.name: (e.status, e.dtype) for e in result.entries} == {
+        "x": ("ok", "float"), "theta": ("ok", "float")}, str(result)
+    assert [e.name for e in check(wrong, 2.0, 4.0).entries if not e.ok] == ["theta"]
