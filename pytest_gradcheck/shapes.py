@@ -142,11 +142,11 @@ class ValueAndGradAccess(LayerAccess):
 
     def forward(self, inputs: Sequence[Any]) -> Any:
         res = _called(self.fn, inputs, self.label, f"{getattr(self.fn, '__name__', 'f')}()")
-        loss = self._loss_of(res)
+        loss, grads = self._loss_of(res)
         self._args = inputs
         # Mapped to the arguments only when backward or fixed_inputs asks, not on every
         # numeric evaluation.
-        self._returned, self._mapped = res[1], None
+        self._returned, self._mapped = grads, None
         return loss
 
     @property
@@ -175,7 +175,12 @@ class ValueAndGradAccess(LayerAccess):
                 if is_float_scalar(a) or (is_container(a) and any(
                     is_float_array(v) or is_float_scalar(v) for _, v in leaves(a)))}
 
-    def _loss_of(self, res: Any) -> np.ndarray:
+    def _loss_of(self, res: Any) -> tuple[np.ndarray, Any]:
+        """(loss, gradients) from what the function returned: `(loss, grads)`, or
+        `(grads, loss)` where the gradients (a dict, tuple or list) come first."""
+        if (isinstance(res, (tuple, list)) and len(res) == 2 and _scalar(res[0]) is None
+                and isinstance(res[0], (dict, tuple, list)) and _scalar(res[1]) is not None):
+            return _scalar(res[1]), res[0]  # type: ignore[return-value]
         if not (isinstance(res, (tuple, list)) and len(res) == 2):
             raise GradcheckUsageError(
                 f"{self.label}: a function is checked as a value-and-gradient function and "
@@ -185,12 +190,14 @@ class ValueAndGradAccess(LayerAccess):
             )
         loss = _scalar(res[0])
         if loss is None:
+            hint = (" for a function returning (out, cache) pass the pair "
+                    "(forward_fn, backward_fn)" if isinstance(res[0], np.ndarray) else
+                    " return (loss, gradients) or (gradients, loss)")
             raise GradcheckUsageError(
                 f"{self.label}: the loss (first value returned) must be one real number, got "
-                f"{_describe(res[0])}; for a function returning (out, cache) pass the pair "
-                "(forward_fn, backward_fn)"
+                f"{_describe(res[0])};{hint}"
             )
-        return loss
+        return loss, res[1]
 
     def _position(self, key: int | str, names: list[str], n: int) -> int:
         if isinstance(key, int) and -n <= key < n:
@@ -242,6 +249,9 @@ class ValueAndGradAccess(LayerAccess):
         if wrt is not None and len(wrt) == 1 and is_container(args[wrt[0]]):
             per[wrt[0]] = grads  # a structure's gradients, in its own structure
             return per
+        if wrt is None and n == 1 and is_container(args[0]):
+            per[0] = grads  # f(params) -> (loss, grads): the universal form
+            return per
         if isinstance(grads, dict) and not set(grads) <= set(names[:n]):
             holder = self._holder_of(grads, args)
             if holder is not None and (wrt is None or holder in wrt):
@@ -249,10 +259,15 @@ class ValueAndGradAccess(LayerAccess):
                 return per
         if isinstance(grads, dict):
             for key, g in grads.items():
+                if key not in names and isinstance(key, str) and key[1:] in names[:n] and (
+                        key.startswith("d")):
+                    key = key[1:]  # `dw` for argument `w`
                 if key not in names:
+                    dicts = [names[i] for i in range(n) if isinstance(args[i], Mapping)]
                     raise GradcheckUsageError(
                         f"{self.label}: the gradient dict has key {key!r}, which is no argument "
-                        f"name; keys must be among {', '.join(names)}"
+                        f"name (nor d<name>); keys must be among {', '.join(names[:n])}"
+                        + (f", or name the entries of {', '.join(dicts)}" if dicts else "")
                     )
                 i = names.index(key)
                 if wrt is None or i in wrt:

@@ -117,3 +117,46 @@ def test_python_numbers_are_the_point_checked() -> None:
     assert {e.name: (e.status, e.dtype) for e in result.entries} == {
         "x": ("ok", "float"), "theta": ("ok", "float")}, str(result)
     assert [e.name for e in check(wrong, 2.0, 4.0).entries if not e.ok] == ["theta"]
+
+
+def propagate(w: np.ndarray, b: float, X: np.ndarray, Y: np.ndarray, slip: float = 1.0
+              ) -> tuple[dict[str, Any], float]:
+    """Logistic regression's cost as a course writes it: gradients first, keyed dw and db."""
+    m = X.shape[1]
+    A = sigmoid(w.T @ X + b)
+    cost = float(-np.sum(Y * np.log(A) + (1 - Y) * np.log(1 - A)) / m)
+    dw = X @ (A - Y).T / m
+    db = float(np.sum(A - Y) / m) * slip
+    return {"dw": dw, "db": db}, cost
+
+
+def test_gradients_first_keyed_d_name_of_each_argument() -> None:
+    rng = np.random.default_rng(2)
+    w, b = rng.normal(size=(3, 1)), 0.5
+    X, Y = rng.normal(size=(3, 6)), (rng.random((1, 6)) > 0.5).astype(float)
+    result = check(propagate, w, b, X, Y)
+    assert {e.name: e.status for e in result.entries} == {
+        "w": "ok", "b": "ok", "X": "not differentiated", "Y": "not differentiated"}, str(result)
+    wrong = check(lambda w, b, X, Y: propagate(w, b, X, Y, slip=1.01), w, b, X, Y)
+    assert [e.name for e in wrong.entries if not e.ok] == ["b"]
+
+
+@pytest.mark.parametrize("container", [dict, list])
+def test_the_universal_form_an_objective_over_one_structure(container: type) -> None:
+    rng = np.random.default_rng(3)
+    X, target = rng.normal(size=(6, 4)), rng.normal(size=(6, 2))
+    values = [rng.normal(size=(4, 2)), rng.normal(size=2)]
+    params = dict(zip("Wb", values)) if container is dict else list(values)
+
+    def objective(p: Any, slip: float = 1.0) -> tuple[float, Any]:
+        W, b = (p["W"], p["b"]) if isinstance(p, dict) else p
+        r = X @ W + b - target
+        grads = [X.T @ r, r.sum(axis=0) * slip]
+        return float(0.5 * np.sum(r**2)), (dict(zip("Wb", grads)) if isinstance(p, dict)
+                                           else grads)
+
+    names = ["p.W", "p.b"] if container is dict else ["p[0]", "p[1]"]
+    result = check(objective, params)
+    assert {e.name: e.status for e in result.entries} == dict.fromkeys(names, "ok"), str(result)
+    wrong = check(lambda p: objective(p, 1.01), params)
+    assert [e.name for e in wrong.entries if not e.ok] == [names[1]]
