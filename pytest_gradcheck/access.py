@@ -367,6 +367,11 @@ class LayerAccess(ABC):
         on): held fixed and listed as not differentiated. Asked after the first forward."""
         return ()
 
+    def notes(self) -> list[str]:
+        """What the report should say about how the adapter read the code (a gradient it
+        assigned to an argument by shape, say); asked once, when the verdicts are in."""
+        return []
+
     def tree_inputs(self, args: Sequence[Any]) -> Collection[int]:
         """Positions of arguments that are structures of values to check (a dict or list of
         parameters, a Python float): each float leaf is checked on its own row, named by its

@@ -310,6 +310,7 @@ class Checker:
         passes = jury.recheck_unreset_streams(setup, record, analytic, passes)
         passes = jury.rejudge_hidden_precision(analytic, passes)
         self.notes.extend(passes.notes)
+        self.notes.extend(self.calls.access.notes())
         jury.report_steps(analytic.arrays, passes.judging)
         j = passes.judging
         entries = [verdict_entry(a, v) for a, v in zip(analytic.arrays, passes.verdicts)]

@@ -129,6 +129,7 @@ class ValueAndGradAccess(LayerAccess):
         self._args: Sequence[Any] = ()
         self._returned: Any = None  # the gradients the latest call returned, as returned
         self._mapped: list[Any] | None = None  # the same, per argument (built when asked for)
+        self._by_shape: str | None = None  # how a lone gradient was assigned, when ambiguous
 
     def input_names(self, n: int) -> list[str]:
         names = _positional_names(self.fn)
@@ -167,6 +168,9 @@ class ValueAndGradAccess(LayerAccess):
 
     def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         return tuple(self._args)
+
+    def notes(self) -> list[str]:
+        return [self._by_shape] if self._by_shape else []
 
     def tree_inputs(self, args: Sequence[Any]) -> set[int]:
         """A parameters dict or list (`f(X, Y, parameters)`) and Python floats (`f(x, theta)`)
@@ -302,6 +306,13 @@ class ValueAndGradAccess(LayerAccess):
                     "argument it belongs to"
                 )
             per[same[0]] = grads
+            if len(same) > 1:
+                first, other = names[same[0]], names[same[1]]
+                self._by_shape = (
+                    f"the one gradient returned was taken as {first}'s, the first float "
+                    f"argument of its shape {np.shape(grads)}; if it belongs to {other}, pass "
+                    f"wrt=[{other!r}]"
+                )
             return per
         raise GradcheckUsageError(
             f"{self.label}: the gradients (second value returned) must be an array, a "
@@ -669,6 +680,9 @@ class LossOnOutputAccess(LayerAccess):
 
     def loss_terms(self) -> list[Callable[[], float]]:
         return self.inner.loss_terms()
+
+    def notes(self) -> list[str]:
+        return self.inner.notes()
 
     def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         """What `extra_loss` receives without `loss=`: a pair's arguments, else the layer."""

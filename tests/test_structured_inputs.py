@@ -160,3 +160,20 @@ def test_the_universal_form_an_objective_over_one_structure(container: type) -> 
     assert {e.name: e.status for e in result.entries} == dict.fromkeys(names, "ok"), str(result)
     wrong = check(lambda p: objective(p, 1.01), params)
     assert [e.name for e in wrong.entries if not e.ok] == [names[1]]
+
+
+def mse_wrt_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean squared error returning d/dy_pred only: the first argument is the target."""
+    r = y_pred - y_true
+    return float(np.mean(r**2)), 2.0 * r / r.size
+
+
+def test_a_gradient_assigned_by_shape_says_so_and_names_wrt() -> None:
+    rng = np.random.default_rng(4)
+    y_true, y_pred = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    result = check(mse_wrt_prediction, y_true, y_pred)
+    assert not result.ok and result.entry("y_true").status == "FAIL"
+    assert any("taken as y_true's" in n and "wrt=['y_pred']" in n for n in result.notes), (
+        result.notes)
+    fixed = check(mse_wrt_prediction, y_true, y_pred, wrt=["y_pred"])
+    assert fixed.ok and not any("taken as" in n for n in fixed.notes)
