@@ -690,9 +690,26 @@ class FunctionPairAccess(LayerAccess):
             self._outputs = Outputs(res[:-1])
         return self._outputs.flat(res[:-1])
 
+    def _passed_on(self, given: int) -> list[Any]:
+        """The forward's arguments that backward asks for by name after (dout, cache), as
+        `linear_activation_backward(dA, cache, activation)` asks for `activation`."""
+        wanted = [p.name for p in _parameters(self.backward_fn)
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty][given:]
+        names = _positional_names(self.forward_fn)[:len(self._args)]
+        missing = [w for w in wanted if w not in names]
+        if missing:
+            raise GradcheckUsageError(
+                f"{self.label}: backward takes {', '.join(map(repr, missing))} after the "
+                "gradient(s) and the cache, and the forward function has no argument of that "
+                "name to pass on: name backward's extra arguments as forward's, or give them "
+                "defaults"
+            )
+        return [self._args[names.index(w)] for w in wanted]
+
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
         douts = [dout] if self._outputs is None else self._outputs.split(dout)
-        res = self.backward_fn(*douts, self._cache)
+        res = self.backward_fn(*douts, self._cache, *self._passed_on(len(douts) + 1))
         grads = list(res) if isinstance(res, (tuple, list)) else [res]
         arrays = [i for i, a in enumerate(self._args) if isinstance(a, np.ndarray)]
         if len(grads) != len(arrays):
