@@ -442,7 +442,12 @@ class ModelLossAccess(LayerAccess):
             getattr(model, pattr)[key] = value
 
         def grad() -> Any:
-            return None if self._grads is None else self._grads.get(key)
+            if self._grads is None:
+                return None
+            found = self._grads.get(key)
+            if found is None and isinstance(key, str):
+                found = self._grads.get(f"d{key}")  # gradients keyed dW1 for W1
+            return found
 
         return Param(str(key), get, set_, grad, self.label, differentiable=trainable,
                      grad_source=f"loss()[1][{key!r}]")

@@ -177,3 +177,25 @@ def test_a_gradient_assigned_by_shape_says_so_and_names_wrt() -> None:
         result.notes)
     fixed = check(mse_wrt_prediction, y_true, y_pred, wrt=["y_pred"])
     assert fixed.ok and not any("taken as" in n for n in fixed.notes)
+
+
+class NotebookModel:
+    """A model whose loss(X, y) returns gradients keyed dW1, db1 for its params W1, b1."""
+
+    def __init__(self, slip: float = 1.0) -> None:
+        rng = np.random.default_rng(5)
+        self.params = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=3)}
+        self.slip = slip
+
+    def loss(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        r = X @ self.params["W1"] + self.params["b1"] - y
+        return float(0.5 * np.sum(r**2)), {"dW1": X.T @ r, "db1": r.sum(axis=0) * self.slip}
+
+
+def test_a_model_whose_gradients_are_keyed_d_name_is_checked() -> None:
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    result = check(NotebookModel(), X, y)
+    assert {e.name: e.status for e in result.entries if e.kind == "param"} == {
+        "W1": "ok", "b1": "ok"}, str(result)
+    assert [e.name for e in check(NotebookModel(1.01), X, y).entries if not e.ok] == ["b1"]
