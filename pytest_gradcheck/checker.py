@@ -347,8 +347,10 @@ class Checker:
                 self.label,
                 f"cannot check a {type(self.layer).__name__}: a layer needs "
                 "forward() and backward() methods, a cs231n-style pair is passed as "
-                "(forward_fn, backward_fn); for other shapes implement the "
-                "pytest_gradcheck_adapt hook",
+                "(forward_fn, backward_fn); any other code can be checked in the universal "
+                "form, a function of its parameters returning the loss and the gradients in "
+                "the same structure: check(lambda p: (loss(p), grads(p)), params); or teach "
+                "the checker this shape with the pytest_gradcheck_adapt hook",
             )
         access = shapes.apply_options(access, self.opts.loss, self.opts.wrt)
         if self.opts.label:
