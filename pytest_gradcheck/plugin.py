@@ -6,6 +6,8 @@ conftest files and plugins can implement our hooks.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -28,7 +30,7 @@ from .items import (
     usage_errors_fail,
 )
 from .options import Options, Where, draw_seed, resolve_seed, settable
-from .report import RunRecord, error_record, options_header
+from .report import RunRecord, check_report_path, error_record, options_header
 from .result import CheckResult
 
 WORKER_SEED_KEY = "gradcheck_seed"
@@ -84,7 +86,25 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin("gradcheck-conventions"):
         config.pluginmanager.register(conventions, "gradcheck-conventions")
     config.stash[options_key] = base_options(config)
-    config.pluginmanager.register(ResultCollector(config), "gradcheck-results")
+    report = json_report(config)
+    if report and not hasattr(config, "workerinput"):  # the controller writes the file
+        try:
+            check_report_path(*report)
+        except GradcheckUsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(ResultCollector(config, report), "gradcheck-results")
+
+
+def json_report(config: pytest.Config) -> tuple[Path, str] | None:
+    """Where the JSON report goes (made absolute now: a test that changes directory does not
+    move it) and how the path was given, for messages; None without one."""
+    flag = config.getoption("gradcheck_json")
+    if flag:
+        return Path(flag).absolute(), f"--gradcheck-json {flag}"
+    ini = config.getini("gradcheck_json")
+    if ini:
+        return Path(ini).absolute(), f"gradcheck_json = {ini} (ini file)"
+    return None
 
 
 def base_options(config: pytest.Config) -> Options:
@@ -213,8 +233,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class ResultCollector:
     """Gathers every result reported in the run (on the xdist controller: from all workers)."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, report: tuple[Path, str] | None) -> None:
         self.config = config
+        self.report = report  # the JSON file and how its path was given
+        self.report_error: str | None = None  # why it could not be written
         self.run = RunRecord(seed=config.stash[options_key].seed)
         self.order: dict[str, int] = {}  # nodeid -> collection index, for a stable report order
 
@@ -253,16 +275,30 @@ class ResultCollector:
         config = self.config
         if hasattr(config, "workerinput"):
             return  # xdist worker: the controller writes the file
-        path = config.getoption("gradcheck_json") or config.getini("gradcheck_json")
-        if path:
-            self._ordered().write_json(path)
+        if not self.report:
+            return
+        try:
+            self._ordered().write_report(*self.report)
+        except GradcheckUsageError as exc:
+            # The run's results are still printed (the terminal summary comes after this).
+            self.report_error = f"ERROR: {exc}"
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            if not config.pluginmanager.has_plugin("terminalreporter"):
+                print(self.report_error, file=sys.stderr)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        run = self.run
-        if hasattr(self.config, "workerinput") or not (run.results or run.skipped or run.errors):
+        if hasattr(self.config, "workerinput"):
             return
-        checks = len(run.results) + len(run.errors)
-        terminalreporter.write_sep("-", f"gradcheck: {checks} check(s): {run.counts()}")
-        full = self.config.option.verbose > 0 or self.config.stash[options_key].summary == "full"
-        for line in self._ordered().summary(full):
-            terminalreporter.write_line(line)
+        run = self.run
+        if run.results or run.skipped or run.errors:
+            checks = len(run.results) + len(run.errors)
+            terminalreporter.write_sep("-", f"gradcheck: {checks} check(s): {run.counts()}")
+            full = (
+                self.config.option.verbose > 0
+                or self.config.stash[options_key].summary == "full"
+            )
+            for line in self._ordered().summary(full):
+                terminalreporter.write_line(line)
+        if self.report_error:
+            terminalreporter.write_line(self.report_error, red=True, bold=True)
