@@ -1,7 +1,8 @@
 """The pytest glue: options, the `gradcheck` fixture and marker, result collection and summary.
 
-Nothing numerical happens here; checks run through `api.run_check` with pytest's hook relay, so
-conftest files and plugins can implement our hooks.
+Nothing numerical happens here; checks run through `api.run_check` with the test item's hook
+relay (`item.ihook`), so plugins and the conftest files above the test, as for pytest's own
+hooks, can implement ours.
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ class GradcheckFixture:
         item = self._item
         with usage_errors_fail(item):
             opts = self.options.updated(options, "gradcheck()")
-            result = run_check(layer, inputs, opts, hook=item.config.hook)
+            # item.ihook: only the conftest files above the test apply, as for pytest's hooks.
+            result = run_check(layer, inputs, opts, hook=item.ihook)
         keep_result(item, result)
         return result
 
