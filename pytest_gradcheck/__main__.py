@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         # The same header line pytest shows, so the run can be repeated with --seed.
         print(options_header(base), file=out)
     start = time.perf_counter()
-    run = RunRecord(seed=base.seed)
+    run = RunRecord(base.seed, seed_drawn)
     for target in targets:
         nodeid = NODE_PREFIX + target.name
         outcome = _check_one(target, base, hook)

@@ -23,6 +23,7 @@ SKIPPED_PROPERTY = "gradcheck_skipped"
 ERROR_PROPERTY = "gradcheck_error"
 
 options_key = pytest.StashKey[Options]()  # on the config: ini and command-line options
+seed_drawn_key = pytest.StashKey[bool]()  # on the config: the run's seed was drawn (random)
 item_results_key = pytest.StashKey[list[dict[str, Any]]]()
 item_errors_key = pytest.StashKey[list[str]]()
 

@@ -8,6 +8,7 @@ hooks, can implement ours.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,11 +28,12 @@ from .items import (
     keep_result,
     marker_options,
     options_key,
+    seed_drawn_key,
     take_errors,
     usage_errors_fail,
 )
-from .options import Options, Where, draw_seed, resolve_seed, settable
-from .report import RunRecord, check_report_path, error_record, options_header
+from .options import Options, Where, asks_for_a_drawn_seed, draw_seed, resolve_seed, settable
+from .report import RunRecord, check_report_path, drawn_seed_line, error_record, options_header
 from .result import CheckResult
 
 WORKER_SEED_KEY = "gradcheck_seed"
@@ -86,7 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if not config.pluginmanager.has_plugin("gradcheck-conventions"):
         config.pluginmanager.register(conventions, "gradcheck-conventions")
-    config.stash[options_key] = base_options(config)
+    config.stash[options_key], config.stash[seed_drawn_key] = base_options(config)
     report = json_report(config)
     if report and not hasattr(config, "workerinput"):  # the controller writes the file
         try:
@@ -108,8 +110,8 @@ def json_report(config: pytest.Config) -> tuple[Path, str] | None:
     return None
 
 
-def base_options(config: pytest.Config) -> Options:
-    """ini values, then command-line values on top."""
+def base_options(config: pytest.Config) -> tuple[Options, bool]:
+    """ini values, then command-line values on top; and whether the seed was drawn."""
     ini = {}
     for spec in settable(Where.INI):
         value = config.getini(spec.ini_key)
@@ -120,9 +122,10 @@ def base_options(config: pytest.Config) -> Options:
         value = config.getoption(spec.ini_key)
         if value is not None:
             cli[spec.name] = value
+    drawn = asks_for_a_drawn_seed(cli if "seed" in cli else ini)
     try:
         opts = Options().updated(resolve_seed(ini, lambda: _run_seed(config)), "ini file")
-        return opts.updated(resolve_seed(cli, lambda: _run_seed(config)), "command line")
+        return opts.updated(resolve_seed(cli, lambda: _run_seed(config)), "command line"), drawn
     except GradcheckUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -239,7 +242,7 @@ class ResultCollector:
         self.config = config
         self.report = report  # the JSON file and how its path was given
         self.report_error: str | None = None  # why it could not be written
-        self.run = RunRecord(seed=config.stash[options_key].seed)
+        self.run = RunRecord(config.stash[options_key].seed, config.stash[seed_drawn_key])
         self.order: dict[str, int] = {}  # nodeid -> collection index, for a stable report order
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -257,8 +260,8 @@ class ResultCollector:
             return sorted(rows, key=lambda r: self.order.get(r["nodeid"], len(self.order)))
 
         run = self.run
-        return RunRecord(run.seed, by_order(run.results), by_order(run.skipped),
-                         by_order(run.errors))
+        return replace(run, results=by_order(run.results), skipped=by_order(run.skipped),
+                       errors=by_order(run.errors))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
@@ -302,5 +305,7 @@ class ResultCollector:
             )
             for line in self._ordered().summary(full):
                 terminalreporter.write_line(line)
+        if run.seed_drawn:  # in every run that drew it, -q too (-q hides the report header)
+            terminalreporter.write_line(drawn_seed_line(run.seed, "--gradcheck-seed"))
         if self.report_error:
             terminalreporter.write_line(self.report_error, red=True, bold=True)

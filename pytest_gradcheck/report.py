@@ -31,12 +31,19 @@ def options_header(opts: Options) -> str:
     )
 
 
+def drawn_seed_line(seed: int, flag: str) -> str:
+    """The line every run that drew its seed (seed=random) prints, with how to repeat it."""
+    return f"gradcheck: seed={seed} (drawn; reproduce with {flag}={seed})"
+
+
 @dataclass
 class RunRecord:
     """Everything a run checked: results (`CheckResult.to_dict()` plus "nodeid"), skipped
-    targets ({"nodeid", "reason"}) and errored checks (`error_record`)."""
+    targets ({"nodeid", "reason"}) and errored checks (`error_record`); `seed_drawn`: the run's
+    seed was drawn (seed=random), not given."""
 
     seed: int
+    seed_drawn: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -54,9 +61,10 @@ class RunRecord:
         )
 
     def payload(self) -> dict[str, Any]:
-        """The JSON file's content: {"seed", "results", "skipped", "errors"}."""
+        """The JSON file's content: {"seed", "seed_drawn", "results", "skipped", "errors"}."""
         return {
             "seed": self.seed,
+            "seed_drawn": self.seed_drawn,
             "results": self.results,
             "skipped": self.skipped,
             "errors": self.errors,
