@@ -6,7 +6,8 @@ that declare `gradcheck_case`, like `gradcheck_discover` does (asking
 each through `pytest_gradcheck_make_case` on the standalone plugin manager (plugins added with
 `-p MODULE`), prints the per-array table of every check, skipped targets with their reason, a
 one-line-per-layer summary and a final count. Exit status: 0 all checks passed (skips allowed),
-1 a check failed or errored, 2 usage error (bad option, module not importable, nothing found).
+1 a check failed or errored, 2 usage error (bad option, module not importable, nothing found,
+a `--json` path that cannot be written).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .discovery import DiscoveredTarget, SkipCase, find_targets, split_specs
 from .errors import GradcheckUsageError
 from .manager import default_hook, plugin_manager
 from .options import Options, Where, resolve_seed, settable
-from .report import RunRecord, error_record, options_header, summary_rows
+from .report import RunRecord, check_report_path, error_record, options_header, summary_rows
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NODE_PREFIX = "gradcheck::"
@@ -109,6 +110,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     hook = default_hook()
     try:
         base, seed_drawn = options_from(args)
+        if args.json:  # before the run, so a long run does not end in failing to write it
+            check_report_path(args.json, f"--json {args.json}")
         targets = find_targets(split_specs(args.modules), hook)
     except GradcheckUsageError as exc:
         return _usage(str(exc))
@@ -124,7 +127,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         # The same header line pytest shows, so the run can be repeated with --seed.
         print(options_header(base), file=out)
     start = time.perf_counter()
-    run = RunRecord(seed=base.seed)
+    run = RunRecord(base.seed, seed_drawn)
     for target in targets:
         nodeid = NODE_PREFIX + target.name
         outcome = _check_one(target, base, hook)
@@ -150,7 +153,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     if args.json:
-        run.write_json(args.json)
+        try:
+            run.write_report(args.json, f"--json {args.json}")
+        except GradcheckUsageError as exc:
+            return _usage(str(exc))  # the results are printed above
     return EXIT_FAILED if failed or run.errors else EXIT_OK
 
 

@@ -4,6 +4,8 @@ The modules named by `gradcheck_discover` / `--gradcheck-discover` are scanned a
 time (`discovery.find_targets`); each item builds its case through `pytest_gradcheck_make_case`
 when it runs, so deselected items cost nothing and a target that cannot be built is skipped
 with the reason. Items carry the `gradcheck` marker and report results like the fixture does.
+The items sit at the rootdir: their hooks come from plugins and the conftest.py files of the
+rootdir and above (`ihook`), not from those of test subdirectories.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class GradcheckCollector(pytest.Collector):
 
     def collect(self) -> Iterator[GradcheckItem]:
         try:
-            targets = find_targets(self.specs, self.config.hook)
+            targets = find_targets(self.specs, self.ihook)
         except GradcheckUsageError as exc:
             raise self.CollectError(str(exc)) from None
         for target in targets:
@@ -63,7 +65,7 @@ class GradcheckItem(pytest.Item):
         self.add_marker(pytest.mark.gradcheck)
 
     def runtest(self) -> None:
-        hook = self.config.hook
+        hook = self.ihook  # the run's root: plugins and the rootdir's conftest.py apply
         with usage_errors_fail(self):
             opts = marker_options(self)
             try:

@@ -23,14 +23,29 @@ SKIPPED_PROPERTY = "gradcheck_skipped"
 ERROR_PROPERTY = "gradcheck_error"
 
 options_key = pytest.StashKey[Options]()  # on the config: ini and command-line options
+seed_drawn_key = pytest.StashKey[bool]()  # on the config: the run's seed was drawn (random)
 item_results_key = pytest.StashKey[list[dict[str, Any]]]()
 item_errors_key = pytest.StashKey[list[str]]()
 
 
+def closest_markers(item: pytest.Item) -> list[pytest.Mark]:
+    """The item's gradcheck markers, closest first: parameter (`pytest.param(...,
+    marks=...)`), function, class, module. pytest lists a parametrized test's own markers
+    before its parameter's, so the parameter's are moved to the front."""
+    marks = list(item.iter_markers("gradcheck"))
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return marks
+    params = [m for m in callspec.marks if m.name == "gradcheck"]
+    ids = {id(m) for m in params}
+    return params + [m for m in marks if id(m) not in ids]
+
+
 def marker_options(item: pytest.Item) -> Options:
-    """Base options with the gradcheck markers applied: module, then class, then function."""
+    """Base options with the gradcheck markers applied, the farthest first, so for each
+    keyword the closest marker wins: module < class < function < parameter."""
     opts = item.config.stash[options_key]
-    for mark in reversed(list(item.iter_markers("gradcheck"))):
+    for mark in reversed(closest_markers(item)):
         if mark.args:
             raise GradcheckUsageError(
                 f"{item.nodeid}: @pytest.mark.gradcheck takes keyword options only, got "

@@ -1,7 +1,8 @@
 """The plugin manager used when checks run outside pytest (notebooks, scripts, the CLI).
 
-Inside pytest the hooks are pytest's own (`config.hook`), so conftest files and plugins can
-implement them; this manager carries the same hookspecs and built-in conventions for the rest.
+Inside pytest the hooks are pytest's own (each test's `item.ihook`), so conftest files and
+plugins can implement them; this manager carries the same hookspecs and built-in conventions for
+the rest.
 """
 
 from __future__ import annotations

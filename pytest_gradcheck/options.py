@@ -417,9 +417,14 @@ def draw_seed() -> int:
     return secrets.randbelow(2**31)
 
 
+def asks_for_a_drawn_seed(values: Mapping[str, Any]) -> bool:
+    """Whether `values` (from an ini file or a command line) say seed='random'."""
+    return str(values.get("seed", "")).strip().lower() == RANDOM_SEED
+
+
 def resolve_seed(values: Mapping[str, Any], draw: Callable[[], int] = draw_seed) -> dict[str, Any]:
     """`values` (from an ini file or a command line) with seed='random' replaced by `draw()`."""
-    if str(values.get("seed", "")).strip().lower() != RANDOM_SEED:
+    if not asks_for_a_drawn_seed(values):
         return dict(values)
     return {**values, "seed": draw()}
 

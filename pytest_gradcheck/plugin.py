@@ -1,11 +1,15 @@
 """The pytest glue: options, the `gradcheck` fixture and marker, result collection and summary.
 
-Nothing numerical happens here; checks run through `api.run_check` with pytest's hook relay, so
-conftest files and plugins can implement our hooks.
+Nothing numerical happens here; checks run through `api.run_check` with the test item's hook
+relay (`item.ihook`), so plugins and the conftest files above the test, as for pytest's own
+hooks, can implement ours.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -24,11 +28,12 @@ from .items import (
     keep_result,
     marker_options,
     options_key,
+    seed_drawn_key,
     take_errors,
     usage_errors_fail,
 )
-from .options import Options, Where, draw_seed, resolve_seed, settable
-from .report import RunRecord, error_record, options_header
+from .options import Options, Where, asks_for_a_drawn_seed, draw_seed, resolve_seed, settable
+from .report import RunRecord, check_report_path, drawn_seed_line, error_record, options_header
 from .result import CheckResult
 
 WORKER_SEED_KEY = "gradcheck_seed"
@@ -83,12 +88,30 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if not config.pluginmanager.has_plugin("gradcheck-conventions"):
         config.pluginmanager.register(conventions, "gradcheck-conventions")
-    config.stash[options_key] = base_options(config)
-    config.pluginmanager.register(ResultCollector(config), "gradcheck-results")
+    config.stash[options_key], config.stash[seed_drawn_key] = base_options(config)
+    report = json_report(config)
+    if report and not hasattr(config, "workerinput"):  # the controller writes the file
+        try:
+            check_report_path(*report)
+        except GradcheckUsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(ResultCollector(config, report), "gradcheck-results")
 
 
-def base_options(config: pytest.Config) -> Options:
-    """ini values, then command-line values on top."""
+def json_report(config: pytest.Config) -> tuple[Path, str] | None:
+    """Where the JSON report goes (made absolute now: a test that changes directory does not
+    move it) and how the path was given, for messages; None without one."""
+    flag = config.getoption("gradcheck_json")
+    if flag:
+        return Path(flag).absolute(), f"--gradcheck-json {flag}"
+    ini = config.getini("gradcheck_json")
+    if ini:
+        return Path(ini).absolute(), f"gradcheck_json = {ini} (ini file)"
+    return None
+
+
+def base_options(config: pytest.Config) -> tuple[Options, bool]:
+    """ini values, then command-line values on top; and whether the seed was drawn."""
     ini = {}
     for spec in settable(Where.INI):
         value = config.getini(spec.ini_key)
@@ -99,9 +122,10 @@ def base_options(config: pytest.Config) -> Options:
         value = config.getoption(spec.ini_key)
         if value is not None:
             cli[spec.name] = value
+    drawn = asks_for_a_drawn_seed(cli if "seed" in cli else ini)
     try:
         opts = Options().updated(resolve_seed(ini, lambda: _run_seed(config)), "ini file")
-        return opts.updated(resolve_seed(cli, lambda: _run_seed(config)), "command line")
+        return opts.updated(resolve_seed(cli, lambda: _run_seed(config)), "command line"), drawn
     except GradcheckUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -178,7 +202,8 @@ class GradcheckFixture:
         item = self._item
         with usage_errors_fail(item):
             opts = self.options.updated(options, "gradcheck()")
-            result = run_check(layer, inputs, opts, hook=item.config.hook)
+            # item.ihook: only the conftest files above the test apply, as for pytest's hooks.
+            result = run_check(layer, inputs, opts, hook=item.ihook)
         keep_result(item, result)
         return result
 
@@ -213,9 +238,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class ResultCollector:
     """Gathers every result reported in the run (on the xdist controller: from all workers)."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, report: tuple[Path, str] | None) -> None:
         self.config = config
-        self.run = RunRecord(seed=config.stash[options_key].seed)
+        self.report = report  # the JSON file and how its path was given
+        self.report_error: str | None = None  # why it could not be written
+        self.run = RunRecord(config.stash[options_key].seed, config.stash[seed_drawn_key])
         self.order: dict[str, int] = {}  # nodeid -> collection index, for a stable report order
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -233,8 +260,8 @@ class ResultCollector:
             return sorted(rows, key=lambda r: self.order.get(r["nodeid"], len(self.order)))
 
         run = self.run
-        return RunRecord(run.seed, by_order(run.results), by_order(run.skipped),
-                         by_order(run.errors))
+        return replace(run, results=by_order(run.results), skipped=by_order(run.skipped),
+                       errors=by_order(run.errors))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
@@ -253,16 +280,32 @@ class ResultCollector:
         config = self.config
         if hasattr(config, "workerinput"):
             return  # xdist worker: the controller writes the file
-        path = config.getoption("gradcheck_json") or config.getini("gradcheck_json")
-        if path:
-            self._ordered().write_json(path)
+        if not self.report:
+            return
+        try:
+            self._ordered().write_report(*self.report)
+        except GradcheckUsageError as exc:
+            # The run's results are still printed (the terminal summary comes after this).
+            self.report_error = f"ERROR: {exc}"
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            if not config.pluginmanager.has_plugin("terminalreporter"):
+                print(self.report_error, file=sys.stderr)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        run = self.run
-        if hasattr(self.config, "workerinput") or not (run.results or run.skipped or run.errors):
+        if hasattr(self.config, "workerinput"):
             return
-        checks = len(run.results) + len(run.errors)
-        terminalreporter.write_sep("-", f"gradcheck: {checks} check(s): {run.counts()}")
-        full = self.config.option.verbose > 0 or self.config.stash[options_key].summary == "full"
-        for line in self._ordered().summary(full):
-            terminalreporter.write_line(line)
+        run = self.run
+        if run.results or run.skipped or run.errors:
+            checks = len(run.results) + len(run.errors)
+            terminalreporter.write_sep("-", f"gradcheck: {checks} check(s): {run.counts()}")
+            full = (
+                self.config.option.verbose > 0
+                or self.config.stash[options_key].summary == "full"
+            )
+            for line in self._ordered().summary(full):
+                terminalreporter.write_line(line)
+        if run.seed_drawn:  # in every run that drew it, -q too (-q hides the report header)
+            terminalreporter.write_line(drawn_seed_line(run.seed, "--gradcheck-seed"))
+        if self.report_error:
+            terminalreporter.write_line(self.report_error, red=True, bold=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import GradcheckUsageError
 from .options import Options
 from .result import ERROR
 from .text import error, table
@@ -29,12 +31,19 @@ def options_header(opts: Options) -> str:
     )
 
 
+def drawn_seed_line(seed: int, flag: str) -> str:
+    """The line every run that drew its seed (seed=random) prints, with how to repeat it."""
+    return f"gradcheck: seed={seed} (drawn; reproduce with {flag}={seed})"
+
+
 @dataclass
 class RunRecord:
     """Everything a run checked: results (`CheckResult.to_dict()` plus "nodeid"), skipped
-    targets ({"nodeid", "reason"}) and errored checks (`error_record`)."""
+    targets ({"nodeid", "reason"}) and errored checks (`error_record`); `seed_drawn`: the run's
+    seed was drawn (seed=random), not given."""
 
     seed: int
+    seed_drawn: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -52,9 +61,10 @@ class RunRecord:
         )
 
     def payload(self) -> dict[str, Any]:
-        """The JSON file's content: {"seed", "results", "skipped", "errors"}."""
+        """The JSON file's content: {"seed", "seed_drawn", "results", "skipped", "errors"}."""
         return {
             "seed": self.seed,
+            "seed_drawn": self.seed_drawn,
             "results": self.results,
             "skipped": self.skipped,
             "errors": self.errors,
@@ -62,6 +72,17 @@ class RunRecord:
 
     def write_json(self, path: str | Path) -> None:
         write_json(path, self.payload())
+
+    def write_report(self, path: str | Path, given: str) -> None:
+        """`write_json`, a path it cannot be written to raising a usage error that names it
+        (`given`: how the path was given, `--json out/run.json`) and says what to do."""
+        try:
+            self.write_json(path)
+        except OSError as exc:
+            reason = unwritable(Path(path)) or (
+                f"{exc.strerror or exc}; check the path or choose another"
+            )
+            raise GradcheckUsageError(f"{given}: cannot write the JSON report: {reason}") from None
 
     def summary(self, full: bool) -> list[str]:
         """The terminal summary after the title: the table of every check (`full`) or of the
@@ -73,6 +94,31 @@ class RunRecord:
         elif len(shown) < len(self.results) or self.skipped:
             lines.append("(passed checks and skips listed with -v or --gradcheck-summary=full)")
         return lines
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a JSON report cannot be written to `path`, and what to do; None if it can (as far
+    as can be told before writing: the directory exists and is writable)."""
+    if path.is_dir():
+        return f"{path} is a directory; name a file in it, e.g. {path / 'gradcheck.json'}"
+    directory = path.parent
+    if not directory.exists():
+        return f"the directory {directory} does not exist; create it first or choose another path"
+    if not directory.is_dir():
+        return f"{directory} is not a directory; choose another path"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"the directory {directory} is not writable; choose a writable path"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable; choose a writable path"
+    return None
+
+
+def check_report_path(path: str | Path, given: str) -> None:
+    """Raise a usage error before a run if its JSON report could not be written to `path`
+    (`given`: how the path was given), so a long run does not end in failing to write it."""
+    reason = unwritable(Path(path))
+    if reason:
+        raise GradcheckUsageError(f"{given}: cannot write the JSON report: {reason}")
 
 
 def error_record(nodeid: str, message: str) -> dict[str, str]:

@@ -161,7 +161,7 @@ def test_a_wrong_summary_value_is_a_usage_error(pytester: pytest.Pytester) -> No
 
 def test_json_lists_errored_checks_with_their_message(pytester: pytest.Pytester) -> None:
     _, payload = run(pytester)
-    assert set(payload) == {"seed", "results", "skipped", "errors"}
+    assert set(payload) == {"seed", "seed_drawn", "results", "skipped", "errors"}
     assert [e["nodeid"] for e in payload["errors"]] == [
         "test_layers.py::test_raising",
         "test_layers.py::test_bad_marker",
