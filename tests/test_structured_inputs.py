@@ -199,3 +199,18 @@ def test_a_model_whose_gradients_are_keyed_d_name_is_checked() -> None:
     assert {e.name: e.status for e in result.entries if e.kind == "param"} == {
         "W1": "ok", "b1": "ok"}, str(result)
     assert [e.name for e in check(NotebookModel(1.01), X, y).entries if not e.ok] == ["b1"]
+
+
+def test_a_refused_return_value_gets_only_the_hint_that_applies() -> None:
+    def two_dicts(w: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"dw": w}, {"cost": float(np.sum(w))}
+
+    with pytest.raises(Exception, match=r"got a dict; return \(loss, gradients\)") as info:
+        check(two_dicts, np.ones(3))
+    assert "(out, cache)" not in str(info.value)
+
+    def out_and_cache(w: np.ndarray) -> tuple[np.ndarray, Any]:
+        return w * 2.0, (w,)
+
+    with pytest.raises(Exception, match=r"\(forward_fn, backward_fn\)"):
+        check(out_and_cache, np.ones(3))
