@@ -104,3 +104,25 @@ def evaluations(n: int) -> int:
     """Forward passes of n numeric evaluations: some are made twice, to prove them repeatable
     (and a verdict with kinks or failures costs CONFIRMATIONS more)."""
     return n + repeats(n)
+
+
+# The layer pytester test files check: x * W, whose dW is scaled by `slip` (1.0: right), with a
+# discovery declaration. Test files put it after their own imports (it needs numpy as np).
+SCALE_LAYER = """
+class Scale:
+    def __init__(self, slip=1.0):
+        self.W = np.linspace(0.5, 1.5, 3)
+        self.slip = slip
+
+    def forward(self, x):
+        self.x = x
+        return x * self.W
+
+    def backward(self, dout):
+        self.dW = (dout * self.x).sum(axis=0) * self.slip
+        return dout * self.W
+
+    @classmethod
+    def gradcheck_case(cls, rng):
+        return cls(), (rng.normal(size=(4, 3)),)
+"""

@@ -10,30 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import QUIET_PLUGINS, importable_package
+from helpers import QUIET_PLUGINS, SCALE_LAYER, importable_package
 
 from pytest_gradcheck.__main__ import main
 
 TESTS = """
 import numpy as np
 
-
-class Scale:
-    def __init__(self):
-        self.W = np.linspace(0.5, 1.5, 3)
-
-    def forward(self, x):
-        self.x = x
-        return x * self.W
-
-    def backward(self, dout):
-        self.dW = (dout * self.x).sum(axis=0)
-        return dout * self.W
-
-    @classmethod
-    def gradcheck_case(cls, rng):
-        return cls(), (rng.normal(size=(4, 3)),)
-
+""" + SCALE_LAYER + """
 
 def test_one(gradcheck):
     gradcheck(Scale(), np.random.default_rng(0).normal(size=(4, 3)))

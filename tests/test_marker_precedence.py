@@ -8,26 +8,13 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from helpers import QUIET_PLUGINS, failure_section
+from helpers import QUIET_PLUGINS, SCALE_LAYER, failure_section
 
 HEADER = """
 import numpy as np
 import pytest
 
-
-class Scale:
-    def __init__(self, slip=1.0):
-        self.W = np.linspace(0.5, 1.5, 3)
-        self.slip = slip
-
-    def forward(self, x):
-        self.x = x
-        return x * self.W
-
-    def backward(self, dout):
-        self.dW = (dout * self.x).sum(axis=0) * self.slip
-        return dout * self.W
-
+""" + SCALE_LAYER + """
 
 def x():
     return np.random.default_rng(0).normal(size=(4, 3))

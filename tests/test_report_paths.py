@@ -9,27 +9,14 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import QUIET_PLUGINS, importable_package
+from helpers import QUIET_PLUGINS, SCALE_LAYER, importable_package
 
 from pytest_gradcheck.__main__ import main
 
 TESTS = """
 import numpy as np
 
-
-class Scale:
-    def __init__(self, slip=1.0):
-        self.W = np.linspace(0.5, 1.5, 3)
-        self.slip = slip
-
-    def forward(self, x):
-        self.x = x
-        return x * self.W
-
-    def backward(self, dout):
-        self.dW = (dout * self.x).sum(axis=0) * self.slip
-        return dout * self.W
-
+""" + SCALE_LAYER + """
 
 def x():
     return np.random.default_rng(0).normal(size=(4, 3))
@@ -133,24 +120,7 @@ def test_failing_to_write_at_the_end_prints_the_results_then_the_error(
 
 PKG_LAYERS = """
 import numpy as np
-
-
-class Scale:
-    def __init__(self):
-        self.W = np.linspace(0.5, 1.5, 3)
-
-    def forward(self, x):
-        self.x = x
-        return x * self.W
-
-    def backward(self, dout):
-        self.dW = (dout * self.x).sum(axis=0)
-        return dout * self.W
-
-    @classmethod
-    def gradcheck_case(cls, rng):
-        return cls(), (rng.normal(size=(4, 3)),)
-"""
+""" + SCALE_LAYER
 
 # A plugin for the command line whose result hook takes the report's directory away.
 REMOVING_PLUGIN = """
