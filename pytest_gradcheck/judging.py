@@ -155,6 +155,16 @@ class Judge:
                                   zero_scale=zero_scale).rounding
                 for a in arrays]
 
+    def _coarse_noise(self, a: CheckedArray, evaluate: Callable[[], float], zero_scale: float
+                      ) -> float | None:
+        """The noise measured with moves of float16's resolution, then ten times that where
+        those were partly rounded away too (a reading that grows with the step)."""
+        for rel_step in modes.COARSE_PROBE_STEPS:
+            reading = self.measured_noise([a], evaluate, zero_scale, rel_step)[0]
+            if reading:
+                return reading
+        return None
+
     def recheck_unreset_streams(
         self,
         setup: Setup,
@@ -209,11 +219,12 @@ class Judge:
         zero_scale = passes.judging.zero_scale
         readings = self.measured_noise([analytic.arrays[i] for i in failing], passes.evaluate,
                                        zero_scale)
-        # A layer computing in float16 inside rounds the probe's moves away (flat: 0) or only
-        # some of them (a reading that grows with the step): measured again with moves of
+        # A layer computing in float16 inside rounds the probe's moves away (flat: 0), only
+        # some of them (a reading that grows with the step), or enough of them to read low:
+        # where the first reading is not float64's or float32's, measured again with moves of
         # float16's resolution. A kink grows with the step there too; curvature far faster.
-        readings = [r if r else self.measured_noise([analytic.arrays[i]], passes.evaluate,
-                                                    zero_scale, modes.COARSE_PROBE_STEP)[0]
+        readings = [r if r and numeric.precision_from_noise(r, terms) != "float16" else
+                    self._coarse_noise(analytic.arrays[i], passes.evaluate, zero_scale) or r
                     for i, r in zip(failing, readings)]
         found: dict[str, list[tuple[int, float]]] = {}  # precision: [(array index, noise)]
         for i, noise in zip(failing, readings):

@@ -34,10 +34,10 @@ NOISE_PROBE_EVALUATIONS = 40
 NOISE_STEP_RATIO = 100.0
 STEADY_NOISE = 10.0
 # The probe's first move, relative to each element's magnitude: far below float32's resolution
-# of a float64 array's values, so a float64 objective reads its own rounding. COARSE_PROBE_STEP,
-# about float16's resolution, is for a layer that rounds the finer moves away.
+# of a float64 array's values, so a float64 objective reads its own rounding. COARSE_PROBE_STEPS,
+# from about float16's resolution, are for a layer that rounds the finer moves away.
 NOISE_PROBE_STEP = 1e-6
-COARSE_PROBE_STEP = 1e-3
+COARSE_PROBE_STEPS = (1e-3, 1e-2)
 
 class Plan(Protocol):
     """How evaluations are spent: the mode and its settings, read where they are given

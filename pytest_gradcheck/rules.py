@@ -163,10 +163,11 @@ HIDDEN_PRECISION = Rule(
     "hidden precision",
     "a float64 array fails and no eps or rtol was given",
     "the objective's noise measured when the array moves is rounding (the same at two step "
-    "sizes; measured again with moves of float16's resolution where finer moves were rounded "
-    "away), only a lower precision explains it, and it explains the array's mismatch",
-    "NOISE_PROBE_EVALUATIONS per failing array (twice where the first reading is flat or grows "
-    "with the step), then its mode again",
+    "sizes; measured again with moves of float16's resolution, then ten times that, where "
+    "finer moves were rounded away or read float16), only a lower precision explains it, and "
+    "it explains the array's mismatch",
+    "NOISE_PROBE_EVALUATIONS per failing array (up to three times in float16), then its mode "
+    "again",
     "yes: only within the measured noise of that precision",
     "judging.Judge.rejudge_hidden_precision",
     ("tests/test_numerics.py::test_a_wrong_float64_relu_network_is_not_mistaken_for_low_precision",
