@@ -11,7 +11,6 @@ import pluggy
 
 from .access import (
     INPUT_GRAD_ATTRS,
-    FunctionPairAccess,
     ObjectAccess,
     Param,
     attr_param,
@@ -33,11 +32,11 @@ from .discovery import (
 )
 from .errors import GradcheckUsageError
 from .numeric import is_float_array as _is_float_array
+from .pairs import FunctionPairAccess
 from .shapes import (
     MethodLayerAccess,
     ModelLossAccess,
     OwnLossNetworkAccess,
-    ValueAndGradAccess,
     backward_signature,
     method_style,
     own_loss,
@@ -45,6 +44,7 @@ from .shapes import (
     takes_varargs,
 )
 from .tree import is_container
+from .valuegrad import ValueAndGradAccess
 
 hookimpl = pluggy.HookimplMarker("pytest")
 
