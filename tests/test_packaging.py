@@ -1,0 +1,48 @@
+"""The supported versions agree wherever they are written: pyproject.toml's floors and the pins
+of CI's lowest-versions job (.ci/lowest.txt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+NOT_RUN_ON_THE_LOWEST = {"ruff", "mypy"}  # linters: CI runs them on the latest versions only
+
+
+def floor(requirement: Requirement) -> Version:
+    (spec,) = [s for s in requirement.specifier if s.operator == ">="]
+    return Version(spec.version)
+
+
+def floors() -> dict[str, Version]:
+    """The lowest allowed version of Python, each dependency and each test runner."""
+    found = {"python": Version(PROJECT["requires-python"].removeprefix(">="))}
+    for line in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["test"]:
+        req = Requirement(line)
+        if req.name not in NOT_RUN_ON_THE_LOWEST:
+            found[req.name] = floor(req)
+    return found
+
+
+def test_the_lowest_job_pins_every_floor() -> None:
+    pins = {}
+    for line in (ROOT / ".ci" / "lowest.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[req.name] = Version(spec.version.removesuffix(".*"))
+    wanted = floors()
+    assert set(pins) == set(wanted) - {"python"}
+    assert {name: pin for name, pin in pins.items() if pin != wanted[name]} == {}
+    assert "3.10" in (ROOT / ".ci" / "lowest").read_text()  # the Python it looks for
+    assert floors()["python"] == Version("3.10")
