@@ -1,8 +1,9 @@
-"""The supported versions agree wherever they are written: pyproject.toml's floors and the pins
-of CI's lowest-versions job (.ci/lowest.txt)."""
+"""The supported versions agree wherever they are written: pyproject.toml's floors, the pins of
+CI's lowest-versions job (.ci/lowest.txt) and the classifiers."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -46,3 +47,12 @@ def test_the_lowest_job_pins_every_floor() -> None:
     assert {name: pin for name, pin in pins.items() if pin != wanted[name]} == {}
     assert "3.10" in (ROOT / ".ci" / "lowest").read_text()  # the Python it looks for
     assert floors()["python"] == Version("3.10")
+
+
+def test_the_classifiers_name_each_python_from_the_floor_on() -> None:
+    minors = sorted(
+        int(c.rpartition(".")[2]) for c in PROJECT["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    )
+    lowest = floors()["python"].minor
+    assert minors == list(range(lowest, lowest + len(minors)))
