@@ -2,8 +2,8 @@
 
 The wheel: the `pytest_gradcheck` package only (with py.typed) and its dist-info, which holds
 the licence, the pytest11 entry point, and metadata whose classifiers are all known to PyPI and
-whose runtime requirements are numpy, pytest and pluggy alone. The sdist: the licence and the
-package.
+whose runtime requirements are numpy, pytest and pluggy alone. The sdist: the licence, the
+package and the in-tree build backend that pyproject.toml names.
 
     python .ci/check_dist.py DIST_FOLDER
 """
@@ -72,7 +72,8 @@ def check_sdist(path: Path, problems: list[str]) -> None:
     with tarfile.open(path) as sdist:
         names = sdist.getnames()
     base = names[0].split("/")[0]
-    for needed in ("LICENSE", "PKG-INFO", "pyproject.toml", "pytest_gradcheck/py.typed"):
+    for needed in ("LICENSE", "PKG-INFO", "pyproject.toml", "pytest_gradcheck/py.typed",
+                   "build_backend/pytest_gradcheck_build.py"):
         if f"{base}/{needed}" not in names:
             problems.append(f"sdist lacks {needed}")
 

@@ -1,11 +1,16 @@
 """The supported versions agree wherever they are written: pyproject.toml's floors, the pins of
-CI's lowest-versions job (.ci/lowest.txt) and the classifiers."""
+CI's lowest-versions job (.ci/lowest.txt), the build backend's Python check and the
+classifiers."""
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
+import types
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -16,6 +21,7 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+BACKEND = ROOT / "build_backend" / "pytest_gradcheck_build.py"
 NOT_RUN_ON_THE_LOWEST = {"ruff", "mypy"}  # linters: CI runs them on the latest versions only
 
 
@@ -47,6 +53,31 @@ def test_the_lowest_job_pins_every_floor() -> None:
     assert {name: pin for name, pin in pins.items() if pin != wanted[name]} == {}
     assert "3.10" in (ROOT / ".ci" / "lowest").read_text()  # the Python it looks for
     assert floors()["python"] == Version("3.10")
+
+
+def test_the_build_backend_refuses_pythons_below_requires_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tree = ast.parse(BACKEND.read_text())
+    (minimum,) = [
+        ast.literal_eval(node.value) for node in tree.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "MINIMUM_PYTHON"
+    ]
+    assert Version(".".join(map(str, minimum))) == floors()["python"]
+
+    # Run with setuptools stood in for (the hooks are setuptools' own), on this Python and on
+    # one just below the floor.
+    stand_in = types.ModuleType("setuptools.build_meta")
+    stand_in.__all__ = []
+    monkeypatch.setitem(sys.modules, "setuptools", types.ModuleType("setuptools"))
+    monkeypatch.setitem(sys.modules, "setuptools.build_meta", stand_in)
+    code = compile(BACKEND.read_text(), str(BACKEND), "exec")
+    exec(code, {"__name__": "pytest_gradcheck_build"})
+    monkeypatch.setattr(sys, "version_info", (minimum[0], minimum[1] - 1, 18, "final", 0))
+    with pytest.raises(SystemExit) as refused:
+        exec(code, {"__name__": "pytest_gradcheck_build"})
+    assert re.match(r"pytest-gradcheck requires Python 3\.10 or newer; this is Python ",
+                    str(refused.value))
 
 
 def test_the_classifiers_name_each_python_from_the_floor_on() -> None:
