@@ -1,6 +1,6 @@
 """The supported versions agree wherever they are written: pyproject.toml's floors, the pins of
-CI's lowest-versions job (.ci/lowest.txt), the build backend's Python check and the
-classifiers."""
+CI's lowest-versions job (.ci/lowest.txt), the build backend's Python check, the classifiers,
+and the table of docs/versions.md."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def floors() -> dict[str, Version]:
         if req.name not in NOT_RUN_ON_THE_LOWEST:
             found[req.name] = floor(req)
     return found
+
+
+def same_release(version: Version, lowest: Version) -> bool:
+    """`version` is `lowest` or a bugfix of it (1.24.4 of 1.24, 3.0.2 of 3)."""
+    return version.release[: len(lowest.release)] == lowest.release or version == lowest
 
 
 def test_the_lowest_job_pins_every_floor() -> None:
@@ -87,3 +92,13 @@ def test_the_classifiers_name_each_python_from_the_floor_on() -> None:
     )
     lowest = floors()["python"].minor
     assert minors == list(range(lowest, lowest + len(minors)))
+
+
+def test_the_versions_page_states_the_floors() -> None:
+    page = (ROOT / "docs" / "versions.md").read_text()
+    (row,) = [line for line in page.splitlines() if line.startswith("| lowest ")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    wanted = floors()
+    for name, cell in zip(["python", "numpy", "pytest", "pluggy"], cells[1:5]):
+        assert same_release(Version(cell), wanted[name]), (name, cell)
+    assert "docs/versions.md" in (ROOT / "README.md").read_text()
