@@ -20,6 +20,16 @@ QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "n
 # the order of its test file with these arguments.
 IN_FILE_ORDER = ("-p", "no:randomly")
 
+# How pytest-xdist announces a run on two workers: `2 workers [23 items]` from 3.3 on,
+# `gw0 [23] / gw1 [23]` before (the `test` extra allows 3.0, which CI's lowest-versions job runs).
+_TWO_WORKERS = re.compile(r"^(2 workers \[\d+ items?\]|gw0 \[\d+\] / gw1 \[\d+\])$", re.MULTILINE)
+
+
+def ran_on_two_workers(result: pytest.RunResult) -> bool:
+    """Whether a pytester run with `-n 2` ran its tests on two xdist workers."""
+    return _TWO_WORKERS.search(result.stdout.str()) is not None
+
+
 # The title of a test's section in pytest's failures and errors: `____ test_x ____`.
 _SECTION_TITLE = re.compile(r"_{3,} (.+?) _{3,}")
 

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from helpers import QUIET_PLUGINS
+from helpers import QUIET_PLUGINS, ran_on_two_workers
 
 pytest.importorskip("xdist")
 
@@ -82,7 +82,7 @@ def test_two_workers_match_a_serial_run(pytester: pytest.Pytester) -> None:
     expected = {"passed": 22, "failed": 1}
     serial.assert_outcomes(**expected)
     parallel.assert_outcomes(**expected)
-    assert "2 workers" in parallel.stdout.str()
+    assert ran_on_two_workers(parallel)
     assert len(serial_json["results"]) == 22  # 5 parametrized + 1 marked + 16 discovered
     assert _comparable(parallel_json) == _comparable(serial_json)
     seeds = {r["nodeid"]: r["seed"] for r in parallel_json["results"]}
