@@ -40,6 +40,7 @@ from .calls import Calls, Unrepeatable, input_feeder, objective, preparer, repea
 from .calls import usage_error as _usage_error
 from .decoy import decoy_forward
 from .errors import GradcheckUsageError
+from .gradients import Gradients
 from .judging import Judge, unreset_stream_changed
 from .options import Options
 from .phases import (
@@ -236,21 +237,23 @@ class Checker:
             if not np.array_equal(record.out, out):
                 raise calls.nondeterministic(record.out, out)
         f_zero = objective(g, out, record.loss_terms)
-        zeroed = arrays.zero_grads(setup.params)
+        gradients = Gradients(arrays)
+        zeroed = gradients.zero_grads(setup.params)
         unwritten = arm_gradients(setup.params)
         dins = calls.backward(g.copy())
         stale = unwritten()
-        arrays.collect_input_grads(setup.arrays, dins, setup.input_names, setup.input_rows)
+        gradients.collect_input_grads(setup.arrays, dins, setup.input_names, setup.input_rows)
         param_rows = list(setup.param_rows)
         late = arrays.late_params(setup.params, param_rows)
-        checked = arrays.collect_param_grads(
+        checked = gradients.collect_param_grads(
             [*setup.arrays,
              *(CheckedArray(p.name, "param", p.get(), str(p.get().dtype)) for p in late)],
             [*setup.params, *late],
             param_rows,
             stale,
         )
-        arrays.undo_backward(record.baseline, [a for a in checked if a.kind == "param"], zeroed)
+        gradients.undo_backward(record.baseline, [a for a in checked if a.kind == "param"],
+                                zeroed)
         # Every recorded array now holds the baseline's bits again, and the evaluations put
         # back what a forward changes: the baseline's copies are the arrays' bits from here on.
         for a in checked:
