@@ -153,10 +153,13 @@ class Arrays:
             if i in self.trees:
                 # Every float leaf on its own row, named by its path in the argument.
                 for path, leaf in tree.leaves(x):
+                    row = tree.path_name(name, path, False)
+                    if isinstance(leaf, np.ndarray) and leaf.dtype.kind in "iub":
+                        rows.append(Entry(row, "input", tuple(leaf.shape), str(leaf.dtype),
+                                          INTEGER_INPUT, size=leaf.size))
                     if not is_float_array(leaf):
                         continue
                     user_leaf = tree.lookup(user_x, path)
-                    row = tree.path_name(name, path, False)
                     if i in fixed:
                         rows.append(Entry(row, "input", tuple(leaf.shape),
                                           _dtype_name(user_leaf), NOT_DIFFERENTIATED,

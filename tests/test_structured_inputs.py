@@ -214,3 +214,15 @@ def test_a_refused_return_value_gets_only_the_hint_that_applies() -> None:
 
     with pytest.raises(Exception, match=r"\(forward_fn, backward_fn\)"):
         check(out_and_cache, np.ones(3))
+
+
+def test_an_integer_array_inside_a_structured_argument_has_its_row() -> None:
+    X, Y, parameters = data()
+    given = {**parameters, "layer_sizes": np.array([3, 4, 1])}
+
+    def cost(X: Any, Y: Any, parameters: Any) -> Any:
+        return two_layer_cost(X, Y, parameters)
+
+    result = check(cost, X, Y, given)
+    assert result.entry("parameters.layer_sizes").status == "integer input", str(result)
+    assert result.ok
