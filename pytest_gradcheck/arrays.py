@@ -20,7 +20,7 @@ from .calls import Calls
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
 from .options import Options
-from .phases import Attempt, CheckedArray
+from .phases import CheckedArray
 from .result import (
     ERROR,
     FAIL,
@@ -34,15 +34,14 @@ from .result import (
 
 
 class Arrays:
-    """The arrays of one attempt: the working inputs, the parameters, their gradients."""
+    """The arrays of one attempt: the working inputs and the parameters to check."""
 
     def __init__(self, calls: Calls, opts: Options, user_inputs: Sequence[Any],
-                 attempt: Attempt, notes: list[str]) -> None:
+                 notes: list[str]) -> None:
         self.calls = calls
         self.access: LayerAccess = calls.access
         self.opts = opts
         self.user_inputs = list(user_inputs)
-        self.attempt = attempt
         self.notes = notes  # the check's notes: what was done to the arrays is said there
         self.param_dtypes: dict[str, str] = {}  # parameter dtypes as the layer had them
         self.input_arrays: list[np.ndarray] = []  # the working copies of the array inputs

@@ -104,8 +104,7 @@ class Checker:
                 private = self._private_sources(original)
                 for src in private:
                     undo.push(src.restore)
-                self.arrays = Arrays(calls, self.opts, self.user_inputs, self.attempt,
-                                     self.notes)
+                self.arrays = Arrays(calls, self.opts, self.user_inputs, self.notes)
                 self.jury = Judge(calls, self.opts, self.notes)
                 setup = self.prepare([np_global, py_global], private)
                 record = self.record_forward(setup)
@@ -237,7 +236,7 @@ class Checker:
             if not np.array_equal(record.out, out):
                 raise calls.nondeterministic(record.out, out)
         f_zero = objective(g, out, record.loss_terms)
-        gradients = Gradients(arrays)
+        gradients = Gradients(arrays, self.attempt)
         zeroed = gradients.zero_grads(setup.params)
         unwritten = arm_gradients(setup.params)
         dins = calls.backward(g.copy())

@@ -15,7 +15,7 @@ import numpy as np
 from . import tree
 from .access import Param, unwritten_gradient_message
 from .arrays import Arrays, error_entry
-from .phases import CheckedArray
+from .phases import Attempt, CheckedArray
 from .result import NOT_DIFFERENTIATED, Entry
 from .state import Snapshot
 
@@ -23,10 +23,10 @@ from .state import Snapshot
 class Gradients:
     """Backward's gradients for the arrays `Arrays` chose, in one attempt."""
 
-    def __init__(self, arrays: Arrays) -> None:
+    def __init__(self, arrays: Arrays, attempt: Attempt) -> None:
         self.arrays = arrays
         self.calls = arrays.calls
-        self.attempt = arrays.attempt
+        self.attempt = attempt
         self.notes = arrays.notes
 
     @staticmethod
