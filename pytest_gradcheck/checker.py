@@ -290,6 +290,8 @@ class Checker:
         try:
             if record.precision != "float64":
                 judging = jury.measured_low_precision(analytic, evaluate, judging, notes)
+            else:
+                judging = jury.measured_rounding(analytic, evaluate, judging)
             verdicts = jury.confirmed_verdicts(analytic, evaluate, once, judging, notes)
         except Unrepeatable as exc:
             if not unreset_stream_changed(setup, record):

@@ -351,9 +351,14 @@ def fast(
     judging: numeric.Judging,
     directions: int,
     rng: np.random.Generator,
+    settle: int = 0,
 ) -> ArrayVerdict:
     """Directional derivatives along seeded random directions, judged by their estimated
     numerical error; group testing locates what they disagree about.
+
+    Verdict rule "settled" (auto mode's `settle` = auto_limit): an array of up to `settle`
+    elements whose direction disagrees is judged element by element instead of searched, for
+    full mode's exact map and kink rule whatever the direction's step crossed.
 
     Each direction costs two evaluations whatever the array's size, and two more (step 2h)
     when it disagrees beyond step h's rounding: Richardson extrapolation then cancels the
@@ -401,6 +406,11 @@ def fast(
                 unresolved = value
             elif k == directions and value.doubtful:
                 total += 1  # the last planned one passed narrowly: one more direction
+            if (not value.within or value.unresolved) and n <= settle:
+                line.restore()
+                v = elementwise(t, evaluate, f_zero, given)
+                v.decided_by = rules.SETTLED.name
+                return v
             if not value.within or value.unresolved:
                 d = _writable(d)  # the search zeroes the elements it locates
                 value, left = search.explain(d, value)

@@ -43,6 +43,7 @@ class Judge:
         noise: float = 0.0,
         zero_scale: float | None = None,
         arrays: Sequence[CheckedArray] = (),
+        measured: bool = False,
     ) -> numeric.Judging:
         """The one place the options meet a precision's defaults: step and rtol as given, else
         the precision's; the tolerance for an objective of rounding noise `noise`; `zero_scale`
@@ -50,7 +51,7 @@ class Judge:
         that cannot measure the derivatives of one of `arrays` is a usage error naming it."""
         opts = self.opts
         j = numeric.judging(precision, noise, step=opts.eps, rtol=opts.rtol, atol=opts.atol,
-                            zero_scale=zero_scale)
+                            zero_scale=zero_scale, measured=measured)
         for a in arrays if not j.relative else ():  # relative steps always fit
             try:
                 j.for_array(a.array, a.name)
@@ -108,6 +109,36 @@ class Judge:
 
     # -- the passes that judge again ---------------------------------------------------------
 
+    def measured_rounding(
+        self,
+        analytic: AnalyticPass,
+        evaluate: Callable[[], float],
+        judging: numeric.Judging,
+    ) -> numeric.Judging:
+        """Verdict rule "measured rounding": a float64 check is judged within the rounding
+        noise the objective measurably has when every checked array moves
+        (`modes.joint_noise`, JOINT_NOISE_EVALUATIONS once per check), where that is below the
+        precision's bound, epsilon times the sum of the objective's |terms|.
+
+        The bound assumes every term off by a full rounding in the same direction; real
+        roundings mostly cancel, and on a 512x512 affine layer the bound stood three orders of
+        magnitude above the rounding of an element's difference, hiding errors of 0.1% in
+        elements with small gradients. Judged within the measured noise, the element floor
+        sits at MEASURED_NOISE_FACTOR and the directional allowance at DIRECTIONAL_SAFETY
+        times it. Not in fast mode, which keeps its evaluations to the direction's (its
+        allowance stays the bound's); not where the caller gave eps or rtol; not when the
+        reading is 0 (moves rounded away: a layer computing in lower precision inside, which
+        the hidden-precision rule measures). Only ever tightens the tolerance: it cannot pass
+        a failure, and `benchmarks/false_failures.py` counts what it costs correct layers."""
+        if (judging.given or self.opts.mode == "fast" or not analytic.arrays
+                or not judging.noise > 0):
+            return judging
+        rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
+        measured = modes.joint_noise(analytic.arrays, evaluate, rng, judging.zero_scale)
+        if not 0.0 < measured < judging.noise:
+            return judging
+        return self.judging(judging.precision, measured, judging.zero_scale, measured=True)
+
     def measured_low_precision(
         self,
         analytic: AnalyticPass,
@@ -145,14 +176,15 @@ class Judge:
     def measured_noise(
         self, arrays: Sequence[CheckedArray], evaluate: Callable[[], float], zero_scale: float,
         rel_step: float = modes.NOISE_PROBE_STEP,
+        enough: Callable[[float], bool] | None = None,
     ) -> list[float | None]:
         """The objective's rounding noise measured when each array moves (`modes.noise_probe`,
         NOISE_PROBE_EVALUATIONS each, from the check's noise-probe stream, each element moved
         by `rel_step` of its magnitude); None where the reading grows with the step (a kink,
-        not rounding)."""
+        not rounding). `enough`: as `modes.noise_probe` takes it."""
         rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
         return [modes.noise_probe(a, evaluate, rng, rel_step=rel_step,
-                                  zero_scale=zero_scale).rounding
+                                  zero_scale=zero_scale, enough=enough).rounding
                 for a in arrays]
 
     def _coarse_noise(self, a: CheckedArray, evaluate: Callable[[], float], zero_scale: float
@@ -217,8 +249,14 @@ class Judge:
             return passes
         failing = [i for i, v in enumerate(passes.verdicts) if not v.ok]
         zero_scale = passes.judging.zero_scale
+
+        def float64_rounding(near: float) -> bool:
+            # The finest moves read float64's rounding: that array computes in float64, and
+            # the failure stands whatever a second step size would add (half the probe).
+            return near > 0.0 and numeric.precision_from_noise(near, terms) == "float64"
+
         readings = self.measured_noise([analytic.arrays[i] for i in failing], passes.evaluate,
-                                       zero_scale)
+                                       zero_scale, enough=float64_rounding)
         # A layer computing in float16 inside rounds the probe's moves away (flat: 0), only
         # some of them (a reading that grows with the step), or enough of them to read low:
         # where the first reading is not float64's or float32's, measured again with moves of

@@ -6,7 +6,9 @@
 - fast: per array, the derivative along seeded random directions, judged within its estimated
   numerical error, several arrays moving together first; a disagreement is located by group
   testing (`directional`).
-- auto (the default): full for arrays up to `auto_limit` elements, fast above.
+- auto (the default): fast first; an array of up to `auto_limit` elements that a direction
+  disagrees on is judged element by element (full mode's exact map); a whole check of up to
+  AUTO_FULL_OUTRIGHT elements is checked in full.
 
 Every mode turns (array, analytic gradient, an evaluate() callable) into an `ArrayVerdict`; the
 checker does not care which ran. Only `numeric` does arithmetic on the numbers.
@@ -20,13 +22,15 @@ from typing import Protocol
 
 import numpy as np
 
-from . import numeric, streams
+from . import numeric, rules, streams
 from .directional import direction, fast, fast_together
 from .elements import ArrayVerdict, Checked, elementwise, sample
 
 # Evaluations the checker spends measuring the objective's noise per array that fails a float64
-# check (`noise_probe` with its defaults: 2 step sizes, 2 directions, 5 points on either side).
+# check (`noise_probe` with its defaults: 2 step sizes, 2 directions, 5 points on either side),
+# and how many of them a first reading of float64's rounding spares (the first step size only).
 NOISE_PROBE_EVALUATIONS = 40
+FLOAT64_NOISE_EVALUATIONS = 20
 # The noise probe's second step size, as a multiple of the first, and how far its two readings
 # may differ and still be taken for rounding noise (a kink inside both spans reads
 # NOISE_STEP_RATIO times more at the larger step; rounding noise reads the same up to sampling:
@@ -52,7 +56,7 @@ class Plan(Protocol):
     @property
     def directions(self) -> int: ...  # fast mode: random directions per array
     @property
-    def auto_limit(self) -> int: ...  # auto mode: the largest array checked in full
+    def auto_limit(self) -> int: ...  # auto mode: the largest array a disagreement maps in full
 
 @dataclass(frozen=True)
 class NoiseReading:
@@ -84,6 +88,7 @@ def noise_probe(
     points: int = 5,
     rel_step: float = NOISE_PROBE_STEP,
     zero_scale: float = numeric.ZERO_ARRAY_SCALE,
+    enough: Callable[[float], bool] | None = None,
 ) -> NoiseReading:
     """Measured noise of the objective when `t` moves: f at x + k*s*d for k = 1..points and
     k = -1..-points along seeded directions d, each element moved by s = rel_step of its
@@ -95,6 +100,10 @@ def noise_probe(
     Each side stays on one side of x, so a kink exactly at x (a ReLU input at 0, zero padding,
     the output of an earlier ReLU) lies in no probe's span; a kink nearby does, and shows as a
     reading that grows with the step (`NoiseReading.rounding`).
+
+    Where `enough(near)` holds for the first reading, the larger steps are not taken (half the
+    evaluations) and both readings are the first: for a caller whose decision a kink could
+    only make more cautious (a reading of float64's rounding keeps a float64 verdict).
     """
     flat = t.array.reshape(-1)
     base = flat.copy()
@@ -116,12 +125,71 @@ def noise_probe(
                 estimates.append(numeric.difference_noise(values))
         # Equal-length series: the RMS of their estimates is the pooled estimate.
         readings.append(float(np.sqrt(np.mean(np.square(estimates)))))
+        if enough is not None and enough(readings[0]):
+            return NoiseReading(readings[0], readings[0])
     return NoiseReading(readings[0], readings[1])
 
-def array_mode(mode: str, size: int, auto_limit: int) -> str:
-    """The mode one array is checked in: auto means full up to auto_limit elements, else fast."""
+# The joint probe of a float64 check (`joint_noise`): points per side of x, so 2 * JOINT_POINTS
+# evaluations, and 2 * (JOINT_POINTS - 4) fourth differences pooled.
+JOINT_POINTS = 8
+JOINT_NOISE_EVALUATIONS = 2 * JOINT_POINTS
+
+
+def joint_noise(
+    ts: Sequence[Checked],
+    evaluate: Callable[[], float],
+    rng: np.random.Generator,
+    zero_scale: float = numeric.ZERO_ARRAY_SCALE,
+    points: int = JOINT_POINTS,
+    rel_step: float = NOISE_PROBE_STEP,
+) -> float:
+    """The objective's rounding noise when every checked array moves at once: f at x + k*s*d
+    for k = 1..points and k = -1..-points, each array along its own seeded direction with
+    each element moved by `rel_step` of its magnitude (or of its array's RMS, whichever is
+    larger; `zero_scale` for an array that is zero everywhere); the fourth differences of
+    each side's values (`numeric.difference_noise`), pooled.
+
+    One probe for the whole check (2 * points evaluations), where `noise_probe` spends 40 per
+    array: rounding noise comes from the forward computation as a whole, which every move
+    reshuffles. Each side stays on one side of x, so a kink exactly at x lies in no span; a
+    kink or curvature inside a span only raises the reading, which the caller caps at the
+    precision's bound: a reading can make the judging stricter than the bound, never looser.
+    Every array is put back bit for bit, whatever `evaluate` does.
+    """
+    flats = [t.array.reshape(-1) for t in ts]
+    bases = [f.copy() for f in flats]
+    steps = []
+    for base in bases:
+        rms = numeric.array_scale(base)
+        unit = np.maximum(np.abs(base), rms if rms > 0 else zero_scale) * rel_step
+        steps.append(direction(rng, base.size) * unit)
+    estimates: list[float] = []
+    try:
+        for side in (1.0, -1.0):
+            values = []
+            for k in range(1, points + 1):
+                for flat, base, step in zip(flats, bases, steps):
+                    flat[...] = base + (side * k) * step
+                values.append(evaluate())
+            estimates.append(numeric.difference_noise(values))
+    finally:
+        for flat, base in zip(flats, bases):
+            flat[...] = base
+    return float(np.sqrt(np.mean(np.square(estimates))))
+
+
+# auto mode checks a whole check of up to this many elements (every array together) in full
+# outright: 2 evaluations per element then cost about what the fast verdict's setup, noise
+# probe and confirmations cost, and every element is judged.
+AUTO_FULL_OUTRIGHT = 64
+
+
+def array_mode(mode: str, size: int, total: int) -> str:
+    """The mode one array of `size` elements is checked in, in a check of `total` elements: auto
+    means full for a whole check of up to AUTO_FULL_OUTRIGHT elements, else fast first (with
+    `settle` below auto_limit)."""
     if mode == "auto":
-        return "full" if size <= auto_limit else "fast"
+        return "full" if total <= AUTO_FULL_OUTRIGHT else "fast"
     return mode
 
 
@@ -137,10 +205,18 @@ def run_mode(
     come from the seed and the array's name (see `streams.KeyedStreams`). Notes on how verdicts
     were reached are appended to `notes`.
 
+    auto mode is fast mode first for every array (the joint direction, then each array's own
+    where it disagrees), with each array of up to `auto_limit` elements whose own direction
+    disagrees judged element by element (`fast`'s `settle`): a pass costs fast mode's
+    evaluations, a failure gets full mode's exact map. A whole check of up to
+    AUTO_FULL_OUTRIGHT elements is checked in full outright.
+
     A step that vanishes next to an array's values is a `GradcheckUsageError` naming the array
     only (its `label` is None): the caller knows the layer.
     """
-    modes = [array_mode(plan.mode, t.array.size, plan.auto_limit) for t in arrays]
+    total = sum(t.array.size for t in arrays)
+    modes = [array_mode(plan.mode, t.array.size, total) for t in arrays]
+    settle = plan.auto_limit if plan.mode == "auto" else 0
     fast_ones = [t for t, mode in zip(arrays, modes) if mode == "fast"]
     keyed: streams.KeyedStreams | None = None
     if any(mode != "full" for mode in modes):
@@ -163,7 +239,7 @@ def run_mode(
             )
     joint_verdicts = {id(t): v for t, v in zip(fast_ones, together or [])}
     verdicts = []
-    directional = []
+    settled = []
     for t, mode in zip(arrays, modes):
         if mode in ("full", "sample"):
             if mode == "full":
@@ -176,19 +252,20 @@ def run_mode(
             verdicts.append(v)
             continue
         assert keyed is not None
-        directional.append(f"{t.name} ({t.array.size})")
         joint = joint_verdicts.get(id(t))
         if joint is None:
-            v = fast(t, evaluate, f_zero, judging, directions, keyed.stream(t.name))
+            v = fast(t, evaluate, f_zero, judging, directions, keyed.stream(t.name), settle)
+            if v.decided_by == rules.SETTLED.name:
+                settled.append(f"{t.name} ({t.array.size})")
             if v.note:
                 notes.append(v.note)
         else:
             v = joint
         verdicts.append(v)
-    if plan.mode == "auto" and directional:
+    if settled:
         notes.append(
-            f"mode=auto: arrays over {plan.auto_limit} elements were checked along "
-            f"{plan.directions} random direction(s) each, with group testing to locate wrong "
-            f"elements: {', '.join(directional)}; the others element by element"
+            "mode=auto: a random direction disagreed on "
+            f"{', '.join(settled)}: judged element by element (arrays up to auto_limit, "
+            f"{plan.auto_limit} elements, get full mode's exact map)"
         )
     return verdicts

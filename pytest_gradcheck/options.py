@@ -324,9 +324,9 @@ class Options:
         "random streams",
         "extra random streams to reset before every evaluation",
     )
-    # auto: exactly full mode for arrays up to auto_limit elements (every test-sized layer, so
-    # every classic bug is caught and mapped element by element), fast mode above, where full
-    # mode would cost two forward passes per element.
+    # auto: fast mode's verdict first (a passing layer or model costs tens of evaluations),
+    # then every array up to auto_limit elements that a direction disagrees on is judged
+    # element by element (full mode's exact map); tiny checks are full mode outright.
     mode: str = option(
         "auto",
         choice(*MODES),
@@ -354,7 +354,8 @@ class Options:
         AUTO_FULL_LIMIT,
         integer(1),
         "int",
-        "`auto` checks arrays up to this size element by element, larger ones in `fast` mode",
+        "`auto` maps an array up to this size element by element when a direction disagrees "
+        "on it (larger ones are searched as in `fast` mode)",
         where=Where.EVERYWHERE,
     )
     # Each point draws its own cotangent and directions (and, for discovered layers, its own

@@ -115,6 +115,16 @@ SEARCH = Rule(
     ("tests/test_modes.py::test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode",
      "tests/test_fast_joint.py::test_two_wrong_arrays_are_both_failed",)
 )
+SETTLED = Rule(
+    "settled",
+    "auto mode: an array of up to auto_limit elements whose own random direction disagrees",
+    "every element judged as full mode judges it (the elements and kinks rules): the exact "
+    "failure map, whatever the direction's step crossed",
+    "2 per element of that array",
+    "yes: only as the elements and kinks rules would",
+    "directional.fast",
+    ("tests/test_modes.py::test_auto_mode_maps_a_wrong_array_element_by_element",)
+)
 KINK_IN_REACH = Rule(
     "kink in reach",
     "a disagreement no element explains, with no wrong element found",
@@ -146,6 +156,19 @@ UNRESOLVED = Rule(
     "numeric.richardson",
     ("tests/test_verdict_mutants.py::"
      "test_a_step_that_cannot_resolve_the_gradient_never_passes_a_loose_rtol",)
+)
+MEASURED_ROUNDING = Rule(
+    "measured rounding",
+    "a float64 check in full, sample or auto mode, with no eps or rtol given",
+    "the objective's rounding noise measured when every checked array moves (fourth "
+    "differences of 16 evaluations at moves of 1e-6 of each element), where it is below the "
+    "bound epsilon times the sum of the objective's |terms|: the element floor and the "
+    "directional allowance then follow the measured noise",
+    "JOINT_NOISE_EVALUATIONS (16) per check",
+    "no: the measured noise only replaces the bound where it is lower",
+    "judging.Judge.measured_rounding",
+    ("tests/test_measured_rounding.py::"
+     "test_a_small_gradient_element_off_by_a_tenth_of_a_percent_fails_under_measured_rounding",)
 )
 MEASURED_NOISE = Rule(
     "measured noise",
@@ -218,8 +241,9 @@ UNRESET_STREAMS = Rule(
 )
 
 RULES: tuple[Rule, ...] = (
-    ELEMENTS, KINKS, DIRECTION, NARROW_PASS, JOINT, SMALLER_STEP, SEARCH, KINK_IN_REACH,
-    FALLBACK, UNRESOLVED, MEASURED_NOISE, HIDDEN_PRECISION, DECOY, REPEATS, UNRESET_STREAMS,
+    ELEMENTS, KINKS, DIRECTION, NARROW_PASS, JOINT, SMALLER_STEP, SEARCH, SETTLED, KINK_IN_REACH,
+    FALLBACK, UNRESOLVED, MEASURED_ROUNDING, MEASURED_NOISE, HIDDEN_PRECISION, DECOY, REPEATS,
+    UNRESET_STREAMS,
 )
 
 

@@ -17,6 +17,7 @@ from helpers import failure_section, rows, weights, x_batch
 
 from example_nn import BatchNorm1d, LayerNorm, Linear, ReLU, Sequential, Tanh
 from pytest_gradcheck import GradcheckUsageError, check
+from pytest_gradcheck.modes import JOINT_NOISE_EVALUATIONS
 
 # ---------------------------------------------------------------------------------------------
 # params/grads dicts (cs231n, example_nn)
@@ -108,9 +109,9 @@ def test_parameters_gradients_running_stats_not_differentiated(prefilled: bool) 
     assert result.entry("running_mean").checked == 0
     assert result.entry("running_var").shape == (3,)
     assert "running_mean" in str(result) and "not differentiated" in str(result)
-    # x (18) + gamma (3) + beta (3) perturbed both ways, plus the setup passes and the
-    # evaluations made twice (6 of 48)
-    assert result.forward_calls < 2 * (18 + 3 + 3) + 12
+    # x (18) + gamma (3) + beta (3) perturbed both ways (24 elements: full mode outright), plus
+    # the setup passes, the noise measured and the evaluations made twice (7 of 64)
+    assert result.forward_calls < 2 * (18 + 3 + 3) + JOINT_NOISE_EVALUATIONS + 12
 
 
 def test_parameters_gradients_running_stats_never_perturbed() -> None:

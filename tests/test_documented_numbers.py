@@ -20,7 +20,12 @@ def text(name: str) -> str:
 def test_how_the_check_works_states_the_checkers_counts_and_limits() -> None:
     page = text("docs/how-it-works.md")
     assert f"confirmed by {CONFIRMATIONS} evaluations" in page
-    assert f"({modes.NOISE_PROBE_EVALUATIONS} extra evaluations per array" in page
+    assert (f"({modes.NOISE_PROBE_EVALUATIONS} extra evaluations per array, "
+            f"{modes.FLOAT64_NOISE_EVALUATIONS} where the first step size") in page
+    assert (f"to {modes.JOINT_POINTS} points on either side of x "
+            f"({modes.JOINT_NOISE_EVALUATIONS} evaluations)") in page
+    assert (f"`atol_eff` is then {numeric.MEASURED_NOISE_FACTOR:.0f} times the measured noise"
+            in page)
     assert f"two step sizes {modes.NOISE_STEP_RATIO:.0f}x apart" in page
     assert numeric.DWARFING_STEP == 0.1 and "more than a tenth of its RMS" in page
     assert (f"at a {elements.KINK_SHRINK:.0f}x smaller step (2 more evaluations each, up to "
@@ -42,7 +47,10 @@ def test_the_modes_page_states_the_checkers_counts_and_limits() -> None:
 
 def test_the_readme_states_the_default_modes_limit() -> None:
     assert Options().auto_limit == AUTO_FULL_LIMIT
-    assert f"`full` up to `auto_limit` ({AUTO_FULL_LIMIT:,}) elements" in text("README.md")
+    readme = text("README.md")
+    assert f"up to `auto_limit` ({AUTO_FULL_LIMIT:,}) elements" in readme
+    assert f"`full` outright for a check of up to {modes.AUTO_FULL_OUTRIGHT} elements" in readme
+    assert f"(with the rounding noise measured: {modes.JOINT_NOISE_EVALUATIONS} more)" in readme
 
 
 def test_the_readme_keeps_the_two_commands_ci_runs() -> None:

@@ -27,7 +27,11 @@ from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
 from pytest_gradcheck import GradcheckUsageError, check
 from pytest_gradcheck.calls import CONFIRMATIONS
 from pytest_gradcheck.directional import MAX_LOCATED
-from pytest_gradcheck.modes import NOISE_PROBE_EVALUATIONS
+from pytest_gradcheck.modes import (
+    AUTO_FULL_OUTRIGHT,
+    FLOAT64_NOISE_EVALUATIONS,
+    JOINT_NOISE_EVALUATIONS,
+)
 
 MODES = ("full", "sample", "fast", "auto")
 # When the first two forwards differ for a legitimate reason, one more confirms determinism.
@@ -64,6 +68,10 @@ def counting_linear(n_in: int, n_out: int, seed: int = 0) -> tuple[Any, Counter[
     return CountingLinear(), calls
 
 
+# Evaluations a float64 check in full, sample or auto mode spends measuring its rounding noise.
+MEASURED = JOINT_NOISE_EVALUATIONS
+
+
 def x_of(shape: tuple[int, ...], seed: int = 5) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape)
 
@@ -79,7 +87,8 @@ def test_full_mode_costs_two_forwards_per_element_and_one_backward() -> None:
     n = x.size + 5 * 3 + 3
     result = check(layer, x, mode="full")
     assert result.ok
-    assert calls == {"forward": evaluations(2 * n) + SETUP_FORWARDS, "backward": 1}
+    # and the objective's rounding noise, measured once (`modes.joint_noise`)
+    assert calls == {"forward": evaluations(MEASURED + 2 * n) + SETUP_FORWARDS, "backward": 1}
     assert (result.forward_calls, result.backward_calls) == (calls["forward"], 1)
 
 
@@ -92,7 +101,7 @@ def test_sample_mode_costs_two_forwards_per_sampled_element(samples: int) -> Non
     assert result.ok
     # every array is covered: min(k, size) elements of each
     assert calls["forward"] == SETUP_FORWARDS + evaluations(
-        sum(2 * min(samples, s) for s in sizes))
+        MEASURED + sum(2 * min(samples, s) for s in sizes))
     assert calls["backward"] == 1
     assert [e.checked for e in result.entries] == [min(samples, s) for s in sizes]
 
@@ -126,28 +135,75 @@ def test_sample_and_fast_draws_are_seeded_and_reproducible() -> None:
         assert [e.max_rel_error for e in a] != [e.max_rel_error for e in c]
 
 
-def test_auto_mode_checks_small_arrays_in_full_and_large_ones_in_fast() -> None:
-    layer, calls = counting_linear(16, 8)  # W: 128 elements, b: 8
-    x = x_of((4, 16))  # 64 elements
-    result = check(layer, x, mode="auto", auto_limit=100)
-    assert result.ok
-    # x and b element by element, W along one direction
-    assert calls["forward"] == SETUP_FORWARDS + evaluations(2 * 64 + 2 * 8 + 2 * 1)
-    assert {e.name: e.checked for e in result.entries} == {"x": 64, "W": 128, "b": 8}
-    assert any("mode=auto" in n and "W (128)" in n for n in result.notes)
-
-    # at the limit itself an array is still checked in full
-    layer, calls = counting_linear(16, 8)
-    check(layer, x, mode="auto", auto_limit=128)
-    assert calls["forward"] == SETUP_FORWARDS + evaluations(2 * (64 + 128 + 8))
-
-
-def test_default_mode_is_auto_and_small_layers_get_full_mode() -> None:
+def test_auto_mode_checks_a_tiny_check_in_full_outright() -> None:
     layer, calls = counting_linear(4, 3)
-    x = x_of((3, 4))
+    x = x_of((3, 4))  # 12 + 12 + 3 = 27 elements in all, under AUTO_FULL_OUTRIGHT
     result = check(layer, x)
     assert result.mode == "auto"
-    assert calls["forward"] == SETUP_FORWARDS + evaluations(2 * (12 + 12 + 3))
+    assert result.ok
+    assert calls["forward"] == SETUP_FORWARDS + evaluations(MEASURED + 2 * (12 + 12 + 3))
+    assert [e.decided_by for e in result.entries] == ["elements"] * 3
+    # one element more than the limit: fast mode's verdict first
+    total = AUTO_FULL_OUTRIGHT + 1
+    layer, calls = counting_linear(total - 1, 1)  # W: total - 1 elements, b: 1, x: inputs=False
+    result = check(layer, x_of((2, total - 1)), inputs=False)
+    assert result.ok
+    assert calls["forward"] < SETUP_FORWARDS + evaluations(MEASURED + 2 * total)
+
+
+def test_auto_mode_passes_a_larger_layer_at_fast_modes_cost() -> None:
+    layer, calls = counting_linear(16, 8)  # W: 128 elements, b: 8
+    x = x_of((4, 16))  # 64 elements
+    result = check(layer, x)
+    assert result.ok
+    # the noise measured, then x, W and b along one joint direction (one more when it passes
+    # narrowly), whatever auto_limit says
+    assert calls["forward"] in [SETUP_FORWARDS + evaluations(MEASURED + 2 * d) for d in (1, 2)]
+    assert [e.decided_by for e in result.entries] == ["joint direction"] * 3
+    again = check(layer, x, auto_limit=1_000_000)
+    assert again.forward_calls == result.forward_calls
+
+
+class WrongElements(Linear):
+    """Linear whose weight gradient is off at the given flat indices by a factor each."""
+
+    def __init__(self, slips: dict[int, float], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slips = slips
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        dW = self.grads["W"].copy()
+        for i, factor in self.slips.items():
+            dW.flat[i] *= factor
+        self.grads["W"] = dW
+        return dx
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auto_mode_maps_a_wrong_array_element_by_element(seed: int) -> None:
+    """A direction that disagrees on an array up to auto_limit elements is settled element by
+    element: full mode's exact map, at far less than full mode's cost on the arrays that
+    agree."""
+    layer = WrongElements({5: 1.001, 40: 0.99, 77: 1.01}, 16, 8,
+                          rng=np.random.default_rng(seed))
+    x = x_of((32, 16), seed=seed)  # x: 512 elements, W: 128, b: 8
+    auto = check(layer, x, seed=seed)
+    full = check(layer, x, mode="full", seed=seed)
+    a, f = auto.entry("W"), full.entry("W")
+    assert a.status == f.status == "FAIL"
+    assert a.decided_by == "settled"
+    assert np.flatnonzero(a.failed_mask).tolist() == [5, 40, 77]
+    assert np.array_equal(a.failed_mask, f.failed_mask)
+    assert a.worst_index == f.worst_index
+    assert a.numeric == f.numeric and a.analytic == f.analytic
+    assert auto.entry("x").status == auto.entry("b").status == "ok"
+    assert auto.forward_calls < full.forward_calls / 2
+    assert any("judged element by element" in n and "W (128)" in n for n in auto.notes)
+    # with auto_limit below W's size, the search locates the same elements
+    searched = check(layer, x, seed=seed, auto_limit=100).entry("W")
+    assert searched.status == "FAIL" and searched.decided_by == "search"
+    assert set(np.flatnonzero(searched.failed_mask)) == {5, 40, 77}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,15 +250,25 @@ def test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode() -> Non
     # group testing: ceil(log2 16384) = 14 probes of two passes, and two for the element; the
     # verification a failing verdict gets on top (the noise probe, the confirmations of the
     # unperturbed point) is the same in every mode and is counted apart
-    search = fast.forward_calls - SETUP_FORWARDS - CONFIRMATIONS - NOISE_PROBE_EVALUATIONS
+    search = fast.forward_calls - SETUP_FORWARDS - CONFIRMATIONS - FLOAT64_NOISE_EVALUATIONS
     assert search <= 2 + 2 + 2 * 14 + 2 + 8  # the direction twice, the halvings, the element,
     assert fast.forward_calls < full.forward_calls / 250  # and the repeats
-    # a failing float64 check also measures the objective's noise before blaming backward
+    # a failing float64 check also measures the noise the array sees before blaming backward
+    # (one step size: it reads float64's rounding)
     assert fast.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
-        2 + 2 + 2 * 14 + 2 + NOISE_PROBE_EVALUATIONS)
-    # full mode measures its failing element again at a smaller step (is it truncation?)
+        2 + 2 + 2 * 14 + 2 + FLOAT64_NOISE_EVALUATIONS)
+    # full mode measures the objective's rounding first, and its failing element again at a
+    # smaller step (is it truncation?)
     assert full.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
-        2 * 16384 + NOISE_PROBE_EVALUATIONS + 2)
+        MEASURED + 2 * 16384 + FLOAT64_NOISE_EVALUATIONS + 2)
+    # the default mode (the array is over auto_limit: searched) finds it at the same index, and
+    # both within 100 forward passes in all
+    auto = check(layer, x, params=["W"], inputs=False)
+    a = auto.entry("W")
+    assert (a.status, a.worst_index, a.failed) == ("FAIL", (37, 101), 1)
+    assert auto.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
+        MEASURED + 2 + 2 + 2 * 14 + 2 + FLOAT64_NOISE_EVALUATIONS)
+    assert fast.forward_calls <= auto.forward_calls <= 100
 
 
 def test_fast_mode_locates_several_wrong_elements() -> None:
@@ -214,7 +280,7 @@ def test_fast_mode_locates_several_wrong_elements() -> None:
     assert sorted(np.flatnonzero(e.failed_mask).tolist()) == sorted(i * 128 + j for i, j in wrong)
     assert e.failed == 3
     assert result.forward_calls <= SETUP_FORWARDS + CONFIRMATIONS + evaluations(
-        2 + 2 + len(wrong) * (2 * 14 + 2) + NOISE_PROBE_EVALUATIONS
+        2 + 2 + len(wrong) * (2 * 14 + 2) + FLOAT64_NOISE_EVALUATIONS
     )
     assert len(wrong) < MAX_LOCATED
 
@@ -482,7 +548,8 @@ def test_one_more_setup_forward_when_lazy_creation_draws_from_the_layers_stream(
     x = np.random.default_rng(1).normal(size=(4, 3))
     result = check(LazyNoisy(), x, mode="full")
     assert result.ok, str(result)
-    assert calls == {"forward": SETUP_FORWARDS + 1 + evaluations(2 * (12 + 6)), "backward": 1}
+    assert calls == {"forward": SETUP_FORWARDS + 1 + evaluations(MEASURED + 2 * (12 + 6)),
+                     "backward": 1}
 
 
 def test_sampled_elements_depend_on_seed_and_array_name_not_on_other_arrays() -> None:
