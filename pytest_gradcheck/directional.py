@@ -415,8 +415,8 @@ def fast(
                 d = _writable(d)  # the search zeroes the elements it locates
                 value, left = search.explain(d, value)
                 if left and not search.wrong and not value.unresolved:
-                    value, left = _kink_in_reach(line, d, value)
-                    reached |= not left
+                    value, left = _kink_in_reach(search, d, value)
+                    reached |= not left and not search.wrong
                 unexplained |= left
             err = numeric.relative_error_one(value.analytic, value.numeric, tol)
             if err > worst_error:
@@ -633,30 +633,61 @@ def _at_smaller_step(line: _Probing[_D], d: _D, value: numeric.Directional
 
     Verdict rule "smaller step", where `_truncation_hides_rtol`: a pass whose extrapolation
     allowance is wider than rtol stands only if it holds here too, else the value is
-    unresolved; it never passes a failure. `_kink_in_reach` measures the same way."""
+    unresolved; it never passes a failure."""
     f_plus, f_minus, analytic = line.probe(d, 0, line.size, 1.0 / KINK_SHRINK)
     small = line.eps / KINK_SHRINK
     error = KINK_SHRINK * line.rounding + value.truncation / KINK_SHRINK**2
     return numeric.Directional((f_plus - f_minus) / (2.0 * small), analytic, error)
 
 
-def _kink_in_reach(line: _Line, d: np.ndarray, value: numeric.Directional
+def _kink_in_reach(search: _Search, d: np.ndarray, value: numeric.Directional
                    ) -> tuple[numeric.Directional, bool]:
-    """Verdict rule "kink in reach": whether a mismatch no element accounts for is a kink the
-    direction's step reaches. Can turn a failure into a pass, only when the mismatch at the
-    smaller step is within its error and shrank by half (2 evaluations).
+    """Verdict rule "kink in reach": whether a mismatch no element accounts for is a kink that
+    only the combined step of many elements reaches. Can turn a failure into a pass, only when
+    the mismatch vanishes from every part of the direction measured on its own.
 
     A step along d moves an intermediate value (a hidden unit's input) by the combined
     displacement of all elements, much further than one element's step does, and can carry it
-    across a kink (ReLU at 0) that no element-wise difference crosses. A wrong gradient reads
-    the same at any step; a crossed kink's share vanishes once the step no longer reaches it.
-    So the direction is measured again at step h/KINK_SHRINK (two evaluations), within that
-    step's larger rounding error. Returns the value to judge and whether it is unexplained.
+    across a kink (ReLU at 0) that no element-wise difference crosses. A wrong gradient is
+    additive: its share stays in whichever part of the direction holds the element, at any
+    size of that part. A kink reached only by the combined step is not: moving half the
+    elements moves the unit about 1/sqrt(2) as far. So the direction's two halves are measured
+    on their own (4 evaluations), and each half that still disagrees is split again, down to
+    single elements judged as full mode judges them: the mismatch is put down to a kink only
+    when no part disagrees (more than MAX_LOCATED parts at one level is unexplained). A smaller
+    step would not do: its larger rounding allowance (16 times at h/16) hides a wrong element's
+    share as well as the kink's. Returns the value to judge and whether it is unexplained.
     """
-    shorter = _at_smaller_step(line, d, value)
-    # A kink's share shrinks with the step; a wrong gradient's does not: both are required.
-    shrank = abs(shorter.mismatch) <= abs(value.mismatch) / 2
-    return (shorter, False) if shorter.within and shrank else (value, True)
+    line = search.line
+    ranges = [(0, d.size)]
+    parts: list[numeric.Directional] = []
+    while ranges:
+        beyond: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            if hi - lo == 1:
+                e = line.element(lo, search.f_zero, search.tol)
+                search.spent += 2
+                (search.right if e.passed else search.wrong)[lo] = e
+                continue
+            mid = (lo + hi) // 2
+            for a, b in ((lo, mid), (mid, hi)):
+                if not d[a:b].any():
+                    continue
+                part = line.measure(d, a, b, detect=False)
+                search.spent += line.cost
+                if len(ranges) == 1 and (lo, hi) == (0, d.size):
+                    parts.append(part)
+                if not part.within:
+                    beyond.append((a, b))
+        if len(beyond) > MAX_EXPLAINED or search.spent >= search.budget:
+            return value, True
+        ranges = beyond
+    if search.wrong:
+        return value, False  # the caller fails the array at the elements found
+    # What the halves read together: the direction without the kink's share.
+    whole = numeric.Directional(sum(p.numeric for p in parts), sum(p.analytic for p in parts),
+                                sum(p.error for p in parts))
+    return whole, False
 
 
 def _non_finite_analytic(line: _Line, f_zero: float, tol: numeric.Tolerance) -> ArrayVerdict:

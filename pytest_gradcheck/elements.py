@@ -16,8 +16,8 @@ import numpy as np
 from . import numeric, rules
 from .errors import GradcheckUsageError
 
-# A mismatch no element explains is measured again at step h / KINK_SHRINK, where a kink the
-# direction's step reached is out of reach (`_kink_in_reach`).
+# Failing elements (and fast mode's passes that truncation could hide) are measured again at
+# step h / KINK_SHRINK, where truncation is KINK_SHRINK^2 times smaller.
 KINK_SHRINK = 16.0
 
 class Checked(Protocol):

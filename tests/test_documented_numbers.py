@@ -39,7 +39,7 @@ def test_the_modes_page_states_the_checkers_counts_and_limits() -> None:
     assert (f"and {modes.NOISE_PROBE_EVALUATIONS} per array measuring the noise of a layer that "
             "computes in float32") in page
     assert f"({repeats(1000)} for 1,000)" in page
-    assert f"measured again at step h/{elements.KINK_SHRINK:.0f}" in page
+    assert f"at h/{elements.KINK_SHRINK:.0f} the rounding allowance is 16 times wider" in page
     assert f"element by element up to {directional.FALLBACK_LIMIT:,} elements" in page
     assert f"`auto_limit` ({AUTO_FULL_LIMIT:,}) elements" in page
     assert numeric.PRECISION_DEFAULTS["float64"][1] == 1e-5 and "`rtol` (1e-5 in float64)" in page
