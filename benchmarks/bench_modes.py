@@ -250,8 +250,8 @@ def run(
         "torch fast/fast > 1 means ours is faster.",
         "",
         f"Calls made, forward/backward (sample: {d.samples} elements per array, fast: "
-        f"{d.directions} direction(s), all arrays along each, auto: full up to "
-        f"{d.auto_limit:,} elements per array, fast above)",
+        f"{d.directions} direction(s), all arrays along each, auto: fast first, arrays a "
+        f"direction disagrees on element by element up to {d.auto_limit:,} elements)",
         table(["layer", "elements", "floor", *MODES, "torch slow", "torch fast"], call_rows),
         "",
         "Full mode over its floor (targets: at most 2x at a few hundred elements, 1.25x from "

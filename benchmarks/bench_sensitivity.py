@@ -8,10 +8,9 @@ The wrong layer's backward multiplies one element of dW by (1 + error): the elem
 so the error is relative to a gradient that is not tiny. A wrong row counts the checks whose W
 row failed; the correct layer over the same seeds gives the false failures (any row failing).
 
-x is checked beside W because fast mode moves every array it checks along one joint direction
-(and auto mode does so for the arrays above auto_limit: x and W at n = 1000): the table then
-measures what a wrong element of W shows against the other array's terms too. The bias is
-left out only for time (auto mode would check its n elements one by one at every seed).
+x is checked beside W because fast and auto mode move every array they check along one joint
+direction: the table then measures what a wrong element of W shows against the other array's
+terms too. The bias is left out as it always was, so that the rows compare with earlier runs.
 """
 
 from __future__ import annotations
