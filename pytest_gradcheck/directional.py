@@ -704,6 +704,21 @@ def _non_finite_analytic(line: _Line, f_zero: float, tol: numeric.Tolerance) -> 
                         line.flat.size, mask, decided_by=rules.SEARCH.name)
 
 
+def _floor_cannot_excuse(e: _Element, tol: numeric.Tolerance) -> _Element:
+    """Verdict rule "search": an element that passes its own difference only through the
+    rounding floor (beyond rtol, not at a kink), while its share of the direction's mismatch is
+    beyond what the direction's rounding explains, is wrong: the direction resolved it more
+    finely than the floor (a bound) allows for, and it is not explained away as passing on its
+    own. One within rtol, or at a kink, still passes: rtol stays the bound per element."""
+    if e.kink or not (math.isfinite(e.analytic) and math.isfinite(e.numeric)):
+        return e
+    scale = max(abs(e.analytic), abs(e.numeric))
+    raw = abs(e.analytic - e.numeric) / scale if scale > 0 else 0.0
+    if raw <= tol.rtol:
+        return e
+    return _Element(raw, e.analytic, e.numeric, False, False)
+
+
 class _Search:
     """Group testing over one array: the elements found so far, wrong and right."""
 
@@ -759,6 +774,8 @@ class _Search:
             line_d = d[lo]
             share = float(line_d) * (e.numeric - e.analytic)
             d[lo] = 0.0
+            if e.passed and abs(share) > numeric.DIRECTIONAL_SAFETY * value.error:
+                e = _floor_cannot_excuse(e, self.tol)
             (self.right if e.passed else self.wrong)[lo] = e
             if e.passed and abs(share) <= numeric.DIRECTIONAL_SAFETY * value.error:
                 return value, True  # it accounts for no more than noise: the search followed noise

@@ -352,3 +352,43 @@ def test_errors_spread_over_a_row_that_nearly_cancel_along_one_direction_are_con
         full = check(SigmoidNetOffByARow(), x, mode="full", seed=seed, params=("W1",),
                      inputs=False)
         assert full.entry("W1").status == "FAIL"
+
+
+class FloorSlip(Linear):
+    """Linear whose dW[0, 3] is `delta` off; the input's first column is 1e-6 of the others, so
+    row 0 of dW (its true gradient) is tiny and the element sits under the rounding floor."""
+
+    delta = 0.0
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        self.grads["W"][0, 3] += self.delta
+        return dx
+
+
+def floor_case(seed: int) -> tuple[FloorSlip, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    layer = FloorSlip(64, 64, rng=rng)
+    x = rng.normal(size=(4, 64))
+    x[:, 0] *= 1e-6
+    return layer, x
+
+
+@pytest.mark.parametrize(("mode", "limit"), [("fast", None), ("auto", 100)])
+def test_an_element_the_floor_excuses_but_the_direction_resolves_is_not_explained_away(
+    mode: str, limit: int | None,
+) -> None:
+    """The element is off by half the element floor (far beyond rtol of its tiny gradient):
+    its own difference passes it through the floor, but its share of the direction's mismatch
+    is beyond what the direction's rounding explains. Explained away as passing on its own,
+    it passed at every seed; it is wrong at its index."""
+    options = {} if limit is None else {"auto_limit": limit}
+    for seed in range(10):
+        layer, x = floor_case(seed)
+        right = check(layer, x, mode=mode, seed=seed, params=["W"], inputs=False, **options)
+        assert right.ok, str(right)
+        # the floor of W's elements: the header's (an array of scale 1) over W's scale
+        layer.delta = 0.5 * right.atol / np.sqrt(np.mean(layer.params["W"] ** 2))
+        wrong = check(layer, x, mode=mode, seed=seed, params=["W"], inputs=False, **options)
+        w = wrong.entry("W")
+        assert (w.status, w.worst_index) == ("FAIL", (0, 3)), str(wrong)
