@@ -8,6 +8,8 @@ such an element hides under the bound and shows under the measured noise.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,48 @@ def test_given_eps_or_rtol_keeps_the_bound(monkeypatch: pytest.MonkeyPatch) -> N
     bound_only(monkeypatch)
     assert [r.atol for r in given] == [check(layer, x, mode="full", eps=1e-6).atol,
                                        check(layer, x, mode="full", rtol=1e-5).atol]
+
+
+# A loss whose internal terms are far larger than its value: the bound, epsilon times the loss,
+# is blind to their rounding, which the check measures.
+BIG = 1e2
+
+
+def cancelling_case(slip: float = 0.0) -> tuple[Any, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = 0.1 * rng.normal(size=(8, 6))  # a loss of about 0.5 beside internal terms of 100
+    x[:, 0] *= 1e-3  # row 0 of dW is small: its elements sit near the rounding floor
+
+    def loss_and_grad(W: np.ndarray) -> tuple[float, np.ndarray]:
+        out = x @ W
+        loss = 0.5 * float(np.sum(out**2)) + float(np.sum(BIG * W)) - float(np.sum(BIG * W))
+        dW = x.T @ out
+        dW[0, 2] += slip
+        return loss, dW
+
+    return loss_and_grad, rng.normal(size=(6, 4))
+
+
+@pytest.mark.parametrize("mode", ["full", "sample", "auto"])
+def test_a_loss_of_cancelling_terms_is_judged_within_the_rounding_it_measures(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f, W = cancelling_case()
+    result = check(f, W, mode=mode)
+    assert result.ok, str(result)
+    assert any("above the bound epsilon times the sum of its terms" in n for n in result.notes)
+    assert (result.precision, result.rtol) == ("float64", 1e-5)
+    # judged by the bound, row 0's rounding fails a right gradient
+    bound_only(monkeypatch)
+    assert not check(f, W, mode="full").ok
+
+
+@pytest.mark.parametrize("mode", ["full", "auto"])
+def test_a_wrong_element_beyond_the_measured_rounding_of_a_cancelling_loss_still_fails(
+    mode: str,
+) -> None:
+    f, W = cancelling_case()
+    floor = check(f, W, mode="full").atol / np.sqrt(np.mean(W**2))  # W's element floor
+    wrong, _ = cancelling_case(slip=3 * floor)
+    e = check(wrong, W, mode=mode).entries[0]
+    assert (e.status, e.worst_index) == ("FAIL", (0, 2))
