@@ -207,16 +207,17 @@ class Judge:
     def measured_noise(
         self, arrays: Sequence[CheckedArray], evaluate: Callable[[], float], zero_scale: float,
         rel_step: float = modes.NOISE_PROBE_STEP,
-        enough: Callable[[float], bool] | None = None,
+        enough: Sequence[Callable[[float], bool] | None] | None = None,
     ) -> list[float | None]:
         """The objective's rounding noise measured when each array moves (`modes.noise_probe`,
         NOISE_PROBE_EVALUATIONS each, from the check's noise-probe stream, each element moved
         by `rel_step` of its magnitude); None where the reading grows with the step (a kink,
-        not rounding). `enough`: as `modes.noise_probe` takes it."""
+        not rounding). `enough`: per array, as `modes.noise_probe` takes it."""
         rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)
+        enough = enough or [None] * len(arrays)
         return [modes.noise_probe(a, evaluate, rng, rel_step=rel_step,
-                                  zero_scale=zero_scale, enough=enough).rounding
-                for a in arrays]
+                                  zero_scale=zero_scale, enough=e).rounding
+                for a, e in zip(arrays, enough)]
 
     def _coarse_noise(self, a: CheckedArray, evaluate: Callable[[], float], zero_scale: float
                       ) -> float | None:
@@ -286,8 +287,15 @@ class Judge:
             # the failure stands whatever a second step size would add (half the probe).
             return near > 0.0 and numeric.precision_from_noise(near, terms) == "float64"
 
-        readings = self.measured_noise([analytic.arrays[i] for i in failing], passes.evaluate,
-                                       zero_scale, enough=float64_rounding)
+        def resolved(i: int) -> bool:
+            # Its worst element's difference saw the move: a layer rounding the array's moves
+            # away (float16 inside) reads 0 there, and can read a stray float64-sized noise.
+            v = passes.verdicts[i]
+            return v.worst_numeric != 0.0 and math.isfinite(v.worst_numeric)
+
+        readings = self.measured_noise(
+            [analytic.arrays[i] for i in failing], passes.evaluate, zero_scale,
+            enough=[float64_rounding if resolved(i) else None for i in failing])
         # A layer computing in float16 inside rounds the probe's moves away (flat: 0), only
         # some of them (a reading that grows with the step), or enough of them to read low:
         # where the first reading is not float64's or float32's, measured again with moves of

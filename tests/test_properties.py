@@ -200,3 +200,18 @@ def test_no_false_failure_on_a_sample_of_the_false_failure_benchmark(mode: str) 
     wrong = {k: c.examples for k, c in counts.items() if c.failed or c.errors}
     assert not wrong, wrong
     assert sum(c.checks for c in counts.values()) == 8 * len(counts)
+
+
+# Seeds at which a change of the checker once failed a correct layer of the benchmark:
+# float16 inside, 572: the weight's finest moves rounded away but for a stray float64-sized
+# noise reading, taken for float64 rounding (a failing array whose worst difference reads 0
+# now always gets both step sizes of the probe); 102: the weight's noise read as float32's
+# when its probe took other directions.
+REGRESSION_SEEDS = {"float16 inside, 8x4": [102, 572]}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_false_failure_at_the_seeds_that_once_had_one(mode: str) -> None:
+    for name, seeds in REGRESSION_SEEDS.items():
+        counts = count_false_failures(seeds, [mode], [name])
+        assert not counts[name, mode].failed, counts[name, mode].examples
