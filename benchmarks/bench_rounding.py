@@ -139,7 +139,7 @@ def detect(n: int, seeds: int) -> list[dict[str, Any]]:
                     continue
                 cell["failed"] += 1
                 cell["decided_by"][decided] += 1
-                worst = row.worst_index
+                worst = getattr(row, "worst_index", None)
                 if worst is not None and len(worst) == 2:
                     cell["located"] += int(np.ravel_multi_index(tuple(worst), (n, n))) == index
     return cells
