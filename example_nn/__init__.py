@@ -28,15 +28,18 @@ from .layers import (
     iter_layers,
 )
 from .losses import mse, softmax_cross_entropy
+from .models import CaptioningRNN, FullyConnectedNet, ThreeLayerConvNet
 from .optim import SGD
 from .recurrent import LSTMCell
 
 __all__ = [
     "SGD",
     "BatchNorm1d",
+    "CaptioningRNN",
     "Conv2d",
     "Dropout",
     "Flatten",
+    "FullyConnectedNet",
     "LSTMCell",
     "Layer",
     "LayerNorm",
@@ -49,6 +52,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "ThreeLayerConvNet",
     "col2im",
     "im2col",
     "iter_layers",
