@@ -51,6 +51,11 @@ import numpy as np  # noqa: E402
 from example_nn import Linear  # noqa: E402
 from pytest_gradcheck import check  # noqa: E402
 
+try:  # the multiple of its estimated error a direction may disagree by (for display)
+    from pytest_gradcheck.numeric import DIRECTIONAL_SAFETY  # noqa: E402
+except ImportError:  # pragma: no cover - an older checker
+    DIRECTIONAL_SAFETY = 4.0
+
 SIZES = (64, 512, 1024)
 BATCH = 8
 ERRORS = (1e-3, 1e-4)
@@ -242,9 +247,18 @@ def rounding_one(n: int, seed: int, elements: int, directions: int, step_rel: fl
         dld = (fp - fm) / (2 * LD(h))
         dir_err.append(float(LD(d64) - dld))
         dir_value.append(float(dld))
+    # What the checker allows on this (correct) layer, default options: W's element floor
+    # (the header's atol is an array of scale 1's) and its direction's allowance.
+    result = check(layer, x, params=("W",), inputs=False, seed=seed)
+    w = result.entry("W")
+    floor = result.atol / rms
+    allowance = (DIRECTIONAL_SAFETY * w.estimate * max(abs(w.analytic), abs(w.numeric))
+                 if w.estimate is not None and w.analytic is not None and w.numeric is not None
+                 else float("nan"))
     return {"seed": seed, "h": h, "rms_W": rms, "terms_abs_sum": terms,
             "abs_dW": np.abs(dW).ravel(), "elem_err": elem_err, "elem_ref": elem_ref,
-            "dir_err": dir_err, "dir_value": dir_value}
+            "dir_err": dir_err, "dir_value": dir_value, "floor": floor,
+            "allowance": allowance}
 
 
 def rms(values: Sequence[float] | np.ndarray) -> float:
@@ -277,6 +291,11 @@ def rounding(n: int, layers: int, elements: int, directions: int, step_rel: floa
                                    for e, v in zip(p["dir_err"], p["dir_value"])]),
         "reference_error": rms(rel_ref),  # long double vs the analytic dW, same units
         "element_floor_bound": float(np.mean(bound)),  # 8 eps sum|terms| / h, same units
+        # the checker's own, with default options (measured noise), same units
+        "element_floor": float(np.mean([p["floor"] / float(np.median(p["abs_dW"]))
+                                        for p in parts])),
+        "direction_allowance": float(np.mean([p["allowance"] / float(np.median(p["abs_dW"]))
+                                              for p in parts])),
         "sigmas": sigmas,
     }
     for k in (1.0, sigmas):
@@ -297,7 +316,9 @@ def rounding_table(rows: list[dict[str, Any]], longdouble_ok: bool) -> str:
             f"{n}x{n}", f"{r['weights']:,}", f"{r['elements']}/{r['directions']}",
             f"{r['sigma_elem']:.1e}", f"{r['element_floor_bound']:.1e}",
             _common.fmt_x(r["element_floor_bound"] / r["sigma_elem"]),
+            _common.fmt_x(r["element_floor"] / r["sigma_elem"]),
             f"{r['sigma_dir']:.1e}", f"{r['sigma_dir_relative']:.0e}",
+            _common.fmt_x(r["direction_allowance"] / r["sigma_dir"]),
             f"{r['min_error_median_elem_1']:.1e} / {r[f'min_error_median_elem_{k:g}']:.1e}",
             f"{r['min_error_median_dir_1']:.1e} / {r[f'min_error_median_dir_{k:g}']:.1e}",
             " / ".join(f"{r[f'share_elem_{e:g}_{k:g}']:.1%}" for e in ERRORS),
@@ -310,13 +331,17 @@ def rounding_table(rows: list[dict[str, Any]], longdouble_ok: bool) -> str:
         "measured against long double",
         _common.table([
             "W", "elements", "samples el/dir", "sigma el", "8eps|t|/h", "bound/sigma",
-            "sigma dir", "sigma dir/D", "min err, median el (1/K sig)",
+            "floor/sigma", "sigma dir", "sigma dir/D", "allowance/sigma dir",
+            "min err, median el (1/K sig)",
             "min err, median dir (1/K sig)", f"uniform el: 0.1%/0.01% > {k:g} sig",
             f"uniform dir: 0.1%/0.01% > {k:g} sig", "ref/sigma"], body),
         "sigma el: RMS rounding error of one element's central difference (float64 minus long "
         "double at the same points), in units\nof the layer's median |dW|, pooled over "
         f"{rows[0]['layers']} layer(s); 8eps|t|/h: the worst-case element floor 8 * eps * "
-        "sum|out * g| / h in the same units,\nand its ratio to sigma; sigma dir: the same for a "
+        "sum|out * g| / h in the same units,\nand its ratio to sigma; floor/sigma: the checker's "
+        "element floor for W with default options (atol over W's scale: the measured noise's)\n"
+        "over sigma; allowance/sigma dir: what W's direction may disagree by (DIRECTIONAL_SAFETY "
+        "x its estimated error) over sigma dir;\nsigma dir: the same for a "
         "difference along a +-(1+u) direction (same units: per unit of entry),\nsigma dir/D: "
         "relative to the directional derivative; min err: the smallest relative error of an "
         "element of median |dW|\nthat is 1 and K sigma above rounding; uniform: the share of "
