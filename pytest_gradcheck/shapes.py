@@ -37,7 +37,9 @@ from .access import (
     real_attr,
 )
 from .errors import GradcheckUsageError
+from .options import Options
 from .pairs import Outputs
+from .pointers import PointedParams, resolve
 from .valuegrad import ValueAndGradAccess, called, describe, grad_like, scalar, scaled
 
 # Attributes holding a model's parameter dict, in the order they are looked for.
@@ -486,14 +488,30 @@ class LossOnOutputAccess(LayerAccess):
 LOSS_SHAPES = (ValueAndGradAccess, ModelLossAccess, OwnLossNetworkAccess)
 
 
-def apply_options(access: LayerAccess, loss: Any, wrt: Any) -> LayerAccess:
-    """`access` with the `loss=` and `wrt=` options applied."""
-    if wrt is not None:
-        if not isinstance(access, ValueAndGradAccess):
+def apply_options(access: LayerAccess, opts: Options) -> LayerAccess:
+    """`access` with the options that choose how code is read applied: `loss=`, `wrt=`,
+    `grads=` and `params=` pointing at weights outside the call."""
+    loss, wrt = opts.loss, opts.wrt
+    pointers = opts.params if isinstance(opts.params, PointedParams) else None
+    for name, given in (("wrt", wrt), ("grads", opts.grads), ("params", pointers)):
+        if given is not None and not isinstance(access, ValueAndGradAccess):
+            what = ("pointing at weights outside the call (module globals, closure cells) "
+                    if name == "params" else "")
             raise GradcheckUsageError(
-                f"{access.label}: wrt= applies to value-and-gradient functions only"
+                f"{access.label}: {name}= {what}applies to value-and-gradient functions only "
+                f"(f(*args) -> (loss, gradients)), and this is checked as "
+                f"{SHAPE_NAMES.get(type(access).__name__, 'a layer')}"
+                + ("; a layer's or model's own parameters are found on it: name them with "
+                   "params=['W', ...] to select some" if name == "params" else "")
             )
-        access.wrt = tuple(wrt)
+    if isinstance(access, ValueAndGradAccess):
+        if wrt is not None:
+            access.wrt = tuple(wrt)
+        if opts.grads is not None:
+            access.grad_positions = tuple(opts.grads)
+        if pointers is not None:
+            resolve(pointers, access.label)
+            access.pointers = tuple(pointers)
     if loss is not None:
         if isinstance(access, LOSS_SHAPES):
             raise GradcheckUsageError(
@@ -502,3 +520,12 @@ def apply_options(access: LayerAccess, loss: Any, wrt: Any) -> LayerAccess:
             )
         return LossOnOutputAccess(access, loss)
     return access
+
+
+SHAPE_NAMES = {
+    "ModelLossAccess": "a model with a loss method",
+    "OwnLossNetworkAccess": "a network through its own loss",
+    "FunctionPairAccess": "a function pair",
+    "MethodLayerAccess": "a layer",
+    "ObjectAccess": "a layer",
+}
