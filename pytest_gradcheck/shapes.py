@@ -36,6 +36,7 @@ from .access import (
     layer_label,
     real_attr,
 )
+from .backprop import BackpropAccess
 from .errors import GradcheckUsageError
 from .options import Options
 from .pairs import Outputs
@@ -493,6 +494,12 @@ def apply_options(access: LayerAccess, opts: Options) -> LayerAccess:
     `grads=` and `params=` pointing at weights outside the call."""
     loss, wrt = opts.loss, opts.wrt
     pointers = opts.params if isinstance(opts.params, PointedParams) else None
+    if isinstance(access, BackpropAccess):
+        # wrt= names the parameter containers in the order backprop returns their gradients;
+        # loss= is the objective on feedforward's output.
+        access.order = tuple(str(w) for w in wrt) if wrt is not None else None
+        access.loss = loss
+        wrt = loss = None
     for name, given in (("wrt", wrt), ("grads", opts.grads), ("params", pointers)):
         if given is not None and not isinstance(access, ValueAndGradAccess):
             what = ("pointing at weights outside the call (module globals, closure cells) "
@@ -528,4 +535,5 @@ SHAPE_NAMES = {
     "FunctionPairAccess": "a function pair",
     "MethodLayerAccess": "a layer",
     "ObjectAccess": "a layer",
+    "BackpropAccess": "a network with backprop(x, y)",
 }
