@@ -33,7 +33,7 @@ from .discovery import (
 )
 from .errors import GradcheckUsageError
 from .numeric import is_float_array as _is_float_array
-from .pairs import FunctionPairAccess
+from .pairs import FunctionPairAccess, LossPairAccess, is_loss_pair
 from .shapes import (
     MethodLayerAccess,
     ModelLossAccess,
@@ -92,7 +92,8 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
         and all(callable(f) for f in obj)
         and not is_layer(obj[0])
     ):
-        access = FunctionPairAccess(obj[0], obj[1])
+        access = (LossPairAccess(obj[0], obj[1]) if is_loss_pair(obj[0], obj[1])
+                  else FunctionPairAccess(obj[0], obj[1]))
         if label:
             access.label = label
         return access

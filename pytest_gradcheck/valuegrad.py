@@ -184,11 +184,16 @@ class ValueAndGradAccess(LayerAccess):
     def _grads(self) -> list[Any]:
         """The latest call's gradients, one per argument (None where there is none)."""
         if self._mapped is None:
+            returned = self._gradients()
             if self.pointers:
-                self._mapped = self._per_pointer(self._returned, self._args)
+                self._mapped = self._per_pointer(returned, self._args)
             else:
-                self._mapped = self._per_argument(self._returned, self._args)
+                self._mapped = self._per_argument(returned, self._args)
         return self._mapped
+
+    def _gradients(self) -> Any:
+        """The gradients the latest call returned, as returned."""
+        return self._returned
 
     def backward(self, dout: np.ndarray) -> Sequence[Any]:
         scale = float(dout)
