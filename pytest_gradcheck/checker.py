@@ -353,15 +353,7 @@ class Checker:
                 f"instance, e.g. {self.layer.__name__}(...)",
             )
         if access is None:
-            raise _usage_error(
-                self.label,
-                f"cannot check a {type(self.layer).__name__}: a layer needs "
-                "forward() and backward() methods, a cs231n-style pair is passed as "
-                "(forward_fn, backward_fn); any other code can be checked in the universal "
-                "form, a function of its parameters returning the loss and the gradients in "
-                "the same structure: check(lambda p: (loss(p), grads(p)), params); or teach "
-                "the checker this shape with the pytest_gradcheck_adapt hook",
-            )
+            raise _usage_error(self.label, shapes.refusal(self.layer))
         access = shapes.apply_options(access, self.opts)
         if self.opts.label:
             access.label = self.opts.label

@@ -537,3 +537,59 @@ SHAPE_NAMES = {
     "ObjectAccess": "a layer",
     "BackpropAccess": "a network with backprop(x, y)",
 }
+
+
+# -- refusals: the closest rule and what would make it work ------------------------------------
+
+# Method names that suggest a backward pass, a loss, gradients (for a refusal's hint).
+BACKWARD_LIKE = ("backward_pass", "backprop", "bprop", "backward_propagation", "grad_input")
+LOSS_LIKE = ("loss", "cost", "objective", "J", "compute_cost", "compute_loss", "value")
+GRAD_LIKE = ("grad", "grads", "gradient", "gradients", "compute_grads", "compute_gradients",
+             "derivative", "backward")
+
+
+def _methods(obj: Any) -> list[str]:
+    return [n for n in dir(type(obj)) if not n.startswith("_")
+            and callable(getattr(type(obj), n, None))]
+
+
+def refusal(obj: Any) -> str:
+    """Why `obj` fits no shape, naming the closest rule and the call that would check it; no
+    shape whose condition the object does not meet is suggested."""
+    kind = type(obj).__name__
+    methods = _methods(obj) if not isinstance(obj, (tuple, list, dict)) else []
+    if isinstance(obj, tuple) and len(obj) == 2 and all(callable(f) for f in obj):
+        return ("a tuple of two callables is a function pair (forward_fn, backward_fn), but the "
+                "first is a layer object: pass the layer itself")
+    if isinstance(obj, (tuple, list)) and obj and all(callable(f) for f in obj):
+        return (f"a {kind} of {len(obj)} callables: a function pair is exactly two, "
+                "(forward_fn, backward_fn)")
+    if "forward" in methods and "backward" not in methods:
+        other = [m for m in methods if m in BACKWARD_LIKE or m.startswith("backward")]
+        if other:
+            return (f"{kind} has forward() and {other[0]}() but no backward(): a layer needs "
+                    "forward() and backward() methods; teach the checker that "
+                    f"{other[0]} is the backward with the pytest_gradcheck_adapt hook "
+                    "(docs/adapting.md), or check it in the universal form, "
+                    "check(lambda p: (loss(p), grads(p)), params)")
+        return (f"{kind} has forward() but no backward(): a layer needs forward() and "
+                "backward() methods; for code that computes its gradients elsewhere use the "
+                "universal form, check(lambda p: (loss(p), grads(p)), params)")
+    losses = [m for m in methods if m in LOSS_LIKE]
+    grads = [m for m in methods if m in GRAD_LIKE]
+    if losses and grads:
+        return (f"{kind} has {losses[0]}() and {grads[0]}() but is neither a layer "
+                "(forward() and backward()) nor a model (a loss() method returning (loss, "
+                "grads)): check it in the universal form, "
+                f"check(lambda p: (obj.{losses[0]}(p), obj.{grads[0]}(p)), params), with "
+                "params the structure both take")
+    if isinstance(obj, (np.ndarray, int, float, str, dict, list)):
+        return (f"the first argument is the code to check, and a {kind} is data: pass the "
+                "layer, the function or the pair first, then its arguments: "
+                "check(layer, x) or check(f, *args)")
+    return (f"cannot check a {kind}: a layer needs forward() and backward() methods, a "
+            "cs231n-style pair is passed as (forward_fn, backward_fn), a network with "
+            "backprop(x, y) and feedforward(x) is checked as it is; any other code can be "
+            "checked in the universal form, a function of its parameters returning the loss "
+            "and the gradients in the same structure: check(lambda p: (loss(p), grads(p)), "
+            "params); or teach the checker this shape with the pytest_gradcheck_adapt hook")
