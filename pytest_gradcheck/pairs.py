@@ -69,7 +69,8 @@ class FunctionPairAccess(LayerAccess):
     def force_train_mode(self) -> list[str]:
         forced = []
         for i, arg in enumerate(self._args):
-            if isinstance(arg, dict) and arg.get("mode", "train") != "train":
+            if (isinstance(arg, dict) and not is_parameter_tree(arg)
+                    and arg.get("mode", "train") != "train"):
                 arg["mode"] = "train"
                 forced.append(f"arg{i}['mode']='train'")
         return forced
@@ -86,7 +87,15 @@ class FunctionPairAccess(LayerAccess):
             owner = callable_owner(fn)
             if owner is not None and all(owner is not o for o in owners):
                 owners.append(owner)
-        return [*owners, *(a for a in self._args if isinstance(a, dict))]
+        return [*owners, *(a for a in self._args
+                           if isinstance(a, dict) and not is_parameter_tree(a))]
+
+    def tree_inputs(self, args: Sequence[Any]) -> set[int]:
+        """Dict or list arguments holding parameters (`affine_forward(x, params)` with
+        `params = {"W": ..., "b": ...}`) are checked leaf by leaf, against backward's
+        gradient structure for them; configuration dicts (`bn_param`: a `mode` key, or
+        statistics only) are not (`is_parameter_tree`)."""
+        return {i for i, a in enumerate(args) if is_parameter_tree(a)}
 
     def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         """`extra_loss` receives the arguments (the arrays being checked), as for a
@@ -130,15 +139,20 @@ class FunctionPairAccess(LayerAccess):
         douts = [dout] if self._outputs is None else self._outputs.split(dout)
         res = self.backward_fn(*douts, self._cache, *self._passed_on(len(douts) + 1))
         grads = list(res) if isinstance(res, (tuple, list)) else [res]
-        arrays = [i for i, a in enumerate(self._args) if isinstance(a, np.ndarray)]
+        arrays = [i for i, a in enumerate(self._args)
+                  if isinstance(a, np.ndarray) or is_parameter_tree(a)]
         if len(grads) != len(arrays):
             # Integer arguments (indices, labels) commonly get no gradient at all.
-            arrays = [i for i in arrays if np.issubdtype(self._args[i].dtype, np.inexact)]
+            arrays = [i for i in arrays if not isinstance(self._args[i], np.ndarray)
+                      or np.issubdtype(self._args[i].dtype, np.inexact)]
         if len(grads) != len(arrays):
+            structures = [i for i in arrays if not isinstance(self._args[i], np.ndarray)]
             raise GradcheckUsageError(
                 f"{self.label}: backward returned {len(grads)} gradient(s) for "
-                f"{len(arrays)} array argument(s); return one gradient per array argument, "
-                "in the order of the forward function's arguments"
+                f"{len(arrays)} array argument(s)"
+                + (" and structures of parameters" if structures else "")
+                + "; return one gradient per array argument (and one gradient structure per "
+                "parameter dict or list), in the order of the forward function's arguments"
             )
         per_arg: list[Any] = [None] * len(self._args)
         for i, g in zip(arrays, grads):

@@ -20,6 +20,8 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import GradcheckUsageError
 
 MISSING = object()
@@ -147,9 +149,20 @@ def resolve(pointers: Sequence[Pointer], label: str) -> None:
                 f"{label}: params= names {p.name!r} twice; give each weight its own name"
             )
         seen[p.name] = p
-        if p.get() is MISSING:
+        value = p.get()
+        if value is MISSING:
             raise GradcheckUsageError(
                 f"{label}: params= points {p.name!r} at {p.describe()}, which does not exist: "
                 "point at (module_or_object, 'attribute'), (dict_or_list, key) or "
                 "(function, 'closure_or_global_name')"
+            )
+        floats = (isinstance(value, np.ndarray) and value.dtype.kind == "f") or (
+            isinstance(value, (float, np.floating)) and not isinstance(value, bool))
+        if not floats:
+            what = (f"a {value.dtype} array" if isinstance(value, np.ndarray)
+                    else f"a {type(value).__name__}")
+            raise GradcheckUsageError(
+                f"{label}: params= points {p.name!r} at {p.describe()}, which holds {what}; "
+                "a weight pointed at must be a float array or a float (store it as "
+                "np.asarray(..., dtype=float)), or leave it out of params="
             )

@@ -71,3 +71,29 @@ def test_a_bn_param_dict_passes_through_and_is_put_back(mode: str) -> None:
     assert [e.name for e in failed.entries if not e.ok] == ["beta"], str(failed)
     assert bn_param == {"mode": "test", "running_mean": running}
     assert bn_param["running_mean"] is running and not running.any()
+
+
+def affine_forward(x: Any, params: dict[str, Any]) -> Any:
+    return x @ params["W"] + params["b"], (x, params["W"])
+
+
+def affine_backward(dout: Any, cache: Any, slip: float = 1.0) -> Any:
+    x, W = cache
+    return dout @ W.T, {"dW": x.T @ dout, "db": dout.sum(axis=0) * slip}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pair_over_a_parameters_dict(mode: str) -> None:
+    rng = np.random.default_rng(5)
+    x, params = rng.normal(size=(4, 3)), {"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+    before = {k: (v, v.tobytes()) for k, v in params.items()}
+    result = check((affine_forward, affine_backward), x, params, mode=mode)
+    assert {e.name: e.status for e in result.entries} == {
+        "x": "ok", "params.W": "ok", "params.b": "ok"}, str(result)
+
+    def wrong(dout: Any, cache: Any) -> Any:
+        return affine_backward(dout, cache, slip=0.5)
+
+    failed = check((affine_forward, wrong), x, params, mode=mode)
+    assert [e.name for e in failed.entries if not e.ok] == ["params.b"], str(failed)
+    assert all(params[k] is v and v.tobytes() == b for k, (v, b) in before.items())

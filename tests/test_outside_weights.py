@@ -199,3 +199,52 @@ def test_gradients_of_the_wrong_shape_name_the_weight_and_grads_option() -> None
                    params=[(rnn, n) for n in ["Wxh", "Whh", "bh", "Why", "by"]],
                    grads=[1, 2, 4, 3, 5])
     assert result.ok, str(result)
+
+
+SCALE = 1.5  # rebound during the check as a 0-d float64 array
+TABLE = np.linspace(0.1, 0.6, 6).reshape(3, 2).astype(np.float32)  # rebound to a float64 copy
+
+
+def raising_after(limit: int) -> Callable[..., Any]:
+    calls: list[int] = []
+
+    def loss(x: np.ndarray) -> Any:
+        calls.append(1)
+        if len(calls) > limit:
+            raise ValueError("diverged")
+        r = SCALE * (x @ TABLE)
+        return float(0.5 * np.sum(r**2)), SCALE * (x.T @ r), float(np.sum(r * (x @ TABLE)))
+    return loss
+
+
+def test_rebound_weights_are_put_back_when_the_function_raises() -> None:
+    places: list[tuple[Any, Any]] = [(globals(), "TABLE"), (globals(), "SCALE")]
+    before = bound(places)
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    result = check(raising_after(10**6), x, params=places, inputs=False)
+    assert result.ok, str(result)
+    assert_restored(places, before)
+    with pytest.raises(GradcheckUsageError, match="diverged"):
+        check(raising_after(6), x, params=places, inputs=False)
+    assert_restored(places, before)
+    assert TABLE.dtype == np.float32 and type(SCALE) is float
+
+
+def test_a_pointer_at_no_float_is_refused_by_name() -> None:
+    hprev = np.zeros((rnn.hidden_size, 1))
+    holder = {"W": np.array([1, 2, 3]), "names": np.array(["a"], dtype=object)}
+    with pytest.raises(GradcheckUsageError, match=r"'W' at dict\['W'\], which holds a int64"):
+        check(rnn.lossFun, INPUTS, TARGETS, hprev, params=[(holder, "W")])
+    with pytest.raises(GradcheckUsageError, match=r"'names'.*object array"):
+        check(rnn.lossFun, INPUTS, TARGETS, hprev, params=[(holder, "names")])
+
+
+def test_a_float_in_a_tuple_cannot_be_rebound() -> None:
+    box = (0.5,)
+
+    def loss(x: np.ndarray) -> Any:
+        return float(box[0] * np.sum(x)), float(np.sum(x))
+
+    with pytest.raises(GradcheckUsageError, match="cannot be rebound"):
+        check(loss, np.ones(3), params={"w": (box, 0)})
+    assert box == (0.5,)
