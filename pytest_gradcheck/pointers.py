@@ -166,3 +166,40 @@ def resolve(pointers: Sequence[Pointer], label: str) -> None:
                 "a weight pointed at must be a float array or a float (store it as "
                 "np.asarray(..., dtype=float)), or leave it out of params="
             )
+
+
+def outside_arrays(fn: Any) -> list[tuple[str, tuple[int, ...]]]:
+    """The float arrays a plain function reads from outside: its closure variables, then the
+    globals its code names, in the order its code names them, with their shapes."""
+    if not isinstance(fn, types.FunctionType):
+        return []
+    found: list[tuple[str, tuple[int, ...]]] = []
+    cells = zip(fn.__code__.co_freevars, fn.__closure__ or ())
+    for name, cell in cells:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            found.append((name, value.shape))
+    for name in fn.__code__.co_names:
+        value = fn.__globals__.get(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            found.append((name, value.shape))
+    return found
+
+
+def suggest(fn: Any, shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """`params=[(fn, "Wxh"), ...]` for the leading returned values whose shapes are those of
+    arrays the function reads from outside, matched in order; None if the first matches none."""
+    outside = outside_arrays(fn)
+    names: list[str] = []
+    for shape in shapes:
+        found = next((n for n, s in outside if s == shape and n not in names), None)
+        if found is None:
+            break
+        names.append(found)
+    if not names:
+        return None
+    fn_name = getattr(fn, "__name__", "f")
+    return "params=[" + ", ".join(f"({fn_name}, {n!r})" for n in names) + "]"

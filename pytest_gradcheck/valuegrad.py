@@ -22,7 +22,7 @@ from .access import (
 )
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
-from .pointers import Pointer
+from .pointers import Pointer, suggest
 from .tree import is_container, leaves
 
 
@@ -330,6 +330,13 @@ class ValueAndGradAccess(LayerAccess):
         pointed weights or arguments they belong to), each of its owner's shape; the rest are
         reported as left out of the check."""
         k, n, start = len(owners), len(values), values.start
+        outside = None if self.pointers else suggest(self.fn, [np.shape(v) for v in values])
+        if k == 0 and any(isinstance(v, np.ndarray) for v in values):
+            raise GradcheckUsageError(
+                f"{self.label}: returned {n} value(s) besides the loss, and no argument is a "
+                "float array for them to be the gradients of; "
+                + self._point_at([np.shape(v) for v in values])
+            )
         if n < k:
             raise GradcheckUsageError(
                 f"{self.label}: returned {n} value(s) besides the loss for {k} gradient(s) "
@@ -342,6 +349,10 @@ class ValueAndGradAccess(LayerAccess):
                 fix = (f"grads={[start + i for i in fit]!r} (the first values of those "
                        "shapes, in order)" if fit is not None
                        else "grads=[their positions] in what is returned")
+                if outside:
+                    fix = (f"{outside} if they are the gradients of the weights the function "
+                           "reads from outside (globals, closure cells), whose shapes they "
+                           f"have in that order; if they are the arguments', {fix}")
                 raise GradcheckUsageError(
                     f"{self.label}: the value at position {start + j} ({describe(values[j])}) "
                     f"was taken as the gradient of {owners[j]}, of shape {shapes[j]}; the "
@@ -403,6 +414,13 @@ class ValueAndGradAccess(LayerAccess):
         for i, g in zip(wrt, grads[k:]):
             per[i] = g
         return per
+
+    def _point_at(self, shapes: list[tuple[int, ...]]) -> str:
+        """The fix for gradients with no argument to belong to: point at the weights."""
+        found = suggest(self.fn, shapes)
+        return ("if they are the gradients of weights the function reads from outside "
+                "(globals, closure cells), point at them: "
+                + (found or 'params={"W": (module_or_container, "W"), ...}'))
 
     def _position(self, key: int | str, names: list[str], n: int) -> int:
         if isinstance(key, int) and -n <= key < n:
@@ -500,10 +518,13 @@ class ValueAndGradAccess(LayerAccess):
             targets = wrt if wrt is not None else floats
             if len(grads) != len(targets):
                 listed = ", ".join(names[i] for i in targets) or "none"
+                fix = ("pass wrt=[...] with the arguments (positions or names) the gradients "
+                       "belong to, in order")
+                if not targets:
+                    fix = self._point_at([np.shape(g) for g in grads])
                 raise GradcheckUsageError(
                     f"{self.label}: returned {len(grads)} gradient(s) for {len(targets)} "
-                    f"float-array argument(s) ({listed}); pass wrt=[...] with the arguments "
-                    "(positions or names) the gradients belong to, in order"
+                    f"float-array argument(s) ({listed}); {fix}"
                 )
             for i, g in zip(targets, grads):
                 per[i] = g
@@ -519,10 +540,11 @@ class ValueAndGradAccess(LayerAccess):
                 return per
             same = [i for i in floats if np.shape(args[i]) == np.shape(grads)]
             if not same:
+                fix = ("pass wrt=<position or name> of the argument it belongs to" if floats
+                       else self._point_at([np.shape(grads)]))
                 raise GradcheckUsageError(
                     f"{self.label}: returned one gradient of shape {np.shape(grads)}, and no "
-                    "float-array argument has that shape; pass wrt=<position or name> of the "
-                    "argument it belongs to"
+                    f"float-array argument has that shape; {fix}"
                 )
             per[same[0]] = grads
             if len(same) > 1:

@@ -248,3 +248,37 @@ def test_a_float_in_a_tuple_cannot_be_rebound() -> None:
     with pytest.raises(GradcheckUsageError, match="cannot be rebound"):
         check(loss, np.ones(3), params={"w": (box, 0)})
     assert box == (0.5,)
+
+
+def test_without_params_the_refusal_names_the_pointers_that_work() -> None:
+    hprev = np.zeros((rnn.hidden_size, 1))
+    with pytest.raises(GradcheckUsageError) as info:
+        check(rnn.lossFun, INPUTS, TARGETS, hprev)
+    message = str(info.value)
+    wanted = ("params=[(lossFun, 'Wxh'), (lossFun, 'Whh'), (lossFun, 'Why'), (lossFun, 'bh'), "
+              "(lossFun, 'by')]")
+    assert wanted in message, message
+    # ... and the call it names works as written.
+    lossFun = rnn.lossFun
+    result = check(lossFun, INPUTS, TARGETS, hprev, params=eval(wanted.split("=", 1)[1]))
+    assert result.ok, str(result)
+
+
+def test_closure_weights_are_suggested_too() -> None:
+    rng = np.random.default_rng(8)
+    W, b = rng.normal(size=(3, 2)), rng.normal(size=2)
+
+    def loss(rows: list[int]) -> Any:
+        X = np.eye(3)[rows]
+        r = X @ W + b
+        return 0.5 * float(np.sum(r**2)), X.T @ r, r.sum(axis=0)
+
+    with pytest.raises(GradcheckUsageError, match=r"params=\[\(loss, 'W'\), \(loss, 'b'\)\]"):
+        check(loss, [0, 2])
+    assert check(loss, [0, 2], params=[(loss, "W"), (loss, "b")]).ok
+
+    def no_outside() -> Any:
+        return 1.0, np.ones(2)
+
+    with pytest.raises(GradcheckUsageError, match=r"params=\{\"W\": \(module_or_container"):
+        check(no_outside)
