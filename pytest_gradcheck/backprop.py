@@ -168,16 +168,37 @@ class BackpropAccess(LayerAccess):
                 raise GradcheckUsageError(
                     f"{self.label}: value {i} returned by {METHOD}() matches {shapes} by "
                     f"structure (the containers are {', '.join(containers)}); pass "
-                    f"wrt=[the containers, in the order {METHOD}() returns their gradients]"
+                    f"{self._suggest(res, sigs)}"
                 )
             matched[fits[0]] = g
         return matched
 
+    @staticmethod
+    def _suggest(res: Sequence[Any], sigs: dict[str, Signature | None]) -> str:
+        """`wrt=[...]` naming, for each value returned, the first container of its structure
+        not named yet, when every value has one; else the rule in words."""
+        names: list[str] = []
+        for g in res:
+            sig = signature(g)
+            found = next((n for n, s in sigs.items() if s == sig and n not in names), None)
+            if sig is None or found is None:
+                return (f"wrt=[the containers, in the order {METHOD}() returns their "
+                        "gradients]")
+            names.append(found)
+        return (f"wrt={names!r} if those are the containers whose gradients it returns, in "
+                "that order (the others are then listed as not differentiated)")
+
     def parameters(self) -> list[Param]:
+        """Every leaf of every container; with `wrt=` naming the containers backprop returns
+        gradients for, the others (an optimizer's velocities) are listed as not
+        differentiated."""
         out = []
         for name, root in self.containers().items():
             for path, _ in tree.leaves(root):
-                out.append(self._param(name, path))
+                p = self._param(name, path)
+                if self.order is not None and name not in self.order:
+                    p.differentiable, p.grad = False, None
+                out.append(p)
         return out
 
     def _param(self, attr: str, path: tree.Path) -> Param:

@@ -87,3 +87,28 @@ def test_ambiguous_structures_name_wrt() -> None:
     assert check(Square(), x, y, wrt=["left", "right"]).ok
     failed = check(Square(slip=1.1), x, y, wrt=["left", "right"])
     assert [e.name for e in failed.entries if not e.ok] == ["left[0]"], str(failed)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_optimizer_state_beside_the_parameters(mode: str) -> None:
+    """Momentum velocities shaped like the weights: wrt= names the parameter containers, as
+    the refusal says; the velocities are listed as not differentiated, never perturbed."""
+    x, y = point()
+    net = Network([3, 4, 2])
+    net.velocity = [np.full_like(w, 0.5) for w in net.weights]  # type: ignore[attr-defined]
+    with pytest.raises(GradcheckUsageError, match=r"wrt=\['biases', 'weights'\]"):
+        check(net, x, y, mode=mode)
+    result = check(net, x, y, wrt=["biases", "weights"], mode=mode)
+    assert result.ok, str(result)
+    assert result.entry("velocity[1]").status == "not differentiated"
+    assert all(np.all(v == 0.5) for v in net.velocity)  # type: ignore[attr-defined]
+
+
+def test_a_container_without_gradient_names_frozen() -> None:
+    x, y = point()
+    net = Network([3, 4, 2])
+    net.scale = [np.ones((2, 1))]  # type: ignore[attr-defined]
+    result = check(net, x, y)
+    assert result.entry("scale[0]").status == "error"
+    assert "frozen=['scale[0]']" in (result.entry("scale[0]").message or "")
+    assert check(net, x, y, frozen=["scale*"]).ok
