@@ -203,9 +203,11 @@ class Arrays:
             elif isinstance(x, np.ndarray) and x.dtype.kind in "iub":  # integer or bool
                 rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype), INTEGER_INPUT,
                                   size=x.size))
-            elif isinstance(x, (list, tuple, float, int, complex)) and not isinstance(x, bool):
-                # Values the checker cannot perturb: say so rather than skip them silently.
-                shape = (len(x),) if isinstance(x, (list, tuple)) else ()
+            elif isinstance(x, (list, tuple, Mapping, float, int, complex)) and not isinstance(
+                    x, bool):
+                # Values the checker cannot perturb (a configuration dict such as bn_param
+                # among them): say so rather than skip them silently.
+                shape = (len(x),) if isinstance(x, (list, tuple, Mapping)) else ()
                 rows.append(Entry(name, "input", shape, type(x).__name__, PASSED_THROUGH))
         return arrays, rows
 

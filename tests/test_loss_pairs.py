@@ -61,7 +61,8 @@ def test_a_bn_param_dict_passes_through_and_is_put_back(mode: str) -> None:
     bn_param = {"mode": "test", "running_mean": running}
     result = check((bn_loss_forward, bn_loss_backward), x, gamma, beta, bn_param, mode=mode)
     assert {e.name: e.status for e in result.entries} == {
-        "x": "not differentiated", "gamma": "ok", "beta": "ok"}, str(result)
+        "x": "not differentiated", "gamma": "ok", "beta": "ok", "bn_param": "passed through"
+    }, str(result)
     assert any("bn_param['mode']='train'" in n for n in result.notes)
 
     def wrong(x: Any, cache: Any) -> Any:
