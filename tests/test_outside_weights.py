@@ -282,3 +282,24 @@ def test_closure_weights_are_suggested_too() -> None:
 
     with pytest.raises(GradcheckUsageError, match=r"params=\{\"W\": \(module_or_container"):
         check(no_outside)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pointed_weights_and_an_argument_named_by_wrt(mode: str) -> None:
+    rng = np.random.default_rng(9)
+    weights = {"W": rng.normal(size=(3, 2))}
+
+    def make(slip: float) -> Callable[..., Any]:
+        def loss(x: np.ndarray) -> Any:
+            r = x @ weights["W"]
+            return 0.5 * float(np.sum(r**2)), x.T @ r, (r @ weights["W"].T) * slip
+        return loss
+
+    x = rng.normal(size=(4, 3))
+    places = [(weights, "W")]
+    result = check(make(1.0), x, params=places, wrt=["x"], mode=mode)
+    assert {e.name: e.status for e in result.entries} == {"x": "ok", "W": "ok"}, str(result)
+    failed = check(make(1.1), x, params=places, wrt=["x"], mode=mode)
+    assert [e.name for e in failed.entries if not e.ok] == ["x"], str(failed)
+    assert check(make(1.0), x, params=places, mode=mode).entry("x").status == (
+        "not differentiated")
