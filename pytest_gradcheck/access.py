@@ -20,6 +20,7 @@ import numpy as np
 from . import tree
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
+from .pointers import Pointer
 from .state import same_bits
 
 # Forward keywords that select training / batch-statistics behaviour, with the value that does.
@@ -377,6 +378,12 @@ class LayerAccess(ABC):
         path (`parameters.W1`), its gradient at the same place in the argument's gradient (or
         under the `d`-prefixed key). Asked once, before the first forward, with the user's
         arguments; none by default."""
+        return ()
+
+    def outside_bindings(self) -> Sequence[Pointer]:
+        """Places outside the checked code whose values are parameters (`params=` pointing at
+        module globals, closure cells, containers): the checker puts back the very object
+        found at each, and its bits, after the check; none by default."""
         return ()
 
     def bind(self, args: Sequence[Any]) -> None:

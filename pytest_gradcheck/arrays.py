@@ -21,9 +21,11 @@ from .errors import GradcheckUsageError
 from .numeric import is_float_array
 from .options import Options
 from .phases import CheckedArray
+from .pointers import PointedParams
 from .result import (
     ERROR,
     FAIL,
+    FROZEN,
     INTEGER_INPUT,
     NOT_DIFFERENTIATED,
     NOT_SELECTED,
@@ -47,6 +49,23 @@ class Arrays:
         self.input_arrays: list[np.ndarray] = []  # the working copies of the array inputs
         self.trees: set[int] = set()  # positions of structured inputs (`tree_inputs`)
         self.work: list[Any] = []  # the working inputs
+        self.listed: list[str] = []  # every parameter and input name seen, for `frozen=`
+        # `params=` as names or patterns (None: all); pointers at weights select them all.
+        self.patterns = None if isinstance(opts.params, PointedParams) else opts.params
+
+    def is_frozen(self, name: str) -> bool:
+        return any(fnmatchcase(name, pat) for pat in self.opts.frozen)
+
+    def refuse_unknown_frozen(self) -> None:
+        """`frozen=` names that match no parameter or input are a usage error naming them."""
+        unknown = [pat for pat in self.opts.frozen
+                   if not any(fnmatchcase(n, pat) for n in self.listed)]
+        if unknown:
+            raise self.calls.usage(
+                f"frozen={list(self.opts.frozen)!r}: {', '.join(map(repr, unknown))} "
+                f"match{'es' if len(unknown) == 1 else ''} no parameter or input; they are: "
+                f"{', '.join(self.listed) or 'none'}"
+            )
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -149,6 +168,8 @@ class Arrays:
         rows: list[Entry] = []
         fixed = self.access.fixed_inputs()
         for i, (name, x, user_x) in enumerate(zip(names, work, self.user_inputs)):
+            if i not in self.trees:
+                self.listed.append(name)
             if i in self.trees:
                 # Every float leaf on its own row, named by its path in the argument.
                 for path, leaf in tree.leaves(x):
@@ -159,13 +180,20 @@ class Arrays:
                     if not is_float_array(leaf):
                         continue
                     user_leaf = tree.lookup(user_x, path)
-                    if i in fixed:
+                    self.listed.append(row)
+                    if self.is_frozen(row):
+                        rows.append(Entry(row, "input", tuple(leaf.shape),
+                                          _dtype_name(user_leaf), FROZEN, size=leaf.size))
+                    elif i in fixed:
                         rows.append(Entry(row, "input", tuple(leaf.shape),
                                           _dtype_name(user_leaf), NOT_DIFFERENTIATED,
                                           size=leaf.size))
                     elif self.opts.inputs:
                         arrays.append(CheckedArray(row, "input", leaf, _dtype_name(user_leaf),
                                                    path=path))
+            elif is_float_array(x) and self.is_frozen(name):
+                rows.append(Entry(name, "input", tuple(x.shape), str(user_x.dtype), FROZEN,
+                                  size=x.size))
             elif is_float_array(x) and i in fixed:
                 rows.append(Entry(name, "input", tuple(x.shape), str(user_x.dtype),
                                   NOT_DIFFERENTIATED, size=x.size))
@@ -175,9 +203,11 @@ class Arrays:
             elif isinstance(x, np.ndarray) and x.dtype.kind in "iub":  # integer or bool
                 rows.append(Entry(name, "input", tuple(x.shape), str(x.dtype), INTEGER_INPUT,
                                   size=x.size))
-            elif isinstance(x, (list, tuple, float, int, complex)) and not isinstance(x, bool):
-                # Values the checker cannot perturb: say so rather than skip them silently.
-                shape = (len(x),) if isinstance(x, (list, tuple)) else ()
+            elif isinstance(x, (list, tuple, Mapping, float, int, complex)) and not isinstance(
+                    x, bool):
+                # Values the checker cannot perturb (a configuration dict such as bn_param
+                # among them): say so rather than skip them silently.
+                shape = (len(x),) if isinstance(x, (list, tuple, Mapping)) else ()
                 rows.append(Entry(name, "input", shape, type(x).__name__, PASSED_THROUGH))
         return arrays, rows
 
@@ -215,11 +245,14 @@ class Arrays:
             shape, dtype = tuple(value.shape), str(value.dtype)
             # dtype kinds: np.issubdtype costs several times more, twice per parameter
             complex_ = value.dtype.kind == "c"
-            if not p.differentiable or not (complex_ or value.dtype.kind == "f"):
+            self.listed.append(p.name)
+            if self.is_frozen(p.name):
+                rows.append(Entry(p.name, "param", shape, dtype, FROZEN, size=value.size))
+            elif not p.differentiable or not (complex_ or value.dtype.kind == "f"):
                 rows.append(Entry(p.name, "param", shape, dtype, NOT_DIFFERENTIATED,
                                   size=value.size))
-            elif self.opts.params is not None and not any(
-                fnmatchcase(p.name, pat) for pat in self.opts.params
+            elif self.patterns is not None and not any(
+                fnmatchcase(p.name, pat) for pat in self.patterns
             ):
                 rows.append(Entry(p.name, "param", shape, dtype, NOT_SELECTED, size=value.size))
             elif complex_:
@@ -231,12 +264,12 @@ class Arrays:
                 )
             else:
                 checked.append(p)
-        if self.opts.params is not None and validate:
+        if self.patterns is not None and validate:
             names = [p.name for p in params]
-            for pat in self.opts.params:
+            for pat in self.patterns:
                 if not any(fnmatchcase(n, pat) for n in names):
                     raise self.calls.usage(
-                        f"params={list(self.opts.params)!r}: {pat!r} matches no "
+                        f"params={list(self.patterns)!r}: {pat!r} matches no "
                         f"parameter; parameters are: {', '.join(names) or 'none'}"
                     )
         return checked, rows

@@ -27,6 +27,7 @@ through `calls.Calls`. The rules that can change a verdict are listed in `docs/v
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -92,11 +93,17 @@ class Checker:
             self.calls = calls = Calls(access)
             with Restorer() as undo:
                 roots = access.state_roots()
+                # Weights outside the code (params= pointers): the objects bound there now
+                # are bound again at the end, with their bits (recorded as roots).
+                outside = [(b, b.get()) for b in access.outside_bindings()]
+                roots = [*roots, *(v for _, v in outside)]
                 original = Snapshot([*roots, *self.user_inputs],
                                     names=[self.label] * len(roots),
                                     protect_bytes=protect_bytes)
                 self.attempt = Attempt(protect_bytes, undo, original)
                 undo.push(original.restore)
+                for binding, value in outside:
+                    undo.push(functools.partial(binding.put_back, value))
                 np_global = SeededGlobalNumpy(self.opts.seed)
                 undo.push(np_global.give_back)
                 py_global = SeededGlobalPython(self.opts.seed)
@@ -156,6 +163,7 @@ class Checker:
         arrays.refuse_non_finite_inputs(input_names, held_fixed=access.fixed_inputs())
         checked, input_rows = arrays.checked_inputs(work, input_names)
         checked += arrays.checked_params(params, param_arrays)
+        arrays.refuse_unknown_frozen()
         arrays.refuse_empty_output(first_out)
         return Setup(work, input_names, sources, first_out, params, param_arrays, low, checked,
                      input_rows, param_rows)
@@ -347,16 +355,8 @@ class Checker:
                 f"instance, e.g. {self.layer.__name__}(...)",
             )
         if access is None:
-            raise _usage_error(
-                self.label,
-                f"cannot check a {type(self.layer).__name__}: a layer needs "
-                "forward() and backward() methods, a cs231n-style pair is passed as "
-                "(forward_fn, backward_fn); any other code can be checked in the universal "
-                "form, a function of its parameters returning the loss and the gradients in "
-                "the same structure: check(lambda p: (loss(p), grads(p)), params); or teach "
-                "the checker this shape with the pytest_gradcheck_adapt hook",
-            )
-        access = shapes.apply_options(access, self.opts.loss, self.opts.wrt)
+            raise _usage_error(self.label, shapes.refusal(self.layer))
+        access = shapes.apply_options(access, self.opts)
         if self.opts.label:
             access.label = self.opts.label
         self.label = access.label

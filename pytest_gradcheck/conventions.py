@@ -20,6 +20,7 @@ from .access import (
     layer_label,
     tree_params,
 )
+from .backprop import BackpropAccess, is_backprop_object
 from .discovery import (
     DECLARATION,
     PAIR,
@@ -32,7 +33,7 @@ from .discovery import (
 )
 from .errors import GradcheckUsageError
 from .numeric import is_float_array as _is_float_array
-from .pairs import FunctionPairAccess
+from .pairs import FunctionPairAccess, LossPairAccess, is_loss_pair
 from .shapes import (
     MethodLayerAccess,
     ModelLossAccess,
@@ -83,14 +84,16 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
     """Which shape an object is: a `(forward_fn, backward_fn)` pair; an object with forward
     and backward is a layer, or a network through its own loss when backward takes the output
     and the targets and a `loss` object computes them; an object with a `loss` method is a
-    model; any other callable a value-and-gradient function."""
+    model; one with `backprop(x, y)` a Nielsen-style network; any other callable a
+    value-and-gradient function."""
     if (
         isinstance(obj, tuple)
         and len(obj) == 2
         and all(callable(f) for f in obj)
         and not is_layer(obj[0])
     ):
-        access = FunctionPairAccess(obj[0], obj[1])
+        access = (LossPairAccess(obj[0], obj[1]) if is_loss_pair(obj[0], obj[1])
+                  else FunctionPairAccess(obj[0], obj[1]))
         if label:
             access.label = label
         return access
@@ -113,6 +116,8 @@ def pytest_gradcheck_adapt(obj: Any, label: str | None, hook: Any) -> Any:
         return MethodLayerAccess(obj, hook, style, label)
     if is_model(obj):
         return ModelLossAccess(obj, hook, label)
+    if is_backprop_object(obj):
+        return BackpropAccess(obj, label)
     if is_value_and_grad(obj):
         return ValueAndGradAccess(obj, label)
     return None

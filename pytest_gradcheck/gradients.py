@@ -125,10 +125,13 @@ class Gradients:
                                   NOT_DIFFERENTIATED, size=a.array.size))
                 continue
             if grad is None:
+                where = (f"none came as {p.grad_source}" if p.grad_source.startswith(
+                    ("the gradient returned", "backprop()")) else
+                    "backward must store it (grads[name] or d<name>)")
                 rows.append(error_entry(
-                    a, f"parameter {a.name!r} has no gradient after backward; "
-                    "backward must store it (grads[name] or d<name>), or exclude the parameter "
-                    "with params=[...]",
+                    a, f"parameter {a.name!r} has no gradient after backward; {where}; if it "
+                    f"has none on purpose, declare it with frozen=[{a.name!r}], or leave it "
+                    "out with params=[...]",
                 ))
                 continue
             total = self._grad_array(grad, a, "parameter")

@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import GradcheckUsageError
 from .numeric import PRECISION_DEFAULTS
+from .pointers import PointedParams, pointed
 
 T = TypeVar("T")
 # A coercer returns the option's value or raises ValueError("must be ...") (TypeError also
@@ -121,6 +122,13 @@ def patterns(value: Any) -> tuple[str, ...]:
     raise ValueError("must be a list of parameter names or glob patterns")
 
 
+def params_option(value: Any) -> tuple[str, ...] | PointedParams:
+    """Names or glob patterns of the parameters to check, or pointers at weights outside the
+    call: `{name: (container, key)}` or `[(container, key), ...]` (`pointers`)."""
+    found = pointed(value)
+    return found if found is not None else patterns(value)
+
+
 def positions(value: Any) -> tuple[int | str, ...]:
     """Argument positions or names: one, or a sequence of them."""
     items = value if isinstance(value, (list, tuple)) else (value,)
@@ -132,6 +140,16 @@ def positions(value: Any) -> tuple[int | str, ...]:
     if not out:
         raise ValueError("must name at least one argument")
     return tuple(out)
+
+
+def indices(value: Any) -> tuple[int, ...]:
+    """Positions in a returned tuple: one int, or a sequence of them (negative ones count
+    from the end)."""
+    items = value if isinstance(value, (list, tuple, range)) else (value,)
+    if not items or any(isinstance(i, bool) or not isinstance(i, numbers.Integral)
+                        for i in items):
+        raise ValueError("must be positions (int) in the returned tuple, or a list of them")
+    return tuple(int(i) for i in items)
 
 
 def function(what: str) -> Coercer[Callable[..., Any]]:
@@ -287,12 +305,22 @@ class Options:
         "absolute slack on top of the measured noise floor",
         where=Where.EVERYWHERE,
     )
-    params: tuple[str, ...] | None = option(
+    params: tuple[str, ...] | PointedParams | None = option(  # noqa: RUF009
         None,
-        optional(patterns),
-        "list of str",
-        'names or glob patterns of the parameters to check (`["W", "layers.*.gamma"]`)',
+        optional(params_option),
+        "list of str, or pointers",
+        'names or glob patterns of the parameters to check (`["W", "layers.*.gamma"]`); or, '
+        "for a function whose weights live outside the call (module globals, closure cells, "
+        'any container), where they are: `{"Wxh": (module, "Wxh"), ...}` or '
+        "`[(container, key), ...]`",
         default_text="all",
+    )
+    frozen: tuple[str, ...] = option(
+        (),
+        patterns,
+        "list of str",
+        "names or glob patterns of parameters declared frozen: listed as *frozen*, never "
+        "perturbed, never an error for lacking a gradient",
     )
     inputs: bool = option(True, boolean, "bool", "also check the input gradients")
     extra_loss: Callable[[Any], float] | None = option(  # noqa: RUF009 (a dataclasses.field)
@@ -317,6 +345,16 @@ class Options:
         "the arguments (positions or names) a value-and-gradient function's gradients belong "
         "to, in the order it returns them",
         default_text="from the gradients returned",
+    )
+    grads: tuple[int, ...] | None = option(
+        None,
+        optional(indices),
+        "list of int",
+        "where a value-and-gradient function's gradients are in the tuple it returns "
+        "(positions, in the order of what they belong to), when the default reading (the loss "
+        "first or last, the gradients right after or before it, other values left over) cannot "
+        "tell",
+        default_text="read from what is returned",
     )
     random_sources: tuple[Any, ...] = option(
         (),

@@ -13,6 +13,7 @@ import numpy as np
 from .access import LayerAccess, _parameters, _positional_names, callable_owner, layer_label
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
+from .valuegrad import ValueAndGradAccess, called, describe, is_parameter_tree, scalar
 
 
 class Outputs:
@@ -68,7 +69,8 @@ class FunctionPairAccess(LayerAccess):
     def force_train_mode(self) -> list[str]:
         forced = []
         for i, arg in enumerate(self._args):
-            if isinstance(arg, dict) and arg.get("mode", "train") != "train":
+            if (isinstance(arg, dict) and not is_parameter_tree(arg)
+                    and arg.get("mode", "train") != "train"):
                 arg["mode"] = "train"
                 forced.append(f"arg{i}['mode']='train'")
         return forced
@@ -85,7 +87,15 @@ class FunctionPairAccess(LayerAccess):
             owner = callable_owner(fn)
             if owner is not None and all(owner is not o for o in owners):
                 owners.append(owner)
-        return [*owners, *(a for a in self._args if isinstance(a, dict))]
+        return [*owners, *(a for a in self._args
+                           if isinstance(a, dict) and not is_parameter_tree(a))]
+
+    def tree_inputs(self, args: Sequence[Any]) -> set[int]:
+        """Dict or list arguments holding parameters (`affine_forward(x, params)` with
+        `params = {"W": ..., "b": ...}`) are checked leaf by leaf, against backward's
+        gradient structure for them; configuration dicts (`bn_param`: a `mode` key, or
+        statistics only) are not (`is_parameter_tree`)."""
+        return {i for i, a in enumerate(args) if is_parameter_tree(a)}
 
     def extra_loss_args(self, obj: Any) -> tuple[Any, ...]:
         """`extra_loss` receives the arguments (the arrays being checked), as for a
@@ -129,17 +139,107 @@ class FunctionPairAccess(LayerAccess):
         douts = [dout] if self._outputs is None else self._outputs.split(dout)
         res = self.backward_fn(*douts, self._cache, *self._passed_on(len(douts) + 1))
         grads = list(res) if isinstance(res, (tuple, list)) else [res]
-        arrays = [i for i, a in enumerate(self._args) if isinstance(a, np.ndarray)]
+        arrays = [i for i, a in enumerate(self._args)
+                  if isinstance(a, np.ndarray) or is_parameter_tree(a)]
         if len(grads) != len(arrays):
             # Integer arguments (indices, labels) commonly get no gradient at all.
-            arrays = [i for i in arrays if np.issubdtype(self._args[i].dtype, np.inexact)]
+            arrays = [i for i in arrays if not isinstance(self._args[i], np.ndarray)
+                      or np.issubdtype(self._args[i].dtype, np.inexact)]
         if len(grads) != len(arrays):
+            structures = [i for i in arrays if not isinstance(self._args[i], np.ndarray)]
             raise GradcheckUsageError(
                 f"{self.label}: backward returned {len(grads)} gradient(s) for "
-                f"{len(arrays)} array argument(s); return one gradient per array argument, "
-                "in the order of the forward function's arguments"
+                f"{len(arrays)} array argument(s)"
+                + (" and structures of parameters" if structures else "")
+                + "; return one gradient per array argument (and one gradient structure per "
+                "parameter dict or list), in the order of the forward function's arguments"
             )
         per_arg: list[Any] = [None] * len(self._args)
         for i, g in zip(arrays, grads):
             per_arg[i] = g
         return per_arg
+
+
+def required_names(fn: Callable[..., Any]) -> list[str]:
+    return [p.name for p in _parameters(fn)
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+
+
+def is_loss_pair(forward_fn: Callable[..., Any], backward_fn: Callable[..., Any]) -> bool:
+    """A pair whose backward takes no gradient: every argument it requires is named like the
+    cache or like one of forward's arguments (deeplearning.ai's `backward_propagation_n(X, Y,
+    cache)` after `forward_propagation_n(X, Y, parameters) -> (cost, cache)`)."""
+    wanted = required_names(backward_fn)
+    names = set(_positional_names(forward_fn))
+    return any("cache" in w.lower() for w in wanted) and all(
+        w in names or "cache" in w.lower() for w in wanted)
+
+
+class LossPairAccess(ValueAndGradAccess):
+    """A pair `cost, cache = f_forward(*args)`, `grads = f_backward(..., cache, ...)` whose
+    backward takes no gradient, only the cache and some of forward's arguments by name: checked
+    as the value-and-gradient function `args -> (cost, f_backward(...))`, backward called only
+    when the gradients are needed. Its gradients are read as a value-and-gradient function's
+    (a dict keyed `dW1` for a `parameters` argument, extra `dZ1`, `dA1` entries reported);
+    arguments without a gradient (`X`, `Y`) are data. Configuration dicts (`bn_param`) pass
+    through with `mode` forced to 'train', restored afterwards."""
+
+    def __init__(self, forward_fn: Callable[..., Any], backward_fn: Callable[..., Any]) -> None:
+        super().__init__(forward_fn, layer_label((forward_fn, backward_fn)))
+        self.backward_fn = backward_fn
+        self._cache: Any = None
+        self._fetched = False
+        self._bound: Sequence[Any] = ()
+
+    def bind(self, args: Sequence[Any]) -> None:
+        self._bound = args
+
+    def _settings(self) -> list[dict[Any, Any]]:
+        return [a for a in self._bound if isinstance(a, dict) and not is_parameter_tree(a)]
+
+    def force_train_mode(self) -> list[str]:
+        forced = []
+        names = self.input_names(len(self._bound))
+        for i, arg in enumerate(self._bound):
+            if isinstance(arg, dict) and not is_parameter_tree(arg) and arg.get(
+                    "mode", "train") != "train":
+                arg["mode"] = "train"
+                forced.append(f"{names[i]}['mode']='train'")
+        return forced
+
+    def state_roots(self) -> list[Any]:
+        owner = callable_owner(self.backward_fn)
+        roots = super().state_roots()
+        extra = [] if owner is None or any(owner is r for r in roots) else [owner]
+        return [*roots, *extra, *self._settings()]
+
+    def forward(self, inputs: Sequence[Any]) -> Any:
+        res = called(self.fn, inputs, self.label, f"{getattr(self.fn, '__name__', 'f')}()")
+        cost = (scalar(res[0]) if isinstance(res, (tuple, list)) and len(res) == 2 else None)
+        if cost is None:
+            raise GradcheckUsageError(
+                f"{self.label}: backward takes no gradient, only the cache and forward's "
+                f"arguments ({', '.join(required_names(self.backward_fn))}), so the pair is "
+                "checked through the cost: forward must return (cost, cache) with the cost one "
+                f"real number; it returned {describe(res)}"
+            )
+        self._args, self._cache = inputs, res[1]
+        self._mapped, self._fetched = None, False
+        return cost
+
+    def _gradients(self) -> Any:
+        if not self._fetched:
+            names = _positional_names(self.fn)[:len(self._args)]
+            wanted = required_names(self.backward_fn)
+            missing = [w for w in wanted if w not in names and "cache" not in w.lower()]
+            if missing:
+                raise GradcheckUsageError(
+                    f"{self.label}: backward takes {', '.join(map(repr, missing))}, an "
+                    "argument of forward that the check was not given: pass it to the check "
+                    "as forward takes it"
+                )
+            args = [self._args[names.index(w)] if w in names else self._cache for w in wanted]
+            self._returned = called(self.backward_fn, args, self.label,
+                                    f"{getattr(self.backward_fn, '__name__', 'backward')}()")
+            self._fetched = True
+        return self._returned

@@ -19,6 +19,7 @@ ERROR = "error"
 NOT_DIFFERENTIATED = "not differentiated"
 INTEGER_INPUT = "integer input"
 NOT_SELECTED = "not selected"
+FROZEN = "frozen"  # declared frozen by the user (`frozen=`): never perturbed, no gradient asked
 PASSED_THROUGH = "passed through"  # an input that is not an array (list, number, object)
 
 # Failure maps larger than this are drawn in blocks.

@@ -36,8 +36,11 @@ from .access import (
     layer_label,
     real_attr,
 )
+from .backprop import BackpropAccess
 from .errors import GradcheckUsageError
+from .options import Options
 from .pairs import Outputs
+from .pointers import PointedParams, resolve
 from .valuegrad import ValueAndGradAccess, called, describe, grad_like, scalar, scaled
 
 # Attributes holding a model's parameter dict, in the order they are looked for.
@@ -486,14 +489,36 @@ class LossOnOutputAccess(LayerAccess):
 LOSS_SHAPES = (ValueAndGradAccess, ModelLossAccess, OwnLossNetworkAccess)
 
 
-def apply_options(access: LayerAccess, loss: Any, wrt: Any) -> LayerAccess:
-    """`access` with the `loss=` and `wrt=` options applied."""
-    if wrt is not None:
-        if not isinstance(access, ValueAndGradAccess):
+def apply_options(access: LayerAccess, opts: Options) -> LayerAccess:
+    """`access` with the options that choose how code is read applied: `loss=`, `wrt=`,
+    `grads=` and `params=` pointing at weights outside the call."""
+    loss, wrt = opts.loss, opts.wrt
+    pointers = opts.params if isinstance(opts.params, PointedParams) else None
+    if isinstance(access, BackpropAccess):
+        # wrt= names the parameter containers in the order backprop returns their gradients;
+        # loss= is the objective on feedforward's output.
+        access.order = tuple(str(w) for w in wrt) if wrt is not None else None
+        access.loss = loss
+        wrt = loss = None
+    for name, given in (("wrt", wrt), ("grads", opts.grads), ("params", pointers)):
+        if given is not None and not isinstance(access, ValueAndGradAccess):
+            what = ("pointing at weights outside the call (module globals, closure cells) "
+                    if name == "params" else "")
             raise GradcheckUsageError(
-                f"{access.label}: wrt= applies to value-and-gradient functions only"
+                f"{access.label}: {name}= {what}applies to value-and-gradient functions only "
+                f"(f(*args) -> (loss, gradients)), and this is checked as "
+                f"{SHAPE_NAMES.get(type(access).__name__, 'a layer')}"
+                + ("; a layer's or model's own parameters are found on it: name them with "
+                   "params=['W', ...] to select some" if name == "params" else "")
             )
-        access.wrt = tuple(wrt)
+    if isinstance(access, ValueAndGradAccess):
+        if wrt is not None:
+            access.wrt = tuple(wrt)
+        if opts.grads is not None:
+            access.grad_positions = tuple(opts.grads)
+        if pointers is not None:
+            resolve(pointers, access.label)
+            access.pointers = tuple(pointers)
     if loss is not None:
         if isinstance(access, LOSS_SHAPES):
             raise GradcheckUsageError(
@@ -502,3 +527,69 @@ def apply_options(access: LayerAccess, loss: Any, wrt: Any) -> LayerAccess:
             )
         return LossOnOutputAccess(access, loss)
     return access
+
+
+SHAPE_NAMES = {
+    "ModelLossAccess": "a model with a loss method",
+    "OwnLossNetworkAccess": "a network through its own loss",
+    "FunctionPairAccess": "a function pair",
+    "MethodLayerAccess": "a layer",
+    "ObjectAccess": "a layer",
+    "BackpropAccess": "a network with backprop(x, y)",
+}
+
+
+# -- refusals: the closest rule and what would make it work ------------------------------------
+
+# Method names that suggest a backward pass, a loss, gradients (for a refusal's hint).
+BACKWARD_LIKE = ("backward_pass", "backprop", "bprop", "backward_propagation", "grad_input")
+LOSS_LIKE = ("loss", "cost", "objective", "J", "compute_cost", "compute_loss", "value")
+GRAD_LIKE = ("grad", "grads", "gradient", "gradients", "compute_grads", "compute_gradients",
+             "derivative", "backward")
+
+
+def _methods(obj: Any) -> list[str]:
+    return [n for n in dir(type(obj)) if not n.startswith("_")
+            and callable(getattr(type(obj), n, None))]
+
+
+def refusal(obj: Any) -> str:
+    """Why `obj` fits no shape, naming the closest rule and the call that would check it; no
+    shape whose condition the object does not meet is suggested."""
+    kind = type(obj).__name__
+    methods = _methods(obj) if not isinstance(obj, (tuple, list, dict)) else []
+    if isinstance(obj, tuple) and len(obj) == 2 and all(callable(f) for f in obj):
+        return ("a tuple of two callables is a function pair (forward_fn, backward_fn), but the "
+                "first is a layer object: pass the layer itself")
+    if isinstance(obj, (tuple, list)) and obj and all(callable(f) for f in obj):
+        return (f"a {kind} of {len(obj)} callables: a function pair is exactly two, "
+                "(forward_fn, backward_fn)")
+    if "forward" in methods and "backward" not in methods:
+        other = [m for m in methods if m in BACKWARD_LIKE or m.startswith("backward")]
+        if other:
+            return (f"{kind} has forward() and {other[0]}() but no backward(): a layer needs "
+                    "forward() and backward() methods; teach the checker that "
+                    f"{other[0]} is the backward with the pytest_gradcheck_adapt hook "
+                    "(docs/adapting.md), or check it in the universal form, "
+                    "check(lambda p: (loss(p), grads(p)), params)")
+        return (f"{kind} has forward() but no backward(): a layer needs forward() and "
+                "backward() methods; for code that computes its gradients elsewhere use the "
+                "universal form, check(lambda p: (loss(p), grads(p)), params)")
+    losses = [m for m in methods if m in LOSS_LIKE]
+    grads = [m for m in methods if m in GRAD_LIKE]
+    if losses and grads:
+        return (f"{kind} has {losses[0]}() and {grads[0]}() but is neither a layer "
+                "(forward() and backward()) nor a model (a loss() method returning (loss, "
+                "grads)): check it in the universal form, "
+                f"check(lambda p: (obj.{losses[0]}(p), obj.{grads[0]}(p)), params), with "
+                "params the structure both take")
+    if isinstance(obj, (np.ndarray, int, float, str, dict, list)):
+        return (f"the first argument is the code to check, and a {kind} is data: pass the "
+                "layer, the function or the pair first, then its arguments: "
+                "check(layer, x) or check(f, *args)")
+    return (f"cannot check a {kind}: a layer needs forward() and backward() methods, a "
+            "cs231n-style pair is passed as (forward_fn, backward_fn), a network with "
+            "backprop(x, y) and feedforward(x) is checked as it is; any other code can be "
+            "checked in the universal form, a function of its parameters returning the loss "
+            "and the gradients in the same structure: check(lambda p: (loss(p), grads(p)), "
+            "params); or teach the checker this shape with the pytest_gradcheck_adapt hook")

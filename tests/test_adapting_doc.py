@@ -380,3 +380,19 @@ def test_name_names_the_row_and_params_selects_by_it(doc: tuple[ModuleType, Modu
     with Adapter(Renamed):
         result = check(dense(lib), x_in(), params=["kernel"])
     assert rows(result) == {"x": "ok", "kernel": "ok", "b": "not selected"}
+
+
+def no_adapter_blocks() -> list[str]:
+    """The python blocks of the section on code that needs no adapter."""
+    section = DOC.read_text().split("## Code that needs no adapter", 1)[1]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_no_adapter_section_has_one_example_per_shape() -> None:
+    assert len(no_adapter_blocks()) == 5
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_each_no_adapter_example_runs_as_it_stands(index: int) -> None:
+    namespace: dict[str, Any] = {"__name__": f"doc_example_{index}"}
+    exec(compile(no_adapter_blocks()[index], f"adapting.md example {index}", "exec"), namespace)

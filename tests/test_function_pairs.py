@@ -150,7 +150,8 @@ def test_batchnorm_mode_forced_to_train_and_running_statistics_restored(
     result = check((batchnorm_forward, batchnorm_backward), x, gamma, beta, bn_param)
 
     assert result.ok, result
-    assert [e.name for e in result.entries] == ["x", "gamma", "beta"]
+    assert [e.name for e in result.entries] == ["bn_param", "x", "gamma", "beta"]
+    assert result.entry("bn_param").status == "passed through"
     assert any("['mode']='train'" in note for note in result.notes), result.notes
     assert bn_param.keys() == saved.keys()
     assert bn_param["mode"] == "test"
