@@ -52,7 +52,7 @@ from example_nn import Linear  # noqa: E402
 from pytest_gradcheck import check  # noqa: E402
 
 try:  # the multiple of its estimated error a direction may disagree by (for display)
-    from pytest_gradcheck.numeric import DIRECTIONAL_SAFETY  # noqa: E402
+    from pytest_gradcheck.numeric import DIRECTIONAL_SAFETY
 except ImportError:  # pragma: no cover - an older checker
     DIRECTIONAL_SAFETY = 4.0
 
