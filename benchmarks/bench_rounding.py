@@ -247,11 +247,14 @@ def rounding_one(n: int, seed: int, elements: int, directions: int, step_rel: fl
         dld = (fp - fm) / (2 * LD(h))
         dir_err.append(float(LD(d64) - dld))
         dir_value.append(float(dld))
-    # What the checker allows on this (correct) layer, default options: W's element floor
-    # (the header's atol is an array of scale 1's) and its direction's allowance.
+    # What the checker allows on this (correct) layer: W's element floor as full mode and an
+    # element-by-element settling judge it (sample mode measures the same noise, one element
+    # moving, for 2 evaluations a sample: the header's atol is an array of scale 1's), and the
+    # allowance of W's direction in the default mode.
+    floor = check(layer, x, params=("W",), inputs=False, seed=seed, mode="sample",
+                  samples=1).atol / rms
     result = check(layer, x, params=("W",), inputs=False, seed=seed)
     w = result.entry("W")
-    floor = result.atol / rms
     allowance = (DIRECTIONAL_SAFETY * w.estimate * max(abs(w.analytic), abs(w.numeric))
                  if w.estimate is not None and w.analytic is not None and w.numeric is not None
                  else float("nan"))
@@ -339,7 +342,8 @@ def rounding_table(rows: list[dict[str, Any]], longdouble_ok: bool) -> str:
         "double at the same points), in units\nof the layer's median |dW|, pooled over "
         f"{rows[0]['layers']} layer(s); 8eps|t|/h: the worst-case element floor 8 * eps * "
         "sum|out * g| / h in the same units,\nand its ratio to sigma; floor/sigma: the checker's "
-        "element floor for W with default options (atol over W's scale: the measured noise's)\n"
+        "element floor for W (full and sample mode's, and the default's when it judges elements:\n"
+        "atol over W's scale, from the noise measured with one element moving) "
         "over sigma; allowance/sigma dir: what W's direction may disagree by (DIRECTIONAL_SAFETY "
         "x its estimated error) over sigma dir;\nsigma dir: the same for a "
         "difference along a +-(1+u) direction (same units: per unit of entry),\nsigma dir/D: "

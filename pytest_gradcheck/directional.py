@@ -352,13 +352,15 @@ def fast(
     directions: int,
     rng: np.random.Generator,
     settle: int = 0,
+    sharpen: Callable[[numeric.Judging], numeric.Judging] | None = None,
 ) -> ArrayVerdict:
     """Directional derivatives along seeded random directions, judged by their estimated
     numerical error; group testing locates what they disagree about.
 
     Verdict rule "settled" (auto mode's `settle` = auto_limit): an array of up to `settle`
     elements whose direction disagrees is judged element by element instead of searched, for
-    full mode's exact map and kink rule whatever the direction's step crossed.
+    full mode's exact map and kink rule whatever the direction's step crossed, by the judging
+    `sharpen` gives (the element floor's own noise, measured on first need).
 
     Each direction costs two evaluations whatever the array's size, and two more (step 2h)
     when it disagrees beyond step h's rounding: Richardson extrapolation then cancels the
@@ -408,7 +410,9 @@ def fast(
                 total += 1  # the last planned one passed narrowly: one more direction
             if (not value.within or value.unresolved) and n <= settle:
                 line.restore()
-                v = elementwise(t, evaluate, f_zero, given)
+                # the element floor's own noise (a search needs none: an element its floor
+                # excuses while the direction resolves it is wrong, `_floor_cannot_excuse`)
+                v = elementwise(t, evaluate, f_zero, given if sharpen is None else sharpen(given))
                 v.decided_by = rules.SETTLED.name
                 return v
             if not value.within or value.unresolved:

@@ -36,6 +36,9 @@ class Judge:
         self.calls = calls
         self.opts = opts
         self.notes = notes  # the check's notes: a re-judging says there why it ran
+        # auto mode: measures the element floor's noise when an element is first judged
+        # (`measured_rounding`); the modes' first run takes it.
+        self.sharpen: Callable[[numeric.Judging], numeric.Judging] | None = None
 
     def judging(
         self,
@@ -79,10 +82,11 @@ class Judge:
         f_zero: float,
         judging: numeric.Judging,
         notes: list[str],
+        sharpen: Callable[[numeric.Judging], numeric.Judging] | None = None,
     ) -> list[elements.ArrayVerdict]:
         """The mode's verdicts on `arrays` (`modes.run_mode`)."""
         try:
-            return modes.run_mode(self.opts, arrays, evaluate, f_zero, judging, notes)
+            return modes.run_mode(self.opts, arrays, evaluate, f_zero, judging, notes, sharpen)
         except GradcheckUsageError as exc:
             if exc.label is not None:
                 raise
@@ -102,7 +106,9 @@ class Judge:
         (`calls.repeating`), and verdicts with kinks or failures are confirmed by
         `calls.CONFIRMATIONS` evaluations of the unperturbed point (`once`); a difference
         raises `Unrepeatable`. Cannot turn a failure into a pass."""
-        verdicts = self.run_modes(analytic.arrays, evaluate, analytic.f_zero, judging, notes)
+        sharpen, self.sharpen = self.sharpen, None
+        verdicts = self.run_modes(analytic.arrays, evaluate, analytic.f_zero, judging, notes,
+                                  sharpen)
         if any(not v.ok or v.kinks for v in verdicts):
             self.calls.confirm_unperturbed(once, analytic.f_zero)
         return verdicts
@@ -116,9 +122,12 @@ class Judge:
         judging: numeric.Judging,
     ) -> numeric.Judging:
         """Verdict rule "measured rounding": a float64 check is judged within the rounding
-        noise the objective measurably has when every checked array moves
-        (`modes.joint_noise`, JOINT_NOISE_EVALUATIONS once per check), where that is below the
-        precision's bound, epsilon times the sum of the objective's |terms|.
+        noise the objective measurably has, where that is below the precision's bound,
+        epsilon times the sum of the objective's |terms| (`modes.joint_noise`,
+        JOINT_NOISE_EVALUATIONS per reading): in full and sample mode the noise one element's
+        move sees, which sets the element floor; in auto mode the noise of every array moving,
+        which sets the directional allowance, and the element one on the first element judged
+        (`self.sharpen`, taken by the mode's first run): a passing check never pays for it.
 
         The bound assumes every term off by a full rounding in the same direction; real
         roundings mostly cancel, and on a 512x512 affine layer the bound stood three orders of
@@ -134,16 +143,18 @@ class Judge:
         NOISE_STEP_RATIO times smaller (JOINT_NOISE_EVALUATIONS more), so a kink or curvature
         cannot loosen it: it can pass a mismatch only within the rounding measured at two step
         sizes. `benchmarks/false_failures.py` counts what it costs correct layers."""
+        self.sharpen = None
         if (judging.given or self.opts.mode == "fast" or not analytic.arrays
                 or not judging.noise > 0):
             return judging
+        sparse = self.opts.mode in ("full", "sample")
 
-        def reading(rel_step: float) -> float:
+        def reading(rel_step: float, one: bool) -> float:
             rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)  # the same directions
             return modes.joint_noise(analytic.arrays, evaluate, rng, judging.zero_scale,
-                                     rel_step=rel_step)
+                                     rel_step=rel_step, sparse=one)
 
-        measured = reading(modes.NOISE_PROBE_STEP)
+        measured = reading(modes.NOISE_PROBE_STEP, sparse)
         if not measured > 0.0:
             return judging
         if measured >= judging.noise:
@@ -157,18 +168,32 @@ class Judge:
             # at that precision's step and rtol (far finer than a float64 floor on its noise).
             if numeric.precision_from_noise(measured, analytic.terms_abs_sum) != "float64":
                 return judging
-            far = reading(modes.NOISE_PROBE_STEP / modes.NOISE_STEP_RATIO)
+            far = reading(modes.NOISE_PROBE_STEP / modes.NOISE_STEP_RATIO, sparse)
             steady = modes.NoiseReading(measured, far).rounding
             if steady is None or steady <= judging.noise:
                 return judging
             self.notes.append(
-                f"the objective's rounding noise, measured when every array moves ({steady:.1e}, "
+                f"the objective's rounding noise, measured when the arrays move ({steady:.1e}, "
                 "the same at two step sizes), is above the bound epsilon times the sum of its "
                 f"terms ({judging.noise:.1e}): it sums internal terms larger than its result; "
                 "judged within the measured noise"
             )
             measured = steady
-        return self.judging(judging.precision, measured, judging.zero_scale, measured=True)
+        measured_judging = self.judging(judging.precision, measured, judging.zero_scale,
+                                        measured=True)
+        if not sparse:
+            taken: list[float] = []  # measured once per check, whichever array asks first
+
+            def sharpen(j: numeric.Judging) -> numeric.Judging:
+                if not taken:
+                    taken.append(reading(modes.NOISE_PROBE_STEP, True))
+                one = taken[0]
+                # Only ever stricter than what every array moving reads (a stray reading of 0
+                # or above it keeps that).
+                return j.with_element_noise(one) if 0.0 < one < j.noise else j
+
+            self.sharpen = sharpen
+        return measured_judging
 
     def measured_low_precision(
         self,

@@ -193,6 +193,9 @@ class Judging:
     given: bool = False
     # `noise` is the rounding the check measured (`modes.joint_noise`), not the bound.
     measured: bool = False
+    # The noise an element's own difference sees (one element moving), where measured apart
+    # from `noise` (every array moving, what a direction sees): the element floor follows it.
+    element_noise: float | None = None
 
     def for_array(self, values: np.ndarray, name: str | None = None,
                   squares: float | None = None) -> Judging:
@@ -207,10 +210,22 @@ class Judging:
                 self._refuse_step_for(scale, name or "an array")
             return self
         step = self.step * (scale if scale > 0.0 else self.zero_scale)
-        tolerance = make_tolerance(self.rtol, self.atol, self.noise, step, self.measured)
+        tolerance = make_tolerance(self.rtol, self.atol, self.element_floor_noise, step,
+                                   self.measured)
         # Built directly: dataclasses.replace costs several times more, once per array.
         return Judging(self.precision, step, self.rtol, tolerance, self.noise, self.atol, False,
-                       self.zero_scale, self.given, self.measured)
+                       self.zero_scale, self.given, self.measured, self.element_noise)
+
+    @property
+    def element_floor_noise(self) -> float:
+        """The noise the element floor follows."""
+        return self.noise if self.element_noise is None else self.element_noise
+
+    def with_element_noise(self, noise: float) -> Judging:
+        """This judging with elements judged within `noise` (measured, one element moving)."""
+        tolerance = make_tolerance(self.rtol, self.atol, noise, self.step, True)
+        return Judging(self.precision, self.step, self.rtol, tolerance, self.noise, self.atol,
+                       self.relative, self.zero_scale, self.given, True, noise)
 
     def _refuse_step_for(self, scale: float, name: str) -> None:
         """A given step that cannot measure the derivative of values of RMS `scale`: one that

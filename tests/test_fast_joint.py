@@ -415,9 +415,9 @@ def test_arrays_followed_after_a_joint_disagreement_take_as_many_directions_as_i
         return directional.JointOutcome(None, 3)
 
     def fast(t: Any, evaluate: Any, f_zero: float, judging: Any, directions: int,
-             rng: Any, settle: int = 0) -> modes.ArrayVerdict:
+             rng: Any, settle: int = 0, sharpen: Any = None) -> modes.ArrayVerdict:
         taken[t.name] = directions
-        return real_fast(t, evaluate, f_zero, judging, directions, rng, settle)
+        return real_fast(t, evaluate, f_zero, judging, directions, rng, settle, sharpen)
 
     monkeypatch.setattr(modes, "fast_together", together)
     monkeypatch.setattr(modes, "fast", fast)
