@@ -168,12 +168,13 @@ UNRESOLVED = Rule(
 MEASURED_ROUNDING = Rule(
     "measured rounding",
     "a float64 check in full, sample or auto mode, with no eps or rtol given",
-    "the objective's rounding noise measured when every checked array moves (fourth "
-    "differences of 16 evaluations at moves of 1e-6 of each element): below the bound epsilon "
-    "times the sum of the objective's |terms| it replaces the bound; above it (a loss whose "
-    "internal terms dwarf its value) only when moves 100 times smaller read the same; the "
-    "element floor and the directional allowance then follow the measured noise",
-    "JOINT_NOISE_EVALUATIONS (16) per check, 16 more above the bound",
+    "the objective's rounding noise measured from fourth differences of 16 evaluations at "
+    "moves of 1e-6 of each element (one element of each array moving for the element floor; "
+    "every element for the directional allowance): below the bound epsilon times the sum of "
+    "the objective's |terms| it replaces the bound; above it (a loss whose internal terms "
+    "dwarf its value) only when moves 100 times smaller read the same",
+    "JOINT_NOISE_EVALUATIONS (16) per check, 16 more for the element floor when auto mode "
+    "judges elements, 16 more above the bound",
     "yes, above the bound only: within the rounding measured at two move sizes",
     "judging.Judge.measured_rounding",
     ("tests/test_measured_rounding.py::"

@@ -24,7 +24,7 @@ def test_how_the_check_works_states_the_checkers_counts_and_limits() -> None:
             f"{modes.FLOAT64_NOISE_EVALUATIONS} where the first step size") in page
     assert (f"to {modes.JOINT_POINTS} points on either side of x "
             f"({modes.JOINT_NOISE_EVALUATIONS} evaluations)") in page
-    assert (f"`atol_eff` is then {numeric.MEASURED_NOISE_FACTOR:.0f} times the measured noise"
+    assert (f"`atol_eff` is {numeric.MEASURED_NOISE_FACTOR:.0f} times that noise over the step"
             in page)
     assert f"two step sizes {modes.NOISE_STEP_RATIO:.0f}x apart" in page
     assert numeric.DWARFING_STEP == 0.1 and "more than a tenth of its RMS" in page
