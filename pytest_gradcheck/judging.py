@@ -147,12 +147,16 @@ class Judge:
         if (judging.given or self.opts.mode == "fast" or not analytic.arrays
                 or not judging.noise > 0):
             return judging
-        sparse = self.opts.mode in ("full", "sample")
+        # Elements only (full, sample, and auto's full mode outright) or directions first.
+        total = sum(a.array.size for a in analytic.arrays)
+        sparse = self.opts.mode in ("full", "sample") or (
+            self.opts.mode == "auto" and total <= modes.AUTO_FULL_OUTRIGHT)
 
         def reading(rel_step: float, one: bool) -> float:
             rng = streams.stream(self.opts.seed, streams.NOISE_PROBE)  # the same directions
+            points = modes.ELEMENT_POINTS if one else modes.JOINT_POINTS
             return modes.joint_noise(analytic.arrays, evaluate, rng, judging.zero_scale,
-                                     rel_step=rel_step, sparse=one)
+                                     points=points, rel_step=rel_step, sparse=one)
 
         measured = reading(modes.NOISE_PROBE_STEP, sparse)
         if not measured > 0.0:

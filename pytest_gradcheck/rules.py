@@ -168,13 +168,14 @@ UNRESOLVED = Rule(
 MEASURED_ROUNDING = Rule(
     "measured rounding",
     "a float64 check in full, sample or auto mode, with no eps or rtol given",
-    "the objective's rounding noise measured from fourth differences of 16 evaluations at "
-    "moves of 1e-6 of each element (one element of each array moving for the element floor; "
-    "every element for the directional allowance): below the bound epsilon times the sum of "
+    "the objective's rounding noise measured from fourth differences of evaluations at "
+    "moves of 1e-6 of each element (24 with one element of each array moving, for the element "
+    "floor; 16 with every element moving, for the directional allowance): below the bound "
+    "epsilon times the sum of "
     "the objective's |terms| it replaces the bound; above it (a loss whose internal terms "
     "dwarf its value) only when moves 100 times smaller read the same",
-    "JOINT_NOISE_EVALUATIONS (16) per check, 16 more for the element floor when auto mode "
-    "judges elements, 16 more above the bound",
+    "ELEMENT_NOISE_EVALUATIONS (24) in full and sample mode; JOINT_NOISE_EVALUATIONS (16) in "
+    "auto mode, 24 more when it judges elements; as many again above the bound",
     "yes, above the bound only: within the rounding measured at two move sizes",
     "judging.Judge.measured_rounding",
     ("tests/test_measured_rounding.py::"

@@ -17,7 +17,7 @@ from helpers import failure_section, rows, weights, x_batch
 
 from example_nn import BatchNorm1d, LayerNorm, Linear, ReLU, Sequential, Tanh
 from pytest_gradcheck import GradcheckUsageError, check
-from pytest_gradcheck.modes import JOINT_NOISE_EVALUATIONS
+from pytest_gradcheck.modes import ELEMENT_NOISE_EVALUATIONS
 
 # ---------------------------------------------------------------------------------------------
 # params/grads dicts (cs231n, example_nn)
@@ -111,7 +111,7 @@ def test_parameters_gradients_running_stats_not_differentiated(prefilled: bool) 
     assert "running_mean" in str(result) and "not differentiated" in str(result)
     # x (18) + gamma (3) + beta (3) perturbed both ways (24 elements: full mode outright), plus
     # the setup passes, the noise measured and the evaluations made twice (7 of 64)
-    assert result.forward_calls < 2 * (18 + 3 + 3) + JOINT_NOISE_EVALUATIONS + 12
+    assert result.forward_calls < 2 * (18 + 3 + 3) + ELEMENT_NOISE_EVALUATIONS + 12
 
 
 def test_parameters_gradients_running_stats_never_perturbed() -> None:

@@ -23,7 +23,8 @@ def test_how_the_check_works_states_the_checkers_counts_and_limits() -> None:
     assert (f"({modes.NOISE_PROBE_EVALUATIONS} extra evaluations per array, "
             f"{modes.FLOAT64_NOISE_EVALUATIONS} where the first step size") in page
     assert (f"to {modes.JOINT_POINTS} points on either side of x "
-            f"({modes.JOINT_NOISE_EVALUATIONS} evaluations)") in page
+            f"({modes.JOINT_NOISE_EVALUATIONS} evaluations; {modes.ELEMENT_POINTS} points, "
+            f"{modes.ELEMENT_NOISE_EVALUATIONS} evaluations, for the element floor") in page
     assert (f"`atol_eff` is {numeric.MEASURED_NOISE_FACTOR:.0f} times that noise over the step"
             in page)
     assert f"two step sizes {modes.NOISE_STEP_RATIO:.0f}x apart" in page

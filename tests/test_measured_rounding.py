@@ -16,7 +16,7 @@ import pytest
 from example_nn import Linear
 from pytest_gradcheck import check
 from pytest_gradcheck.judging import Judge
-from pytest_gradcheck.modes import JOINT_NOISE_EVALUATIONS
+from pytest_gradcheck.modes import ELEMENT_NOISE_EVALUATIONS
 
 SEEDS = range(10)
 
@@ -89,9 +89,9 @@ def test_the_measured_floor_sits_well_below_the_bound_and_fast_mode_keeps_the_bo
     # the header's atol (the floor for an array of scale 1): at least 5 times lower
     assert measured.atol < bound.atol / 5
     assert fast.atol == bound.atol
-    # the measurement costs JOINT_NOISE_EVALUATIONS (and a repeat among them)
-    assert measured.forward_calls - bound.forward_calls in (JOINT_NOISE_EVALUATIONS,
-                                                             JOINT_NOISE_EVALUATIONS + 1)
+    # the measurement costs ELEMENT_NOISE_EVALUATIONS (and a repeat among them)
+    assert measured.forward_calls - bound.forward_calls in (ELEMENT_NOISE_EVALUATIONS,
+                                                             ELEMENT_NOISE_EVALUATIONS + 1)
 
 
 def test_given_eps_or_rtol_keeps_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from pytest_gradcheck.calls import CONFIRMATIONS
 from pytest_gradcheck.directional import MAX_LOCATED
 from pytest_gradcheck.modes import (
     AUTO_FULL_OUTRIGHT,
+    ELEMENT_NOISE_EVALUATIONS,
     FLOAT64_NOISE_EVALUATIONS,
     JOINT_NOISE_EVALUATIONS,
 )
@@ -68,8 +69,10 @@ def counting_linear(n_in: int, n_out: int, seed: int = 0) -> tuple[Any, Counter[
     return CountingLinear(), calls
 
 
-# Evaluations a float64 check in full, sample or auto mode spends measuring its rounding noise.
-MEASURED = JOINT_NOISE_EVALUATIONS
+# Evaluations a float64 check spends measuring its rounding noise: with one element of each
+# array moving (full and sample mode, auto mode's full mode outright), or every element (auto).
+MEASURED = ELEMENT_NOISE_EVALUATIONS
+JOINT = JOINT_NOISE_EVALUATIONS
 
 
 def x_of(shape: tuple[int, ...], seed: int = 5) -> np.ndarray:
@@ -158,7 +161,7 @@ def test_auto_mode_passes_a_larger_layer_at_fast_modes_cost() -> None:
     assert result.ok
     # the noise measured, then x, W and b along one joint direction (one more when it passes
     # narrowly), whatever auto_limit says
-    assert calls["forward"] in [SETUP_FORWARDS + evaluations(MEASURED + 2 * d) for d in (1, 2)]
+    assert calls["forward"] in [SETUP_FORWARDS + evaluations(JOINT + 2 * d) for d in (1, 2)]
     assert [e.decided_by for e in result.entries] == ["joint direction"] * 3
     again = check(layer, x, auto_limit=1_000_000)
     assert again.forward_calls == result.forward_calls
@@ -267,7 +270,7 @@ def test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode() -> Non
     a = auto.entry("W")
     assert (a.status, a.worst_index, a.failed) == ("FAIL", (37, 101), 1)
     assert auto.forward_calls == SETUP_FORWARDS + CONFIRMATIONS + evaluations(
-        MEASURED + 2 + 2 + 2 * 14 + 2 + FLOAT64_NOISE_EVALUATIONS)
+        JOINT + 2 + 2 + 2 * 14 + 2 + FLOAT64_NOISE_EVALUATIONS)
     assert fast.forward_calls <= auto.forward_calls <= 100
 
 
