@@ -30,14 +30,8 @@ from .elements import (
     vanishing_step,
 )
 from .errors import GradcheckUsageError
+from .search import Element, Search, kink_in_reach, writable
 
-# At most this many wrong elements are located per array in fast mode (each costs
-# 2*ceil(log2 n) + 2 evaluations); a map of more would need full mode anyway.
-MAX_LOCATED = 4
-# Elements that pass on their own (kinks: ReLU at 0, max-pool ties, where a direction's central
-# difference mixes the one-sided slopes) are located to explain a directional mismatch away for
-# up to MAX_EXPLAINED of them, or more while the search has cost under an eighth of full mode.
-MAX_EXPLAINED = 16
 # A directional mismatch that neither wrong elements nor kinks explain is settled element by
 # element (full mode's verdict, at full mode's cost) for arrays up to this size; above it, the
 # array fails without an index and a note suggests full mode.
@@ -99,11 +93,6 @@ def _cached_direction(rng: np.random.Generator, n: int) -> np.ndarray:
     d.flags.writeable = False  # shared with later draws from the same state
     _DIRECTIONS[key] = (d, bg.state)
     return d
-
-
-def _writable(d: np.ndarray) -> np.ndarray:
-    """d itself, or a copy of it when it is a kept (read-only, shared) direction."""
-    return d if d.flags.writeable else d.copy()
 
 
 _D = TypeVar("_D")
@@ -279,14 +268,14 @@ class _Line(_Probing[np.ndarray]):
         self.flat[a:b] = self.base[a:b]
         self._dirty = (0, 0)
 
-    def element(self, i: int, f_zero: float, tol: numeric.Tolerance) -> _Element:
+    def element(self, i: int, f_zero: float, tol: numeric.Tolerance) -> Element:
         """Full mode's verdict at element i, from the same two evaluations full mode makes."""
         self.restore()
         idx = np.array([i])
         f_plus, f_minus, h_plus, h_minus = numeric.central_values(self.flat, self.evaluate,
                                                                   self.eps, idx)
         v = numeric.compare(self.analytic[idx], f_plus, f_minus, f_zero, h_plus, h_minus, tol)
-        return _Element(float(v.rel_error[0]), float(v.analytic[0]), float(v.numeric[0]),
+        return Element(float(v.rel_error[0]), float(v.analytic[0]), float(v.numeric[0]),
                         bool(v.passed[0]), bool(v.kink[0]))
 
 
@@ -335,15 +324,6 @@ class _JointLine(_Probing[Sequence[np.ndarray]]):
             line.restore()
 
 
-@dataclass
-class _Element:
-    error: float
-    analytic: float
-    numeric: float
-    passed: bool
-    kink: bool
-
-
 def fast(
     t: Checked,
     evaluate: Callable[[], float],
@@ -385,12 +365,12 @@ def fast(
     n = t.array.size
     if not math.isfinite(line.g_squares) and not np.isfinite(line.analytic).all():
         return _non_finite_analytic(line, f_zero, tol)
-    search = _Search(line, f_zero, tol)
+    search = Search(line, f_zero, tol)
     total = directions
     worst: numeric.Directional | None = None
     worst_error = -1.0
     unexplained = False
-    reached = False  # a mismatch was put down to a kink the step reached (`_kink_in_reach`)
+    reached = False  # a mismatch was put down to a kink the step reached (`kink_in_reach`)
     unresolved: numeric.Directional | None = None  # a measurement the step could not resolve
     try:
         k = 0
@@ -411,15 +391,15 @@ def fast(
             if (not value.within or value.unresolved) and n <= settle:
                 line.restore()
                 # the element floor's own noise (a search needs none: an element its floor
-                # excuses while the direction resolves it is wrong, `_floor_cannot_excuse`)
+                # excuses while the direction resolves it is wrong, `floor_cannot_excuse`)
                 v = elementwise(t, evaluate, f_zero, given if sharpen is None else sharpen(given))
                 v.decided_by = rules.SETTLED.name
                 return v
             if not value.within or value.unresolved:
-                d = _writable(d)  # the search zeroes the elements it locates
+                d = writable(d)  # the search zeroes the elements it locates
                 value, left = search.explain(d, value)
                 if left and not search.wrong and not value.unresolved:
-                    value, left = _kink_in_reach(search, d, value)
+                    value, left = kink_in_reach(search, d, value)
                     reached |= not left and not search.wrong
                 unexplained |= left
             err = numeric.relative_error_one(value.analytic, value.numeric, tol)
@@ -644,56 +624,6 @@ def _at_smaller_step(line: _Probing[_D], d: _D, value: numeric.Directional
     return numeric.Directional((f_plus - f_minus) / (2.0 * small), analytic, error)
 
 
-def _kink_in_reach(search: _Search, d: np.ndarray, value: numeric.Directional
-                   ) -> tuple[numeric.Directional, bool]:
-    """Verdict rule "kink in reach": whether a mismatch no element accounts for is a kink that
-    only the combined step of many elements reaches. Can turn a failure into a pass, only when
-    the mismatch vanishes from every part of the direction measured on its own.
-
-    A step along d moves an intermediate value (a hidden unit's input) by the combined
-    displacement of all elements, much further than one element's step does, and can carry it
-    across a kink (ReLU at 0) that no element-wise difference crosses. A wrong gradient is
-    additive: its share stays in whichever part of the direction holds the element, at any
-    size of that part. A kink reached only by the combined step is not: moving half the
-    elements moves the unit about 1/sqrt(2) as far. So the direction's two halves are measured
-    on their own (4 evaluations), and each half that still disagrees is split again, down to
-    single elements judged as full mode judges them: the mismatch is put down to a kink only
-    when no part disagrees (more than MAX_LOCATED parts at one level is unexplained). A smaller
-    step would not do: its larger rounding allowance (16 times at h/16) hides a wrong element's
-    share as well as the kink's. Returns the value to judge and whether it is unexplained.
-    """
-    line = search.line
-    ranges = [(0, d.size)]
-    parts: list[numeric.Directional] = []
-    while ranges:
-        beyond: list[tuple[int, int]] = []
-        for lo, hi in ranges:
-            if hi - lo == 1:
-                e = line.element(lo, search.f_zero, search.tol)
-                search.spent += 2
-                (search.right if e.passed else search.wrong)[lo] = e
-                continue
-            mid = (lo + hi) // 2
-            for a, b in ((lo, mid), (mid, hi)):
-                if not d[a:b].any():
-                    continue
-                part = line.measure(d, a, b, detect=False)
-                search.spent += line.cost
-                if len(ranges) == 1 and (lo, hi) == (0, d.size):
-                    parts.append(part)
-                if not part.within:
-                    beyond.append((a, b))
-        if len(beyond) > MAX_EXPLAINED or search.spent >= search.budget:
-            return value, True
-        ranges = beyond
-    if search.wrong:
-        return value, False  # the caller fails the array at the elements found
-    # What the halves read together: the direction without the kink's share.
-    whole = numeric.Directional(sum(p.numeric for p in parts), sum(p.analytic for p in parts),
-                                sum(p.error for p in parts))
-    return whole, False
-
-
 def _non_finite_analytic(line: _Line, f_zero: float, tol: numeric.Tolerance) -> ArrayVerdict:
     """An analytic gradient holding NaN or inf fails at those elements, whatever the numeric
     side says (a finite objective has finite differences). A direction would hide them: every
@@ -708,92 +638,3 @@ def _non_finite_analytic(line: _Line, f_zero: float, tol: numeric.Tolerance) -> 
                         line.flat.size, mask, decided_by=rules.SEARCH.name)
 
 
-def _floor_cannot_excuse(e: _Element, tol: numeric.Tolerance) -> _Element:
-    """Verdict rule "search": an element that passes its own difference only through the
-    rounding floor (beyond rtol, not at a kink), while its share of the direction's mismatch is
-    beyond what the direction's rounding explains, is wrong: the direction resolved it more
-    finely than the floor (a bound) allows for, and it is not explained away as passing on its
-    own. One within rtol, or at a kink, still passes: rtol stays the bound per element."""
-    if e.kink or not (math.isfinite(e.analytic) and math.isfinite(e.numeric)):
-        return e
-    scale = max(abs(e.analytic), abs(e.numeric))
-    raw = abs(e.analytic - e.numeric) / scale if scale > 0 else 0.0
-    if raw <= tol.rtol:
-        return e
-    return _Element(raw, e.analytic, e.numeric, False, False)
-
-
-class _Search:
-    """Group testing over one array: the elements found so far, wrong and right."""
-
-    def __init__(self, line: _Line, f_zero: float, tol: numeric.Tolerance) -> None:
-        self.line = line
-        self.f_zero = f_zero
-        self.tol = tol
-        self.wrong: dict[int, _Element] = {}
-        self.right: dict[int, _Element] = {}  # passed on their own: kinks, mostly
-        n = line.flat.size
-        one = 2 * max(n - 1, 1).bit_length() + 4  # evaluations to locate, judge, confirm
-        self.budget = max(MAX_EXPLAINED * one, n // 4)  # evaluations, i.e. 2n / 8
-        self.spent = 0
-
-    def leave_out(self, d: np.ndarray) -> np.ndarray:
-        """The direction with elements already judged zeroed, so it probes the others (a
-        copy of a kept direction when there are any)."""
-        if self.wrong or self.right:
-            d = _writable(d)
-            d[[*self.wrong, *self.right]] = 0.0
-        return d
-
-    def explain(self, d: np.ndarray, value: numeric.Directional
-                ) -> tuple[numeric.Directional, bool]:
-        """Verdict rule "search": locate the elements behind the mismatch of direction d
-        (updating `wrong`/`right`), 2*ceil(log2 n) + 2 evaluations per element found. A wrong
-        element fails the array; elements that pass on their own (kinks) are left out of the
-        direction, which can then pass: only when they account for the whole mismatch.
-
-        Returns the direction measured without the elements found (what it reads once they
-        are left out), and whether some of the mismatch is left unexplained: the budget ran
-        out, or the search ended on an element that accounts for no more than the noise
-        (it was following noise, or an error spread over many elements).
-        """
-        line = self.line
-        while not value.within or value.unresolved:
-            if len(self.wrong) >= MAX_LOCATED or self.spent >= self.budget:
-                return value, True
-            lo, hi, m = 0, d.size, value.mismatch
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                m_low = line.measure(d, lo, mid, detect=False).mismatch
-                self.spent += line.cost
-                if abs(m_low) >= abs(m - m_low):
-                    hi, m = mid, m_low
-                else:
-                    lo, m = mid, m - m_low
-            if d[lo] == 0.0:
-                return value, True  # nothing left to probe: the mismatch is noise or non-additive
-            e = line.element(lo, self.f_zero, self.tol)
-            self.spent += 2
-            # The element's own share of the mismatch, as its central difference reads it.
-            line_d = d[lo]
-            share = float(line_d) * (e.numeric - e.analytic)
-            d[lo] = 0.0
-            if e.passed and abs(share) > numeric.DIRECTIONAL_SAFETY * value.error:
-                e = _floor_cannot_excuse(e, self.tol)
-            (self.right if e.passed else self.wrong)[lo] = e
-            if e.passed and abs(share) <= numeric.DIRECTIONAL_SAFETY * value.error:
-                return value, True  # it accounts for no more than noise: the search followed noise
-            if line.extrapolate:
-                # Extrapolated values do not subtract step-h shares: measure again.
-                value = line.measure(d, 0, d.size, detect=False)
-                self.spent += line.cost
-            else:
-                # The subtraction adds the element's own rounding to what is left.
-                value = numeric.Directional(value.numeric - share, value.analytic,
-                                            value.error + abs(float(line_d)) * line.rounding)
-            if value.within and e.kink:
-                # A kink's slopes depend on the step, and the direction stepped it by h*|d_i|,
-                # not h: confirm what is left with a measurement of its own.
-                value = line.measure(d, 0, d.size, detect=False)
-                self.spent += line.cost
-        return value, False

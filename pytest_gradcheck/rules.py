@@ -114,7 +114,7 @@ SEARCH = Rule(
     "2*ceil(log2 n) + 2 per element found, at most MAX_LOCATED wrong and MAX_EXPLAINED (or "
     "an eighth of full mode) passing",
     "yes: only when the elements found to pass on their own account for the whole mismatch",
-    "directional._Search.explain",
+    "search.Search.explain",
     ("tests/test_modes.py::test_fast_mode_locates_one_wrong_element_among_16384_like_full_mode",
      "tests/test_fast_joint.py::test_two_wrong_arrays_are_both_failed",
      "tests/test_fast_sensitivity.py::"
@@ -138,7 +138,7 @@ KINK_IN_REACH = Rule(
     "elements crossed; a wrong element's share stays in whichever part holds it)",
     "4 per part measured; at most MAX_LOCATED parts per level",
     "yes: only when no part of the direction disagrees",
-    "directional._kink_in_reach",
+    "search.kink_in_reach",
     ("tests/test_fast_sensitivity.py::"
      "test_a_spread_mismatch_no_element_explains_fails_above_the_element_by_element_limit",
      "tests/test_fast_sensitivity.py::"

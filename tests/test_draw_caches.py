@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_gradcheck import directional, streams
+from pytest_gradcheck import directional, search, streams
 
 
 def fresh_cotangent(seed: int, shape: tuple[int, int]) -> np.ndarray:
@@ -41,7 +41,7 @@ def test_a_kept_direction_is_the_fresh_draw_and_moves_the_generator_alike(n: int
         # Kept directions are shared read-only; a caller zeroing elements takes its own copy,
         # and zeroing that changes no kept direction.
         assert not got[0].flags.writeable
-        own = directional._writable(got[0])
+        own = search.writable(got[0])
         assert own is not got[0]
         own[0] = 0.0
     assert directional._cached_direction(gen(), n).tobytes() == expected[0].tobytes()

@@ -26,13 +26,13 @@ from helpers import SETUP_FORWARDS, evaluations, global_streams
 from example_nn import BatchNorm1d, Dropout, Linear, MaxPool2d, ReLU
 from pytest_gradcheck import GradcheckUsageError, check
 from pytest_gradcheck.calls import CONFIRMATIONS
-from pytest_gradcheck.directional import MAX_LOCATED
 from pytest_gradcheck.modes import (
     AUTO_FULL_OUTRIGHT,
     ELEMENT_NOISE_EVALUATIONS,
     FLOAT64_NOISE_EVALUATIONS,
     JOINT_NOISE_EVALUATIONS,
 )
+from pytest_gradcheck.search import MAX_LOCATED
 
 MODES = ("full", "sample", "fast", "auto")
 # When the first two forwards differ for a legitimate reason, one more confirms determinism.
