@@ -30,7 +30,8 @@ from .access import (
 )
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
-from .valuegrad import called, describe, scalar, scaled
+from .returns import describe, scalar
+from .valuegrad import called, scaled
 
 METHOD = "backprop"
 Signature = tuple[tuple[tree.Path, tuple[int, ...]], ...]

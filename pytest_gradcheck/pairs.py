@@ -13,7 +13,8 @@ import numpy as np
 from .access import LayerAccess, _parameters, _positional_names, callable_owner, layer_label
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
-from .valuegrad import ValueAndGradAccess, called, describe, is_parameter_tree, scalar
+from .returns import describe, scalar
+from .valuegrad import ValueAndGradAccess, called, is_parameter_tree
 
 
 class Outputs:

@@ -41,7 +41,8 @@ from .errors import GradcheckUsageError
 from .options import Options
 from .pairs import Outputs
 from .pointers import PointedParams, resolve
-from .valuegrad import ValueAndGradAccess, called, describe, grad_like, scalar, scaled
+from .returns import describe, scalar
+from .valuegrad import ValueAndGradAccess, called, grad_like, scaled
 
 # Attributes holding a model's parameter dict, in the order they are looked for.
 PARAM_DICTS = ("params", "parameters")

@@ -1,6 +1,8 @@
-"""Value-and-gradient functions: `f(*args) -> (loss, grads)`, and the reading of what such code
-returns that the other loss-shaped adapters (`shapes`) share: one real number, gradients scaled by
-the cotangent, calls whose errors name the code the user wrote.
+"""Value-and-gradient functions: `f(*args) -> (loss, grads)`, whose gradients belong to the
+arguments or to weights pointed at outside the call; and what the other loss-shaped adapters
+(`shapes`, `pairs`, `backprop`) share with them: gradients scaled by the cotangent, calls whose
+errors name the code the user wrote. Reading the loss and the gradients out of what was returned
+is `returns`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .access import (
 from .errors import GradcheckUsageError
 from .numeric import is_float_array
 from .pointers import Pointer, suggest
+from .returns import Trailing, describe, read
 from .tree import is_container, leaves
 
 
@@ -32,20 +35,6 @@ def grad_like(name: str) -> bool:
     return "grad" in low or low.startswith("delta") or (
         low.startswith("d") and len(low) > 1 and low not in ("data", "dim", "dims", "dtype")
     )
-
-
-def scalar(value: Any) -> np.ndarray | None:
-    """`value` as a 0-d real float array (its own precision kept), or None if it is not one
-    real number."""
-    arr = np.asarray(value) if isinstance(value, (np.ndarray, np.generic)) else None
-    if arr is None:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return np.array(float(value))
-        return None
-    if arr.ndim != 0 or not (np.issubdtype(arr.dtype, np.floating)
-                             or np.issubdtype(arr.dtype, np.integer)):
-        return None
-    return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
 
 
 def scaled(grad: Any, scale: float) -> Any:
@@ -70,14 +59,6 @@ def called(fn: Callable[..., Any], args: Sequence[Any], label: str, what: str) -
         raise
     except Exception as exc:
         raise GradcheckUsageError(f"{label}: {what} raised {type(exc).__name__}: {exc}") from exc
-
-
-def describe(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape}"
-    if isinstance(value, tuple):
-        return f"a tuple of {len(value)}"
-    return f"a {type(value).__name__}"
 
 
 def is_parameter_tree(value: Any) -> bool:
@@ -111,14 +92,6 @@ def _by_shapes(have: list[tuple[int, ...]], want: list[tuple[int, ...]]) -> list
     return taken
 
 
-class Trailing(tuple):  # type: ignore[type-arg]
-    """Values returned beside the loss, one after another (`loss, dWxh, ..., dby, hs[-1]`):
-    the gradients first, in the order of what they belong to, then values that are no
-    gradient. `start` is the position of the first of them in what was returned."""
-
-    start = 0
-
-
 # -- value-and-gradient functions --------------------------------------------------------------
 
 
@@ -130,7 +103,7 @@ class ValueAndGradAccess(LayerAccess):
     (positions or names) says which arguments a tuple's or a single array's gradients belong
     to. Float-array arguments without a gradient are held fixed (`fixed_inputs`).
 
-    What is returned may hold more than the loss and the gradients (`_loss_of`): the loss
+    What is returned may hold more than the loss and the gradients (`returns.read`): the loss
     first or last, then the gradients as one structure or as values one after another, and
     values that are no gradient (state such as `hs[-1]`) after them; `grad_positions` (the
     `grads=` option) says where the gradients are when that reading cannot tell.
@@ -172,7 +145,10 @@ class ValueAndGradAccess(LayerAccess):
 
     def forward(self, inputs: Sequence[Any]) -> Any:
         res = called(self.fn, inputs, self.label, f"{getattr(self.fn, '__name__', 'f')}()")
-        loss, grads = self._loss_of(res)
+        reading = read(res, self.label, self.grad_positions)
+        loss, grads = reading.loss, reading.grads
+        if reading.note:
+            self._layout = reading.note
         self._args = inputs
         # Mapped to the arguments only when backward or fixed_inputs asks, not on every
         # numeric evaluation.
@@ -226,103 +202,6 @@ class ValueAndGradAccess(LayerAccess):
         """A parameters dict or list (`f(X, Y, parameters)`) and Python floats (`f(x, theta)`)
         are checked leaf by leaf; a configuration dict (`bn_param`) is not."""
         return {i for i, a in enumerate(args) if is_float_scalar(a) or is_parameter_tree(a)}
-
-    # -- what was returned ---------------------------------------------------------------------
-
-    def _loss_of(self, res: Any) -> tuple[np.ndarray, Any]:
-        """(loss, gradients) from what the function returned: `(loss, grads)`, or
-        `(grads, loss)` where the gradients (a dict, tuple or list) come first; for more
-        values, `_long`; with `grads=`, `_at_positions`."""
-        if self.grad_positions is not None:
-            return self._at_positions(res)
-        if isinstance(res, (tuple, list)) and len(res) > 2:
-            return self._long(res)
-        if (isinstance(res, (tuple, list)) and len(res) == 2 and scalar(res[0]) is None
-                and isinstance(res[0], (dict, tuple, list)) and scalar(res[1]) is not None):
-            return scalar(res[1]), res[0]  # type: ignore[return-value]
-        if not (isinstance(res, (tuple, list)) and len(res) == 2):
-            raise GradcheckUsageError(
-                f"{self.label}: a function is checked as a value-and-gradient function and "
-                f"must return (loss, gradients), or the loss and the gradients one after another "
-                f"(loss, dw1, dw2, ...); it returned {describe(res)}. For a layer pass an object "
-                "with forward() and backward(); for a cs231n-style pair pass "
-                "(forward_fn, backward_fn)"
-            )
-        loss = scalar(res[0])
-        if loss is None:
-            if isinstance(res[0], np.ndarray) and scalar(res[1]) is None:
-                hint = (" for a function returning (out, cache) pass the pair "
-                        "(forward_fn, backward_fn)")
-            else:
-                hint = " return (loss, gradients) or (gradients, loss)"
-            raise GradcheckUsageError(
-                f"{self.label}: the loss (first value returned) must be one real number, got "
-                f"{describe(res[0])};{hint}"
-            )
-        return loss, res[1]
-
-    def _long(self, res: Sequence[Any]) -> tuple[np.ndarray, Any]:
-        """More than two values: the loss is the first or, failing that, the last one real
-        number; after it (or before it) either one gradient structure (a dict, tuple or list)
-        followed by other values, or the gradients one after another (`Trailing`), matched to
-        what they belong to by position, with the values left over reported."""
-        n = len(res)
-        first, last = scalar(res[0]), scalar(res[-1])
-        if first is not None:
-            loss, rest, start = first, res[1:], 1
-        elif last is not None:
-            loss, rest, start = last, res[:-1], 0
-        else:
-            raise GradcheckUsageError(
-                f"{self.label}: returned a tuple of {n}, and neither its first nor its last "
-                f"value is one real number to take as the loss (they are {describe(res[0])} and "
-                f"{describe(res[-1])}); return the loss first or last, and, if the gradients "
-                "are not the values right after (or before) it, pass grads=[their positions]"
-            )
-        if isinstance(rest[0], (dict, tuple, list)):
-            return loss, rest[0]
-        values = Trailing(rest)
-        values.start = start
-        return loss, values
-
-    def _at_positions(self, res: Any) -> tuple[np.ndarray, Any]:
-        """`grads=[positions]`: the gradients are there, in the order of what they belong
-        to; the loss is the first or last of the other values."""
-        given = list(self.grad_positions or ())
-        if not isinstance(res, (tuple, list)):
-            raise GradcheckUsageError(
-                f"{self.label}: grads={given!r} gives positions in the tuple the function "
-                f"returns, and it returned {describe(res)}"
-            )
-        n = len(res)
-        bad = [p for p in given if not -n <= p < n]
-        pos = [p % n for p in given if -n <= p < n]
-        if bad or len(set(pos)) != len(pos):
-            raise GradcheckUsageError(
-                f"{self.label}: grads={given!r}: the function returned {n} values (positions "
-                f"0 to {n - 1}); name each gradient's position once"
-            )
-        rest = [i for i in range(n) if i not in pos]
-        at = next((i for i in rest[:1] + rest[-1:] if scalar(res[i]) is not None), None)
-        if at is None:
-            raise GradcheckUsageError(
-                f"{self.label}: grads={given!r} leaves positions {rest} for the loss, and "
-                "neither the first nor the last of them is one real number; return the loss "
-                "first or last"
-            )
-        extra = [i for i in rest if i != at]
-        if extra:
-            self._layout = (
-                f"returned {n} values: the loss at position {at}, the gradients at "
-                f"{', '.join(map(str, pos))}, and {self._list(res, extra)} left out of the "
-                "check (grads=)"
-            )
-        grads = res[pos[0]] if len(pos) == 1 else tuple(res[i] for i in pos)
-        return scalar(res[at]), grads  # type: ignore[return-value]
-
-    @staticmethod
-    def _list(res: Sequence[Any], positions: Sequence[int]) -> str:
-        return ", ".join(f"position {i} ({describe(res[i])})" for i in positions)
 
     def _trim(self, values: Trailing, owners: list[str], shapes: list[tuple[int, ...]]) -> tuple[
             Any, ...]:
