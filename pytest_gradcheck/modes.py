@@ -202,10 +202,10 @@ def joint_noise(
 AUTO_FULL_OUTRIGHT = 64
 
 
-def array_mode(mode: str, size: int, total: int) -> str:
-    """The mode one array of `size` elements is checked in, in a check of `total` elements: auto
-    means full for a whole check of up to AUTO_FULL_OUTRIGHT elements, else fast first (with
-    `settle` below auto_limit)."""
+def array_mode(mode: str, total: int) -> str:
+    """The mode the arrays of a check of `total` elements are checked in: auto means full for a
+    whole check of up to AUTO_FULL_OUTRIGHT elements, else fast first (with `settle` up to
+    auto_limit)."""
     if mode == "auto":
         return "full" if total <= AUTO_FULL_OUTRIGHT else "fast"
     return mode
@@ -237,7 +237,7 @@ def run_mode(
     only (its `label` is None): the caller knows the layer.
     """
     total = sum(t.array.size for t in arrays)
-    modes = [array_mode(plan.mode, t.array.size, total) for t in arrays]
+    modes = [array_mode(plan.mode, total)] * len(arrays)
     settle = plan.auto_limit if plan.mode == "auto" else 0
     fast_ones = [t for t, mode in zip(arrays, modes) if mode == "fast"]
     keyed: streams.KeyedStreams | None = None

@@ -28,8 +28,8 @@ class Rule:
 
 ELEMENTS = Rule(
     "elements",
-    "every element in full mode, the sampled ones in sample mode, arrays up to auto_limit "
-    "elements in auto mode",
+    "every element in full mode, the sampled ones in sample mode; in auto mode, every element "
+    "of a check of up to 64 elements in all (and of the arrays it settles)",
     "a central difference per element against backward's value, within rtol, or within atol "
     "plus the objective's rounding floor over the step",
     "2 per element",
@@ -54,7 +54,7 @@ KINKS = Rule(
 )
 DIRECTION = Rule(
     "direction",
-    "fast mode, and auto mode above auto_limit elements",
+    "fast mode, and auto mode on checks of more than 64 elements in all",
     "the derivative along a seeded random direction against backward's projection, within "
     "DIRECTIONAL_SAFETY times its estimated numerical error (Richardson extrapolation over "
     "steps h and 2h when truncation shows)",
