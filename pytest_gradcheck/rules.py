@@ -214,7 +214,9 @@ HIDDEN_PRECISION = Rule(
      "tests/test_low_precision_casts.py::test_a_wrong_float16_layer_still_fails_in_float16",
      "tests/test_hostile_numerics.py::"
      "test_a_small_weight_error_behind_a_relu_at_zero_fails_for_every_seed",
-     "tests/test_low_precision_casts.py::test_a_wrong_gradient_of_a_re_cast_parameter_still_fails",)
+     "tests/test_low_precision_casts.py::test_a_wrong_gradient_of_a_re_cast_parameter_still_fails",
+     "tests/test_example_nn_models.py::"
+     "test_a_missing_l2_term_is_not_taken_for_hidden_float16",)
 )
 DECOY = Rule(
     "decoy",
